@@ -1,0 +1,30 @@
+using System.CommandLine;
+using Kiln.Cli.Commands;
+
+namespace Kiln.Cli;
+
+/// <summary>The verbs of <c>kiln</c>, each a thin shell over a library.</summary>
+internal static class KilnCommandLine
+{
+    /// <summary>Builds the root command with every verb.</summary>
+    public static RootCommand Build()
+    {
+        var root = new RootCommand("Kiln: PyTorch-family models from research to production in .NET.");
+        root.Subcommands.Add(DoctorCommand.Create());
+        return root;
+    }
+
+    /// <summary>Parses <paramref name="args"/> and runs the verb, writing to the given streams.</summary>
+    /// <returns>The verb's exit code: 0 on success, 1 for usage errors and failures.</returns>
+    public static Task<int> InvokeAsync(string[] args, TextWriter output, TextWriter error, CancellationToken cancellationToken)
+    {
+        var configuration = new InvocationConfiguration
+        {
+            Output = output,
+            Error = error,
+            // Program handles SIGINT/SIGTERM itself so that every verb ends with 130/143.
+            ProcessTerminationTimeout = null,
+        };
+        return Build().Parse(args).InvokeAsync(configuration, cancellationToken);
+    }
+}

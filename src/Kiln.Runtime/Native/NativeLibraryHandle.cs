@@ -1,0 +1,47 @@
+using System.Runtime.InteropServices;
+
+namespace Kiln.Runtime.Native;
+
+/// <summary>A shared library opened with <see cref="NativeLibrary"/>, closed when disposed.</summary>
+internal sealed class NativeLibraryHandle : SafeHandle
+{
+    private NativeLibraryHandle(IntPtr handle, string name)
+        : base(IntPtr.Zero, ownsHandle: true)
+    {
+        SetHandle(handle);
+        Name = name;
+    }
+
+    /// <summary>The name or path the library was opened by.</summary>
+    public string Name { get; }
+
+    /// <inheritdoc />
+    public override bool IsInvalid => handle == IntPtr.Zero;
+
+    /// <summary>Opens the first of <paramref name="candidates"/> that loads, or returns null.</summary>
+    public static NativeLibraryHandle? TryOpen(IEnumerable<string> candidates)
+    {
+        foreach (string candidate in candidates)
+        {
+            if (NativeLibrary.TryLoad(candidate, out IntPtr h))
+            {
+                return new NativeLibraryHandle(h, candidate);
+            }
+        }
+        return null;
+    }
+
+    /// <summary>The address of an exported function, or zero when the library lacks it.</summary>
+    public IntPtr Export(string symbol) =>
+        NativeLibrary.TryGetExport(handle, symbol, out IntPtr address) ? address : IntPtr.Zero;
+
+    /// <summary>The path the dynamic loader resolved this library to, read from /proc/self/maps.</summary>
+    public string ResolvedPath => LoadedLibraries.FindPath(Path.GetFileName(Name)) ?? Name;
+
+    /// <inheritdoc />
+    protected override bool ReleaseHandle()
+    {
+        NativeLibrary.Free(handle);
+        return true;
+    }
+}
