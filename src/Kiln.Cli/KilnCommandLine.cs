@@ -1,4 +1,6 @@
 using System.CommandLine;
+using System.CommandLine.Invocation;
+using System.Reflection;
 using Kiln.Cli.Commands;
 
 namespace Kiln.Cli;
@@ -10,6 +12,8 @@ internal static class KilnCommandLine
     public static RootCommand Build()
     {
         var root = new RootCommand("Kiln: PyTorch-family models from research to production in .NET.");
+        // The default prints the entry assembly's version, which is a test host's under a test runner.
+        root.Options.OfType<VersionOption>().Single().Action = new VersionAction();
         root.Subcommands.Add(DoctorCommand.Create());
         return root;
     }
@@ -26,5 +30,15 @@ internal static class KilnCommandLine
             ProcessTerminationTimeout = null,
         };
         return Build().Parse(args).InvokeAsync(configuration, cancellationToken);
+    }
+
+    private sealed class VersionAction : SynchronousCommandLineAction
+    {
+        public override int Invoke(ParseResult parseResult)
+        {
+            string version = typeof(KilnCommandLine).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "unknown";
+            parseResult.InvocationConfiguration.Output.WriteLine(version);
+            return 0;
+        }
     }
 }

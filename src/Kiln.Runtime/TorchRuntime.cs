@@ -138,9 +138,10 @@ public static partial class TorchRuntime
         {
             torch.InitializeDeviceType(DeviceType.CPU);
         }
-        catch (Exception ex) when (ex is NotSupportedException or DllNotFoundException or ExternalException)
+        catch (Exception ex) when (ex is TypeInitializationException or NotSupportedException or DllNotFoundException or ExternalException)
         {
-            throw new KilnRuntimeException($"libtorch does not load: {FirstLine(ex.Message)}", ex);
+            Exception cause = ex is TypeInitializationException { InnerException: { } inner } ? inner : ex;
+            throw new KilnRuntimeException($"libtorch does not load: {FirstLine(cause.Message)}", ex);
         }
     }
 

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Globalization;
 using Kiln.Runtime;
 
 namespace Kiln.Cli.Commands;
@@ -15,7 +16,8 @@ internal static class DoctorCommand
         };
         gemm.Validators.Add(result =>
         {
-            if (result.GetValueOrDefault<double?>() is <= 0 or > 3600)
+            if (result.Tokens.Count > 0 && double.TryParse(result.Tokens[^1].Value, NumberStyles.Float, CultureInfo.InvariantCulture, out double seconds)
+                && seconds is <= 0 or > 3600)
             {
                 result.AddError("--gemm must be between 0 and 3600 seconds.");
             }
@@ -27,7 +29,7 @@ internal static class DoctorCommand
         };
         gemmSize.Validators.Add(result =>
         {
-            if (result.GetValueOrDefault<int?>() is < 16 or > 65536)
+            if (result.Tokens.Count > 0 && int.TryParse(result.Tokens[^1].Value, CultureInfo.InvariantCulture, out int n) && n is < 16 or > 65536)
             {
                 result.AddError("--gemm-size must be between 16 and 65536.");
             }
