@@ -36,7 +36,16 @@ internal sealed class NativeLibraryHandle : SafeHandle
         NativeLibrary.TryGetExport(handle, symbol, out IntPtr address) ? address : IntPtr.Zero;
 
     /// <summary>The path the dynamic loader resolved this library to, read from /proc/self/maps.</summary>
-    public string ResolvedPath => LoadedLibraries.FindPath(Path.GetFileName(Name)) ?? Name;
+    /// <remarks>Matched on the name up to ".so": libcuda.so.1 is a link to a file such as libcuda.so.580.95.05.</remarks>
+    public string ResolvedPath
+    {
+        get
+        {
+            string fileName = Path.GetFileName(Name);
+            int so = fileName.IndexOf(".so", StringComparison.Ordinal);
+            return LoadedLibraries.FindPath(so < 0 ? fileName : fileName[..(so + 3)]) ?? Name;
+        }
+    }
 
     /// <inheritdoc />
     protected override bool ReleaseHandle()
