@@ -58,7 +58,7 @@ public abstract class Node : IDisposable
     public PipelineContext Context { get; private set; } = new();
 
     /// <summary>What to do with items that cannot be read. Default: fail.</summary>
-    public ErrorPolicy OnError { get; init; } = ErrorPolicy.Fail;
+    public ErrorPolicy OnError { get; internal set; } = ErrorPolicy.Fail;
 
     /// <summary>True for nodes that run their upstream on threads of their own and checkpoint it themselves.</summary>
     internal virtual bool OwnsUpstream => false;

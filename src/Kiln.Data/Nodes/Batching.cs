@@ -59,6 +59,7 @@ internal sealed class FlatMapNode<TIn, TOut> : Node<TOut>
     private IEnumerator<TOut>? _current;
     private long _currentRead;
     private long _index;
+    private string _currentSource = "";
 
     public FlatMapNode(string id, Node<TIn> input, Func<TIn, IEnumerable<TOut>> expand, JsonObject? parameters, string type = "flat_map")
         : base(id, type, [input], parameters)
@@ -71,11 +72,19 @@ internal sealed class FlatMapNode<TIn, TOut> : Node<TOut>
     {
         while (true)
         {
-            if (_current is not null && _current.MoveNext())
+            try
             {
-                _index++;
-                item = _current.Current;
-                return true;
+                if (_current is not null && _current.MoveNext())
+                {
+                    _index++;
+                    item = _current.Current;
+                    return true;
+                }
+            }
+            catch (Exception ex) when (ex is not DataPipelineException)
+            {
+                // Throws the error, named, unless on_error is skip, which drops the rest of this input item.
+                ShouldSkip(ex, _currentSource);
             }
             _current?.Dispose();
             _current = null;
@@ -85,7 +94,7 @@ internal sealed class FlatMapNode<TIn, TOut> : Node<TOut>
                 return false;
             }
             _reader.Prune(read);
-            (_current, _currentRead, _index) = (_expand(value).GetEnumerator(), read, 0);
+            (_current, _currentRead, _index, _currentSource) = (_expand(value).GetEnumerator(), read, 0, MapNode<TIn, TOut>.Describe(value));
         }
     }
 
@@ -94,7 +103,7 @@ internal sealed class FlatMapNode<TIn, TOut> : Node<TOut>
         _current?.Dispose();
         _current = null;
         _index = 0;
-        _reader.Restore(state, Context, (read, value) => (_current, _currentRead) = (_expand(value).GetEnumerator(), read));
+        _reader.Restore(state, Context, (read, value) => (_current, _currentRead, _currentSource) = (_expand(value).GetEnumerator(), read, MapNode<TIn, TOut>.Describe(value)));
         long skip = state?["index"]?.GetValue<long>() ?? 0;
         for (; _index < skip; _index++)
         {

@@ -23,8 +23,10 @@ internal sealed class MapNode<TIn, TOut> : Node<TOut>
                 item = _map(value);
                 return true;
             }
-            catch (Exception ex) when (ex is not DataPipelineException && ShouldSkip(ex, Describe(value)))
+            catch (Exception ex) when (ex is not DataPipelineException)
             {
+                // Throws the error, named, unless on_error is skip (filters must not throw, so this is a catch).
+                ShouldSkip(ex, Describe(value));
             }
         }
         item = default!;

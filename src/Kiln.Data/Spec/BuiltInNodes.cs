@@ -60,16 +60,14 @@ internal static partial class BuiltInNodes
         bool ordered = c.Parameters.Bool("ordered", true);
         int inFlight = c.Parameters.Int("in_flight", Math.Max(2, 2 * threads), min: 1);
         int snapshotEvery = c.Parameters.Int("snapshot_every", 1, min: 1);
-        ErrorPolicy onError = c.Parameters.OnError;
         if (One(c) is not { } input || c.Function("fn", typeof(Func<,>), input.ItemType) is not { } fn || c.Parameters.Failed)
         {
             return null;
         }
         Type output = fn.GetType().GetGenericArguments()[1];
-        Node node = threads == 0
+        return threads == 0
             ? c.Make(typeof(MapNode<,>), [input.ItemType, output], c.Spec.Id, input, fn, c.Spec.Parameters, "map")
             : c.Make(typeof(ParallelMapNode<,>), [input.ItemType, output], c.Spec.Id, input, fn, threads, ordered, inFlight, snapshotEvery, c.Spec.Parameters, "map");
-        return WithPolicy(node, onError);
     }
 
     private static Node? Unbatch(NodeBuildContext c)
@@ -148,12 +146,6 @@ internal static partial class BuiltInNodes
             return new ListNode<long>(c.Spec.Id, [.. values.Select(v => v!.GetValue<long>())], c.Spec.Parameters);
         }
         return new ListNode<JsonNode?>(c.Spec.Id, [.. values.Select(v => v?.DeepClone())], c.Spec.Parameters);
-    }
-
-    private static Node WithPolicy(Node node, ErrorPolicy policy)
-    {
-        typeof(Node).GetProperty(nameof(Node.OnError))!.SetValue(node, policy);
-        return node;
     }
 
     internal static bool Sources(NodeBuildContext c, int inputs)

@@ -102,6 +102,11 @@ public sealed class DataGraph
                     {
                         parameters.Error(ex.Message);
                     }
+                    ErrorPolicy policy = parameters.OnError;
+                    if (node is not null)
+                    {
+                        node.OnError = policy;
+                    }
                     parameters.CheckUnknown();
                     if (errors.Count > before)
                     {
