@@ -15,6 +15,7 @@ internal static class KilnCommandLine
         // The default prints the entry assembly's version, which is a test host's under a test runner.
         root.Options.OfType<VersionOption>().Single().Action = new VersionAction();
         root.Subcommands.Add(DoctorCommand.Create());
+        root.Subcommands.Add(DataCommand.Create());
         return root;
     }
 

@@ -52,6 +52,17 @@ internal static partial class BuiltInNodes
                 c.Parameters.Int("size", 2, min: 1), c.Parameters.Int("snapshot_every", 1, min: 1), c.Spec.Parameters, "prefetch")
             : null);
         RegisterSources(r);
+        RegisterFunctions(r);
+    }
+
+    /// <summary>Functions every registry has, so specs run from the command line need no code.</summary>
+    private static void RegisterFunctions(NodeRegistry r)
+    {
+        r.AddMap<JsonNode, string>("json.text", static n => n["text"]?.GetValue<string>() ?? throw new InvalidDataException("no \"text\" field"));
+        r.AddMap<string, string[]>("text.words", static t => t.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries));
+        r.AddKey<string[]>("words.count", static w => w.Length);
+        r.AddKey<string>("text.length", static t => t.Length);
+        r.AddMap<Blob, string>("blob.utf8", static b => System.Text.Encoding.UTF8.GetString(b.Data));
     }
 
     private static Node? Map(NodeBuildContext c)
