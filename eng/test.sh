@@ -9,7 +9,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 # Real engines the tests use (see docs/development.md for what each is for).
-packages=(openmpi-bin)
+packages=(openmpi-bin libturbojpeg0)
 
 missing=()
 for p in "${packages[@]}"; do
