@@ -76,7 +76,7 @@ public sealed class GraphSpecTests
                 Node("out", "map", ["src"], new() { ["fn"] = "nope", ["threads"] = "many" })), Registry()))
             .Errors.ShouldBe([
                 "node 'out': parameter \"threads\" is \"many\"; it must be an integer",
-                "node 'out': parameter \"fn\": no function named \"nope\" is registered (registered: digits, even, fail_on_13, slow_times10, times10, twice)",
+                "node 'out': parameter \"fn\": no function named \"nope\" is registered (registered: blob.utf8, digits, even, fail_on_13, json.text, slow_times10, text.length, text.words, times10, twice, words.count)",
             ]);
     }
 
