@@ -24,6 +24,15 @@ public static class ItemJson
         float f => f,
         JsonNode node => node.DeepClone(),
         byte[] bytes => Bytes(bytes),
+        TorchSharp.torch.Tensor tensor => Tensor(tensor),
+        TensorBatch batch => new JsonObject { ["inputs"] = Tensor(batch.Inputs), ["labels"] = batch.Labels is null ? null : Tensor(batch.Labels) },
+        LabeledImage image => new JsonObject
+        {
+            ["source"] = image.Source,
+            ["label"] = image.Label,
+            ["shape"] = new JsonArray(3, image.Height, image.Width),
+            ["sha256"] = Convert.ToHexStringLower(SHA256.HashData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(image.Pixels.AsSpan()))),
+        },
         Blob blob => new JsonObject { ["name"] = blob.Name, ["source"] = blob.Source, ["data"] = Bytes(blob.Data) },
         Sample sample => new JsonObject
         {
@@ -36,6 +45,17 @@ public static class ItemJson
         IEnumerable sequence => new JsonArray([.. sequence.Cast<object?>().Select(From)]),
         _ => item.ToString(),
     };
+
+    private static JsonObject Tensor(TorchSharp.torch.Tensor tensor)
+    {
+        using TorchSharp.torch.Tensor cpu = tensor.cpu().contiguous();
+        return new JsonObject
+        {
+            ["shape"] = new JsonArray([.. tensor.shape.Select(d => (JsonNode)d)]),
+            ["dtype"] = tensor.dtype.ToString().ToLowerInvariant(),
+            ["sha256"] = Convert.ToHexStringLower(SHA256.HashData(cpu.bytes)),
+        };
+    }
 
     private static JsonObject Bytes(byte[] data) => new()
     {

@@ -20,7 +20,7 @@ namespace Kiln.Data.Nodes;
 internal sealed class ParallelMapNode<TIn, TOut> : Node<TOut>
 {
     private readonly Node<TIn> _input;
-    private readonly Func<TIn, TOut> _map;
+    private readonly Func<TIn, long, TOut> _map;
     private readonly int _threads;
     private readonly bool _ordered;
     private readonly int _inFlight;
@@ -40,6 +40,12 @@ internal sealed class ParallelMapNode<TIn, TOut> : Node<TOut>
     private long _lowestUndelivered;
 
     public ParallelMapNode(string id, Node<TIn> input, Func<TIn, TOut> map, int threads, bool ordered, int inFlight, int snapshotEvery, JsonObject? parameters, string type = "parallel_map")
+        : this(id, input, (x, _) => map(x), threads, ordered, inFlight, snapshotEvery, parameters, type)
+    {
+    }
+
+    /// <summary>A map whose function also gets the item's index in the epoch (for per-sample randomness).</summary>
+    public ParallelMapNode(string id, Node<TIn> input, Func<TIn, long, TOut> map, int threads, bool ordered, int inFlight, int snapshotEvery, JsonObject? parameters, string type)
         : base(id, type, [input], parameters)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
@@ -196,7 +202,7 @@ internal sealed class ParallelMapNode<TIn, TOut> : Node<TOut>
                 Completed result;
                 try
                 {
-                    result = new Completed(true, _map(value), null);
+                    result = new Completed(true, _map(value, seq), null);
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException)
                 {

@@ -81,6 +81,9 @@ public abstract class Node : IDisposable
         ? DataRandom.Mix(Context.Seed, (ulong)Context.Epoch, DataRandom.StableHash(Id), 1, (ulong)Context.ShardIndex, (ulong)Context.ShardCount)
         : DataRandom.Mix(Context.Seed, (ulong)Context.Epoch, DataRandom.StableHash(Id));
 
+    /// <summary>This node's seed for the current context (see <see cref="NodeSeed"/>), for functions built with the node.</summary>
+    internal ulong Seed => NodeSeed;
+
     /// <summary>Resets this node alone (not its inputs) to the start, or to <paramref name="state"/>.</summary>
     internal void Reset(PipelineContext context, JsonObject? state)
     {

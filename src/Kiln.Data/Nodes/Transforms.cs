@@ -6,9 +6,16 @@ namespace Kiln.Data.Nodes;
 internal sealed class MapNode<TIn, TOut> : Node<TOut>
 {
     private readonly Node<TIn> _input;
-    private readonly Func<TIn, TOut> _map;
+    private readonly Func<TIn, long, TOut> _map;
+    private long _index;
 
     public MapNode(string id, Node<TIn> input, Func<TIn, TOut> map, JsonObject? parameters, string type = "map")
+        : this(id, input, (x, _) => map(x), parameters, type)
+    {
+    }
+
+    /// <summary>A map whose function also gets the item's index in the epoch (for per-sample randomness).</summary>
+    public MapNode(string id, Node<TIn> input, Func<TIn, long, TOut> map, JsonObject? parameters, string type)
         : base(id, type, [input], parameters)
     {
         (_input, _map) = (input, map);
@@ -20,7 +27,7 @@ internal sealed class MapNode<TIn, TOut> : Node<TOut>
         {
             try
             {
-                item = _map(value);
+                item = _map(value, _index++);
                 return true;
             }
             catch (Exception ex) when (ex is not DataPipelineException)
@@ -33,16 +40,16 @@ internal sealed class MapNode<TIn, TOut> : Node<TOut>
         return false;
     }
 
+    protected override void ResetCore(JsonObject? state) => _index = state?["index"]?.GetValue<long>() ?? 0;
+
+    protected override JsonObject? SaveCore() => new() { ["index"] = _index };
+
     internal static string Describe(TIn value) => value switch
     {
         ISourced s => s.Source,
         string s => s,
         _ => "an item",
     };
-
-    protected override void ResetCore(JsonObject? state)
-    {
-    }
 }
 
 /// <summary>Keeps the items a predicate accepts.</summary>

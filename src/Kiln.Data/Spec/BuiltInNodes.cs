@@ -52,6 +52,7 @@ internal static partial class BuiltInNodes
                 c.Parameters.Int("size", 2, min: 1), c.Parameters.Int("snapshot_every", 1, min: 1), c.Spec.Parameters, "prefetch")
             : null);
         RegisterSources(r);
+        RegisterImaging(r);
         RegisterFunctions(r);
     }
 
@@ -227,4 +228,6 @@ internal static partial class BuiltInNodes
     private static Func<T, T> IdentityOf<T>() => static x => x;
 
     static partial void RegisterSources(NodeRegistry r);
+
+    static partial void RegisterImaging(NodeRegistry r);
 }
