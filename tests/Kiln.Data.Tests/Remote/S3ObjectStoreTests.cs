@@ -138,6 +138,42 @@ public sealed class S3ObjectStoreTests
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
+    public async Task Read_ConnectionDroppedMidBody_ResumesAndEqualsWhatWasPut(bool useAsync)
+    {
+        string key = Prefix() + "dropped.bin";
+        byte[] content = RemoteTestData.Bytes(700_001, seed: 5);
+        await _s3.PutAsync(key, content);
+        await using var proxy = new CuttingProxy(_s3.ServiceUrl.Port, cutConnections: 1, cutAfter: 250_000);
+        S3StoreOptions options = _s3.Options();
+        options.ServiceUrl = proxy.Url;
+        using var store = new S3ObjectStore(options);
+
+        using RemoteObjectStream stream = await OpenAsync(store, Bucket, key, 0, useAsync);
+        byte[] read = await RemoteTestData.ReadAllAsync(stream, useAsync);
+
+        read.ShouldBe(content);
+        stream.Retries.ShouldBe(1);
+        proxy.Connections.ShouldBe(2);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task OpenRead_EmptyObject_IsAnEmptyStream(bool useAsync)
+    {
+        string key = Prefix() + "empty.bin";
+        await _s3.PutAsync(key, []);
+        using var store = new S3ObjectStore(_s3.Options());
+
+        using RemoteObjectStream stream = await OpenAsync(store, Bucket, key, 0, useAsync);
+
+        (await RemoteTestData.ReadAllAsync(stream, useAsync)).ShouldBeEmpty();
+        stream.ObjectLength.ShouldBe(0);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
     public async Task OpenRead_PastTheEnd_ThrowsNamingKeyOffsetAndLength(bool useAsync)
     {
         string key = Prefix() + "short.bin";

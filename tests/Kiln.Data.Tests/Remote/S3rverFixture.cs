@@ -62,7 +62,7 @@ public sealed partial class S3rverFixture : IAsyncLifetime
         if (!File.Exists(script))
         {
             throw new InvalidOperationException(
-                $"s3rver is not installed ({script} is missing): run `npm ci --prefix eng/node` in {root} (eng/test.sh does it).");
+                $"s3rver is not installed ({script} is missing): run `npm ci --prefix eng/node` in {root}.");
         }
 
         var start = new ProcessStartInfo("node")
