@@ -17,7 +17,8 @@ public sealed class DataCommandTests : IDisposable
 
         code.ShouldBe(0, error);
         output.ShouldContain("batches  bucket_batch  [shuffle]");
-        output.ShouldContain("yields String[][]");
+        output.ShouldContain("tokens   tokenize      [text]");
+        output.ShouldContain("yields TensorBatch");
     }
 
     [Fact]
@@ -71,7 +72,7 @@ public sealed class DataCommandTests : IDisposable
         output.ShouldMatch(@"^\d+ items in [0-9.]+ s: [0-9.]+ items/s, [0-9.]+ MB/s read");
         string[] rows = Lines(output);
         rows.Count(r => r.StartsWith("records ", StringComparison.Ordinal) && r.Contains(" 120 ", StringComparison.Ordinal)).ShouldBe(1);
-        rows.Length.ShouldBe(2 + 7);
+        rows.Length.ShouldBe(2 + 8);
     }
 
     private static string[] Lines(string text) => text.Split('\n', StringSplitOptions.RemoveEmptyEntries);

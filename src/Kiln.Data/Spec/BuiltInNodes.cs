@@ -53,6 +53,7 @@ internal static partial class BuiltInNodes
             : null);
         RegisterSources(r);
         RegisterImaging(r);
+        RegisterText(r);
         RegisterFunctions(r);
     }
 
@@ -230,4 +231,6 @@ internal static partial class BuiltInNodes
     static partial void RegisterSources(NodeRegistry r);
 
     static partial void RegisterImaging(NodeRegistry r);
+
+    static partial void RegisterText(NodeRegistry r);
 }
