@@ -313,7 +313,7 @@ internal sealed class RemoteObjectStream : Stream
     }
 
     /// <summary>The inclusive end of the next request: one chunk on, clamped to the object's end when known.</summary>
-    private long? ChunkEnd(long start)
+    private long ChunkEnd(long start)
     {
         long chunk = _options.ChunkSize;
         long end = start > long.MaxValue - chunk ? long.MaxValue - 1 : start + chunk - 1;

@@ -149,6 +149,33 @@ public sealed class HttpObjectReaderTests : IClassFixture<HttpTestServer>, IDisp
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
+    public async Task OpenRead_429WithRetryAfter_WaitsAsAskedCappedAtMaxBackoff(bool useAsync)
+    {
+        string id = Id();
+        var retries = new ConcurrentQueue<RemoteRetry>();
+        var options = new RemoteReadOptions
+        {
+            InitialBackoff = TimeSpan.FromMilliseconds(1),
+            MaxBackoff = TimeSpan.FromMilliseconds(700),
+            OnRetry = retries.Enqueue,
+        };
+        var reader = new HttpObjectReader(_client, options);
+        var clock = Stopwatch.StartNew();
+
+        using RemoteObjectStream stream = await OpenAsync(reader, _server.Url($"flaky/{id}/1/data.bin?status=429&retryAfter=30"), 0, useAsync);
+
+        clock.Elapsed.ShouldBeGreaterThanOrEqualTo(TimeSpan.FromMilliseconds(650));
+        clock.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(10));
+        RemoteRetry retry = retries.ShouldHaveSingleItem();
+        retry.Delay.ShouldBe(TimeSpan.FromMilliseconds(700));
+        retry.Error.StatusCode.ShouldBe(429);
+        retry.Error.Message.ShouldEndWith(": 429 Too Many Requests");
+        (await RemoteTestData.ReadAllAsync(stream, useAsync)).ShouldBe(_server.Data);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
     public async Task OpenRead_ServerKeepsFailing_GivesUpAfterMaxRetriesNamingUrlAndStatus(bool useAsync)
     {
         string id = Id();

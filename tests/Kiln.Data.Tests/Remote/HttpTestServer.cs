@@ -55,11 +55,21 @@ public sealed class HttpTestServer : IAsyncLifetime
             ServeUnknownFileTypes = true,
         });
 
-        // 503 for the first {failures} requests under {id}, then the file with ranges.
-        app.MapGet("/flaky/{id}/{failures:int}/{name}", (HttpContext context, string id, int failures, string name) =>
-            Record(context, id) <= failures
-                ? Results.StatusCode(StatusCodes.Status503ServiceUnavailable)
-                : Results.File(Path.Combine(Folder, name), "application/octet-stream", enableRangeProcessing: true));
+        // 503 (or ?status=) for the first {failures} requests under {id}, with ?retryAfter= seconds if given; then the file with ranges.
+        app.MapGet("/flaky/{id}/{failures:int}/{name}", (HttpContext context, string id, int failures, string name, int? status, int? retryAfter) =>
+        {
+            if (Record(context, id) > failures)
+            {
+                return Results.File(Path.Combine(Folder, name), "application/octet-stream", enableRangeProcessing: true);
+            }
+
+            if (retryAfter is int seconds)
+            {
+                context.Response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            }
+
+            return Results.StatusCode(status ?? StatusCodes.Status503ServiceUnavailable);
+        });
 
         // For the first {times} requests under {id}: announce the asked range, send {cutAfter} bytes of it, then end the connection.
         app.MapGet("/cut/{id}/{cutAfter:int}/{times:int}/{name}", (RequestDelegate)CutAsync);
