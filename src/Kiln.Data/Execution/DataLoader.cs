@@ -114,7 +114,16 @@ public sealed class DataLoader<T> : IDisposable
     }
 
     /// <summary>The loader's state: where every worker copy is, which one is next, the epoch and the graph.</summary>
-    public JsonObject SaveState() => new()
+    public JsonObject SaveState()
+    {
+        if (Epoch < 0)
+        {
+            StartEpoch(0);
+        }
+        return SaveStarted();
+    }
+
+    private JsonObject SaveStarted() => new()
     {
         ["version"] = StateVersion,
         ["graph"] = _graph.Spec.Hash(),

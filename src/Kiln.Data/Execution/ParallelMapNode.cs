@@ -187,10 +187,19 @@ internal sealed class ParallelMapNode<TIn, TOut> : Node<TOut>
                     seq = _reads++;
                     if (_reads % _snapshotEvery == 0)
                     {
-                        JsonObject snapshot = GraphState.Capture(_input);
-                        lock (_gate)
+                        try
                         {
-                            _snapshots[_reads] = snapshot;
+                            JsonObject snapshot = GraphState.Capture(_input);
+                            lock (_gate)
+                            {
+                                _snapshots[_reads] = snapshot;
+                            }
+                        }
+                        catch (Exception ex)
+                        {
+                            Complete(seq, new Completed(false, default!, ExceptionDispatchInfo.Capture(ex)));
+                            _total = _reads;
+                            return;
                         }
                     }
                 }

@@ -51,6 +51,22 @@ internal static partial class BuiltInNodes
             ? c.Make(typeof(ParallelMapNode<,>), [input.ItemType, input.ItemType], c.Spec.Id, input, Identity(input.ItemType), 1, true,
                 c.Parameters.Int("size", 2, min: 1), c.Parameters.Int("snapshot_every", 1, min: 1), c.Spec.Parameters, "prefetch")
             : null);
+        r.AddNodeType("fork", c =>
+        {
+            int outputs = c.Parameters.Int("outputs", required: true, min: 2, max: 64);
+            int buffer = c.Parameters.Int("buffer", 1000, min: 1);
+            return One(c) is { } input ? c.Make(typeof(ForkNode<>), [input.ItemType], c.Spec.Id, "fork", input, outputs, null, buffer, c.Spec.Parameters) : null;
+        });
+        r.AddNodeType("demux", c =>
+        {
+            int outputs = c.Parameters.Int("outputs", required: true, min: 2, max: 64);
+            int buffer = c.Parameters.Int("buffer", 1000, min: 1);
+            if (One(c) is not { } input || c.Function("key", typeof(Func<,>), input.ItemType) is not { } key)
+            {
+                return null;
+            }
+            return c.Make(typeof(ForkNode<>), [input.ItemType], c.Spec.Id, "demux", input, outputs, key, buffer, c.Spec.Parameters);
+        });
         RegisterSources(r);
         RegisterImaging(r);
         RegisterText(r);

@@ -138,6 +138,10 @@ public sealed class DataGraph
         {
             errors.Add($"node '{unused.Id}': not connected to the output '{spec.Output}'");
         }
+        if (root is not null)
+        {
+            CheckForkThreads(root, errors);
+        }
         if (errors.Count > 0 || root is null)
         {
             foreach (Node? node in built.Values)
@@ -147,6 +151,48 @@ public sealed class DataGraph
             throw new GraphSpecException(source, errors);
         }
         return root;
+    }
+
+    /// <summary>
+    /// The outputs of a fork or demux share one reader, so they must be read on one thread: a node with threads
+    /// of its own (map with threads, prefetch) may read some of them only if it reads all of them.
+    /// </summary>
+    private static void CheckForkThreads(Node root, List<string> errors)
+    {
+        List<Node> all = Closure([root]);
+        foreach (Node threaded in all.Where(n => n.OwnsUpstream && n is not Nodes.ForkOutputNodeMarker))
+        {
+            List<Node> inside = Closure(threaded.Inputs);
+            foreach (IGrouping<object, Node> hub in all.OfType<Nodes.ForkOutputNodeMarker>().Cast<Node>().GroupBy(o => ((Nodes.ForkOutputNodeMarker)o).Hub))
+            {
+                Node[] read = [.. hub.Where(o => inside.Contains(o))];
+                if (read.Length > 0 && read.Length < hub.Count())
+                {
+                    string fork = read[0].Id[..read[0].Id.IndexOf(':', StringComparison.Ordinal)];
+                    errors.Add($"node '{threaded.Id}' reads '{string.Join("', '", read.Select(o => o.Id))}' on threads of its own while '{string.Join("', '", hub.Except(read).Select(o => o.Id))}' is read elsewhere; "
+                        + $"the outputs of '{fork}' share one reader: put the threads after the outputs rejoin");
+                }
+            }
+        }
+    }
+
+    private static List<Node> Closure(IEnumerable<Node> starts)
+    {
+        var seen = new List<Node>();
+        var stack = new Stack<Node>(starts);
+        while (stack.TryPop(out Node? node))
+        {
+            if (seen.Contains(node))
+            {
+                continue;
+            }
+            seen.Add(node);
+            foreach (Node input in node.Inputs)
+            {
+                stack.Push(input);
+            }
+        }
+        return seen;
     }
 
     private static string BaseId(string reference)

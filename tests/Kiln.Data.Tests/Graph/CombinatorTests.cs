@@ -97,3 +97,74 @@ public sealed class CombinatorTests
         loader.Roots[0].Stats.Skipped.ShouldBe(1);
     }
 }
+
+public sealed class ForkTests
+{
+    private static DataGraph ForkZip() => Build("prefetch",
+        Node("src", "range", parameters: new() { ["count"] = 50 }),
+        Node("shuffle", "shuffle", ["src"], new() { ["buffer"] = 10 }),
+        Node("fork", "fork", ["shuffle"], new() { ["outputs"] = 2 }),
+        Node("x10", "map", ["fork:1"], new() { ["fn"] = "times10" }),
+        Node("zip", "zip", ["fork:0", "x10"]),
+        Node("prefetch", "prefetch", ["zip"], new() { ["size"] = 3 }));
+
+    [Fact]
+    public void Fork_OutputsReadOnDifferentThreads_AreRejectedAtLoad() =>
+        Should.Throw<GraphSpecException>(() => Build("zip",
+            Node("src", "range", parameters: new() { ["count"] = 50 }),
+            Node("fork", "fork", ["src"], new() { ["outputs"] = 2 }),
+            Node("x10", "map", ["fork:1"], new() { ["fn"] = "times10", ["threads"] = 2 }),
+            Node("zip", "zip", ["fork:0", "x10"])))
+        .Errors.Single().ShouldBe("node 'x10' reads 'fork:1' on threads of its own while 'fork:0' is read elsewhere; the outputs of 'fork' share one reader: put the threads after the outputs rejoin");
+
+    [Fact]
+    public void Fork_EveryOutputSeesEveryItem()
+    {
+        List<(long, long)> pairs = ReadAll<(long, long)>(ForkZip());
+
+        pairs.Count.ShouldBe(50);
+        pairs.ShouldAllBe(p => p.Item2 == p.Item1 * 10);
+    }
+
+    [Fact]
+    public void Demux_SendsEachItemToItsKeysOutput()
+    {
+        DataGraph graph = Build("c",
+            Node("src", "items", parameters: new() { ["values"] = new JsonArray(1, 22, 3, 44, 55, 6) }),
+            Node("d", "demux", ["src"], new() { ["outputs"] = 3, ["key"] = "digits" }),
+            Node("c", "concat", ["d:2", "d:1"]));
+
+        ReadAll<long>(graph).ShouldBe([22L, 44, 55, 1, 3, 6]);
+    }
+
+    [Fact]
+    public void Fork_OutputReadTooSlowly_StopsNamingTheNode()
+    {
+        DataGraph graph = Build("c",
+            Node("src", "range", parameters: new() { ["count"] = 100 }),
+            Node("f", "fork", ["src"], new() { ["outputs"] = 2, ["buffer"] = 10 }),
+            Node("c", "concat", ["f:0", "f:1"]));
+
+        Should.Throw<DataPipelineException>(() => ReadAll<long>(graph)).Message.ShouldStartWith("node 'f': more than 10 items wait");
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(13)]
+    [InlineData(31)]
+    public void Fork_ResumesExactly(int stopAfter)
+    {
+        DataGraph graph = ForkZip();
+        List<(long, long)> all = ReadAll<(long, long)>(graph);
+        using var first = new DataLoader<(long, long)>(graph);
+        for (int i = 0; i < stopAfter; i++)
+        {
+            first.TryNext(out _);
+        }
+        JsonObject state = JsonNode.Parse(first.SaveState().ToJsonString())!.AsObject();
+        using var second = new DataLoader<(long, long)>(graph);
+        second.LoadState(state);
+
+        second.ReadToEnd().ShouldBe(all.Skip(stopAfter));
+    }
+}

