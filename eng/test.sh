@@ -10,6 +10,8 @@ cd "$root"
 
 # Real engines the tests use (see docs/development.md for what each is for).
 packages=(openmpi-bin libturbojpeg0)
+# Node.js for s3rver (Kiln.Data's S3 tests); a Node.js that already brings npm is kept.
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -22,6 +24,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# Test servers from npm, pinned by eng/node/package-lock.json (s3rver for Kiln.Data's remote tests).
+npm ci --prefix "$root/eng/node" --no-audit --no-fund --loglevel=error
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 dotnet build Kiln.slnx -c Release -warnaserror -nologo -clp:NoSummary
