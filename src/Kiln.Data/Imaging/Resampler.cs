@@ -9,15 +9,17 @@ namespace Kiln.Data.Imaging;
 /// <c>BILINEAR</c> resize and torchvision's <c>resize(..., antialias=True)</c>.
 /// </summary>
 /// <remarks>
-/// <para>Separable: a horizontal pass over the window's rows into a float buffer, then a vertical pass
-/// that rounds to bytes. For output index <c>i</c> over an input length <c>n</c> resized to <c>m</c>:
+/// <para>For output index <c>i</c> over an input length <c>n</c> resized to <c>m</c>:
 /// <c>scale = n / m</c>, <c>support = max(scale, 1)</c>, <c>center = (i + 0.5) * scale</c>; taps
 /// <c>j</c> in <c>[max(0, (int)(center - support + 0.5)), min(n, (int)(center + support + 0.5)))</c>
 /// weigh <c>max(0, 1 - |(j - center + 0.5) / support|)</c>, normalised to sum 1. Shrinking widens the
 /// triangle to cover every input pixel (antialiasing); enlarging is plain bilinear with half-pixel
 /// centres. Taps never leave the window (as torchvision crops first, then resizes).</para>
-/// <para>Unlike Pillow, the intermediate between the passes is float rather than rounded bytes, so
-/// results may differ from Pillow's by one level.</para>
+/// <para>Separable, with a float buffer between the passes and one rounding to bytes at the end
+/// (Pillow rounds between the passes too, so results may differ from Pillow's by one level). When the
+/// height shrinks, the vertical pass runs first (vectorised over whole rows) so the per-pixel horizontal
+/// pass only sees the output's rows; otherwise the horizontal pass runs first. A mirrored output uses
+/// mirrored horizontal taps, so flipping costs nothing.</para>
 /// </remarks>
 internal static class Resampler
 {
@@ -41,20 +43,15 @@ internal static class Resampler
                 CopyWindow(source, window, result, flip);
                 return result;
             }
-            using Taps horizontal = Taps.Compute(window.Width, width);
-            using Taps vertical = Taps.Compute(window.Height, height);
-            int firstRow = vertical.Start[0];
-            int rows = vertical.Start[height - 1] + vertical.Count[height - 1] - firstRow;
-            int rowLength = width * 3;
-            float[] buffer = ArrayPool<float>.Shared.Rent((rows * rowLength) + 4);
-            try
+            using Taps horizontal = Taps.Compute(window.Width, width, flip);
+            using Taps vertical = Taps.Compute(window.Height, height, mirrored: false);
+            if (height < window.Height)
             {
-                HorizontalPass(source, window, firstRow, rows, horizontal, buffer, width, flip);
-                VerticalPass(buffer, rowLength, firstRow, vertical, result);
+                ResizeVerticalFirst(source, window, horizontal, vertical, result);
             }
-            finally
+            else
             {
-                ArrayPool<float>.Shared.Return(buffer);
+                ResizeHorizontalFirst(source, window, horizontal, vertical, result);
             }
             return result;
         }
@@ -62,6 +59,62 @@ internal static class Resampler
         {
             result.Dispose();
             throw;
+        }
+    }
+
+    private static unsafe void ResizeVerticalFirst(RgbImage source, CropBox window, Taps horizontal, Taps vertical, RgbImage result)
+    {
+        int inputRow = window.Width * 3;
+        int outputRow = result.Width * 3;
+        // Slack after the last row: the horizontal pass loads four floats at a pixel's first channel.
+        float[] columns = ArrayPool<float>.Shared.Rent((result.Height * inputRow) + 8);
+        float[] line = ArrayPool<float>.Shared.Rent(outputRow + 8);
+        try
+        {
+            fixed (byte* sourceBase = source.Buffer)
+            fixed (float* columnBase = columns)
+            fixed (float* lineBase = line)
+            fixed (byte* resultBase = result.Buffer)
+            {
+                byte* windowBase = sourceBase + ((long)window.Y * source.Stride) + (window.X * 3);
+                VerticalBytesToFloats(windowBase, source.Stride, inputRow, vertical, columnBase);
+                for (int y = 0; y < result.Height; y++)
+                {
+                    HorizontalFloats(columnBase + ((long)y * inputRow), horizontal, lineBase);
+                    FloatsToBytes(lineBase, resultBase + ((long)y * result.Stride), outputRow);
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(columns);
+            ArrayPool<float>.Shared.Return(line);
+        }
+    }
+
+    private static unsafe void ResizeHorizontalFirst(RgbImage source, CropBox window, Taps horizontal, Taps vertical, RgbImage result)
+    {
+        int firstRow = vertical.Start[0];
+        int rows = vertical.Start[vertical.Length - 1] + vertical.Count - firstRow;
+        int outputRow = result.Width * 3;
+        float[] buffer = ArrayPool<float>.Shared.Rent((rows * outputRow) + 8);
+        try
+        {
+            fixed (byte* sourceBase = source.Buffer)
+            fixed (float* bufferBase = buffer)
+            fixed (byte* resultBase = result.Buffer)
+            {
+                byte* windowBase = sourceBase + ((long)(window.Y + firstRow) * source.Stride) + (window.X * 3);
+                for (int r = 0; r < rows; r++)
+                {
+                    HorizontalBytes(windowBase + ((long)r * source.Stride), horizontal, bufferBase + ((long)r * outputRow));
+                }
+                VerticalFloatsToBytes(bufferBase, outputRow, firstRow, vertical, resultBase, result.Stride);
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(buffer);
         }
     }
 
@@ -85,98 +138,31 @@ internal static class Resampler
         }
     }
 
-    private static unsafe void HorizontalPass(
-        RgbImage source, CropBox window, int firstRow, int rows, Taps taps, float[] buffer, int width, bool flip)
+    /// <summary>Vertical pass over byte rows into <c>taps.Length</c> float rows of <paramref name="rowLength"/>.</summary>
+    private static unsafe void VerticalBytesToFloats(byte* input, int stride, int rowLength, Taps taps, float* output)
     {
-        int stride = source.Stride;
-        int maxTaps = taps.MaxTaps;
-        fixed (byte* sourceBase = source.Buffer)
-        fixed (float* bufferBase = buffer)
-        fixed (float* weightBase = taps.Weights)
-        fixed (int* startBase = taps.Start)
-        fixed (int* countBase = taps.Count)
-        {
-            for (int r = 0; r < rows; r++)
-            {
-                byte* row = sourceBase + ((long)(window.Y + firstRow + r) * stride) + (window.X * 3);
-                float* output = bufferBase + ((long)r * width * 3);
-                // Written left to right: each store spills a fourth float into the next pixel, which is
-                // written after it (the buffer has four floats of slack for the last one).
-                for (int ox = 0; ox < width; ox++)
-                {
-                    int x = flip ? width - 1 - ox : ox;
-                    byte* pixel = row + (startBase[x] * 3);
-                    float* weights = weightBase + (x * maxTaps);
-                    int count = countBase[x];
-                    if (Sse41.IsSupported)
-                    {
-                        Vector128<float> sum = Vector128<float>.Zero;
-                        for (int k = 0; k < count; k++)
-                        {
-                            // Loads R, G, B and the next byte (the image keeps slack past its last pixel).
-                            Vector128<float> value = Sse2.ConvertToVector128Single(Sse41.ConvertToVector128Int32(pixel + (k * 3)));
-                            sum += value * Vector128.Create(weights[k]);
-                        }
-                        sum.Store(output + (ox * 3));
-                    }
-                    else
-                    {
-                        float red = 0, green = 0, blue = 0;
-                        for (int k = 0; k < count; k++)
-                        {
-                            float w = weights[k];
-                            red += pixel[k * 3] * w;
-                            green += pixel[(k * 3) + 1] * w;
-                            blue += pixel[(k * 3) + 2] * w;
-                        }
-                        output[ox * 3] = red;
-                        output[(ox * 3) + 1] = green;
-                        output[(ox * 3) + 2] = blue;
-                    }
-                }
-            }
-        }
-    }
-
-    private static unsafe void VerticalPass(float[] buffer, int rowLength, int firstRow, Taps taps, RgbImage destination)
-    {
-        int maxTaps = taps.MaxTaps;
-        int stride = destination.Stride;
-        int block = Vector256<float>.Count * 4;
-        fixed (float* bufferBase = buffer)
-        fixed (byte* destinationBase = destination.Buffer)
+        int count = taps.Count;
         fixed (float* weightBase = taps.Weights)
         {
-            for (int y = 0; y < destination.Height; y++)
+            for (int y = 0; y < taps.Length; y++, output += rowLength)
             {
-                float* rows = bufferBase + ((long)(taps.Start[y] - firstRow) * rowLength);
-                float* weights = weightBase + (y * maxTaps);
-                int count = taps.Count[y];
-                byte* output = destinationBase + ((long)y * stride);
+                byte* first = input + ((long)taps.Start[y] * stride);
+                float* weights = weightBase + (y * count);
                 int j = 0;
-                if (Vector256.IsHardwareAccelerated)
+                if (Avx2.IsSupported)
                 {
-                    Vector256<float> half = Vector256.Create(0.5f);
-                    Vector256<float> max = Vector256.Create(255f);
-                    for (; j + block <= rowLength; j += block)
+                    for (; j + 16 <= rowLength; j += 16)
                     {
-                        Vector256<float> a = Vector256<float>.Zero, b = a, c = a, d = a;
+                        Vector256<float> a = Vector256<float>.Zero, b = a;
                         for (int k = 0; k < count; k++)
                         {
-                            float* line = rows + ((long)k * rowLength) + j;
+                            byte* line = first + ((long)k * stride) + j;
                             Vector256<float> w = Vector256.Create(weights[k]);
-                            a += Vector256.Load(line) * w;
-                            b += Vector256.Load(line + 8) * w;
-                            c += Vector256.Load(line + 16) * w;
-                            d += Vector256.Load(line + 24) * w;
+                            a += Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(line)) * w;
+                            b += Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(line + 8)) * w;
                         }
-                        Vector256<int> ia = Vector256.ConvertToInt32(Vector256.Min(Vector256.Max(a + half, Vector256<float>.Zero), max));
-                        Vector256<int> ib = Vector256.ConvertToInt32(Vector256.Min(Vector256.Max(b + half, Vector256<float>.Zero), max));
-                        Vector256<int> ic = Vector256.ConvertToInt32(Vector256.Min(Vector256.Max(c + half, Vector256<float>.Zero), max));
-                        Vector256<int> id = Vector256.ConvertToInt32(Vector256.Min(Vector256.Max(d + half, Vector256<float>.Zero), max));
-                        Vector256<byte> bytes = Vector256.Narrow(
-                            Vector256.Narrow(ia, ib).AsUInt16(), Vector256.Narrow(ic, id).AsUInt16());
-                        bytes.Store(output + j);
+                        a.Store(output + j);
+                        b.Store(output + j + 8);
                     }
                 }
                 for (; j < rowLength; j++)
@@ -184,7 +170,53 @@ internal static class Resampler
                     float sum = 0;
                     for (int k = 0; k < count; k++)
                     {
-                        sum += rows[((long)k * rowLength) + j] * weights[k];
+                        sum += first[((long)k * stride) + j] * weights[k];
+                    }
+                    output[j] = sum;
+                }
+            }
+        }
+    }
+
+    /// <summary>Vertical pass over float rows into the destination's byte rows.</summary>
+    private static unsafe void VerticalFloatsToBytes(float* input, int rowLength, int firstRow, Taps taps, byte* output, int stride)
+    {
+        int count = taps.Count;
+        float* sums = stackalloc float[32];
+        fixed (float* weightBase = taps.Weights)
+        {
+            for (int y = 0; y < taps.Length; y++, output += stride)
+            {
+                float* first = input + ((long)(taps.Start[y] - firstRow) * rowLength);
+                float* weights = weightBase + (y * count);
+                int j = 0;
+                if (Vector256.IsHardwareAccelerated)
+                {
+                    for (; j + 32 <= rowLength; j += 32)
+                    {
+                        Vector256<float> a = Vector256<float>.Zero, b = a, c = a, d = a;
+                        for (int k = 0; k < count; k++)
+                        {
+                            float* line = first + ((long)k * rowLength) + j;
+                            Vector256<float> w = Vector256.Create(weights[k]);
+                            a += Vector256.Load(line) * w;
+                            b += Vector256.Load(line + 8) * w;
+                            c += Vector256.Load(line + 16) * w;
+                            d += Vector256.Load(line + 24) * w;
+                        }
+                        a.Store(sums);
+                        b.Store(sums + 8);
+                        c.Store(sums + 16);
+                        d.Store(sums + 24);
+                        FloatsToBytes(sums, output + j, 32);
+                    }
+                }
+                for (; j < rowLength; j++)
+                {
+                    float sum = 0;
+                    for (int k = 0; k < count; k++)
+                    {
+                        sum += first[((long)k * rowLength) + j] * weights[k];
                     }
                     output[j] = ToByte(sum);
                 }
@@ -192,65 +224,227 @@ internal static class Resampler
         }
     }
 
+    /// <summary>One row's horizontal pass from float RGB into float RGB (four-float stores, left to right).</summary>
+    private static unsafe void HorizontalFloats(float* row, Taps taps, float* output)
+    {
+        int count = taps.Count;
+        int width = taps.Length;
+        int x = 0;
+        fixed (int* start = taps.Start)
+        fixed (float* weights = taps.Weights)
+        fixed (float* pairWeights = taps.PairWeights)
+        {
+            if (Avx.IsSupported)
+            {
+                // Two output pixels per 256-bit vector: lanes 0-3 pixel x, lanes 4-7 pixel x + 1, with the
+                // taps' weights laid out the same way.
+                for (; x + 2 <= width; x += 2)
+                {
+                    float* p0 = row + (start[x] * 3);
+                    float* p1 = row + (start[x + 1] * 3);
+                    float* w = pairWeights + (x * count * 4);
+                    Vector256<float> sum = Vector256<float>.Zero;
+                    for (int k = 0; k < count; k++)
+                    {
+                        Vector256<float> pixels = Vector256.Create(Vector128.Load(p0 + (k * 3)), Vector128.Load(p1 + (k * 3)));
+                        sum += pixels * Vector256.Load(w + (k * 8));
+                    }
+                    sum.GetLower().Store(output + (x * 3));
+                    sum.GetUpper().Store(output + (x * 3) + 3);
+                }
+            }
+            for (; x < width; x++)
+            {
+                float* p = row + (start[x] * 3);
+                float* w = weights + (x * count);
+                Vector128<float> sum = Vector128<float>.Zero;
+                for (int k = 0; k < count; k++)
+                {
+                    sum += Vector128.Load(p + (k * 3)) * Vector128.Create(w[k]);
+                }
+                sum.Store(output + (x * 3));
+            }
+        }
+    }
+
+    /// <summary>One row's horizontal pass from byte RGB into float RGB (four-float stores, left to right).</summary>
+    private static unsafe void HorizontalBytes(byte* row, Taps taps, float* output)
+    {
+        int count = taps.Count;
+        fixed (int* start = taps.Start)
+        fixed (float* weights = taps.Weights)
+        {
+            for (int x = 0; x < taps.Length; x++)
+            {
+                byte* pixel = row + (start[x] * 3);
+                float* w = weights + (x * count);
+                if (Sse41.IsSupported)
+                {
+                    Vector128<float> sum = Vector128<float>.Zero;
+                    for (int k = 0; k < count; k++)
+                    {
+                        // Loads R, G, B and the next byte (an image keeps slack past its last pixel).
+                        sum += Sse2.ConvertToVector128Single(Sse41.ConvertToVector128Int32(pixel + (k * 3))) * Vector128.Create(w[k]);
+                    }
+                    sum.Store(output + (x * 3));
+                }
+                else
+                {
+                    float red = 0, green = 0, blue = 0;
+                    for (int k = 0; k < count; k++)
+                    {
+                        red += pixel[k * 3] * w[k];
+                        green += pixel[(k * 3) + 1] * w[k];
+                        blue += pixel[(k * 3) + 2] * w[k];
+                    }
+                    output[x * 3] = red;
+                    output[(x * 3) + 1] = green;
+                    output[(x * 3) + 2] = blue;
+                }
+            }
+        }
+    }
+
+    /// <summary>Rounds (half up) and clamps <paramref name="length"/> floats to bytes.</summary>
+    private static unsafe void FloatsToBytes(float* input, byte* output, int length)
+    {
+        int j = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            Vector256<float> half = Vector256.Create(0.5f);
+            Vector256<float> max = Vector256.Create(255f);
+            for (; j + 32 <= length; j += 32)
+            {
+                Vector256<int> a = Vector256.ConvertToInt32(Vector256.Min(Vector256.Max(Vector256.Load(input + j) + half, Vector256<float>.Zero), max));
+                Vector256<int> b = Vector256.ConvertToInt32(Vector256.Min(Vector256.Max(Vector256.Load(input + j + 8) + half, Vector256<float>.Zero), max));
+                Vector256<int> c = Vector256.ConvertToInt32(Vector256.Min(Vector256.Max(Vector256.Load(input + j + 16) + half, Vector256<float>.Zero), max));
+                Vector256<int> d = Vector256.ConvertToInt32(Vector256.Min(Vector256.Max(Vector256.Load(input + j + 24) + half, Vector256<float>.Zero), max));
+                Vector256.Narrow(Vector256.Narrow(a, b).AsUInt16(), Vector256.Narrow(c, d).AsUInt16()).Store(output + j);
+            }
+        }
+        for (; j < length; j++)
+        {
+            output[j] = ToByte(input[j]);
+        }
+    }
+
     private static byte ToByte(float value) => (byte)Math.Clamp((int)(value + 0.5f), 0, 255);
 
-    /// <summary>Per output index: the first input index, the number of taps and their weights.</summary>
+    /// <summary>
+    /// Per output index: the first input index and <see cref="Count"/> weights (the same count for every
+    /// index: windows near an edge are shifted inwards and padded with zero weights).
+    /// </summary>
     private sealed class Taps : IDisposable
     {
-        private Taps(int[] start, int[] count, float[] weights, int maxTaps)
+        private Taps(int length, int count, int[] start, float[] weights, float[] pairWeights)
         {
-            Start = start;
+            Length = length;
             Count = count;
+            Start = start;
             Weights = weights;
-            MaxTaps = maxTaps;
+            PairWeights = pairWeights;
         }
+
+        /// <summary>Output indexes (the pooled arrays may be longer).</summary>
+        public int Length { get; }
+
+        /// <summary>Taps per output index.</summary>
+        public int Count { get; }
 
         public int[] Start { get; }
 
-        public int[] Count { get; }
-
-        /// <summary><c>MaxTaps</c> weights per output index, the first <c>Count</c> of them used.</summary>
+        /// <summary><see cref="Count"/> weights per output index.</summary>
         public float[] Weights { get; }
 
-        public int MaxTaps { get; }
+        /// <summary>
+        /// For output pairs (2p, 2p + 1): per tap, the weight of 2p four times, then that of 2p + 1 four
+        /// times, matching two RGB(x) pixels in one 256-bit vector.
+        /// </summary>
+        public float[] PairWeights { get; }
 
-        public static Taps Compute(int inputLength, int outputLength)
+        /// <summary>Taps for <paramref name="inputLength"/> resized to <paramref name="outputLength"/>; output i uses index n - 1 - i's taps when mirrored.</summary>
+        public static Taps Compute(int inputLength, int outputLength, bool mirrored)
         {
             double scale = (double)inputLength / outputLength;
             double support = Math.Max(scale, 1.0);
-            int maxTaps = (int)Math.Ceiling(support) * 2 + 1;
-            int[] start = ArrayPool<int>.Shared.Rent(outputLength);
-            int[] count = ArrayPool<int>.Shared.Rent(outputLength);
-            float[] weights = ArrayPool<float>.Shared.Rent(outputLength * maxTaps);
-            Span<double> raw = maxTaps <= 256 ? stackalloc double[maxTaps] : new double[maxTaps];
-            for (int i = 0; i < outputLength; i++)
+            int span = Math.Min(inputLength, ((int)Math.Ceiling(support) * 2) + 1);
+            int[] firsts = ArrayPool<int>.Shared.Rent(outputLength);
+            double[] raw = ArrayPool<double>.Shared.Rent(outputLength * span);
+            try
             {
-                double center = (i + 0.5) * scale;
-                int first = Math.Max(0, (int)(center - support + 0.5));
-                int last = Math.Min(inputLength, (int)(center + support + 0.5));
-                int n = Math.Min(last - first, maxTaps);
-                double total = 0;
-                for (int k = 0; k < n; k++)
+                // The formula's taps, zero weights at either end dropped; the widest decides the count.
+                int count = 1;
+                for (int i = 0; i < outputLength; i++)
                 {
-                    double t = Math.Abs((first + k - center + 0.5) / support);
-                    raw[k] = t < 1.0 ? 1.0 - t : 0.0;
-                    total += raw[k];
+                    double center = (i + 0.5) * scale;
+                    int first = Math.Max(0, (int)(center - support + 0.5));
+                    int last = Math.Min(inputLength, (int)(center + support + 0.5));
+                    Span<double> w = raw.AsSpan(i * span, span);
+                    w.Clear();
+                    double total = 0;
+                    int lo = -1, hi = -1;
+                    for (int j = first; j < last && j - first < span; j++)
+                    {
+                        double t = Math.Abs((j - center + 0.5) / support);
+                        double v = t < 1.0 ? 1.0 - t : 0.0;
+                        w[j - first] = v;
+                        total += v;
+                        if (v > 0)
+                        {
+                            lo = lo < 0 ? j : lo;
+                            hi = j;
+                        }
+                    }
+                    if (lo < 0)
+                    {
+                        lo = hi = first;
+                    }
+                    // Keep only [lo, hi], normalised, at the front.
+                    for (int j = lo; j <= hi; j++)
+                    {
+                        w[j - lo] = total > 0 ? w[j - first] / total : 0;
+                    }
+                    w[(hi - lo + 1)..].Clear();
+                    firsts[i] = lo;
+                    count = Math.Max(count, hi - lo + 1);
                 }
-                for (int k = 0; k < n; k++)
+
+                int[] start = ArrayPool<int>.Shared.Rent(outputLength);
+                float[] weights = ArrayPool<float>.Shared.Rent(outputLength * count);
+                float[] pairs = ArrayPool<float>.Shared.Rent(((outputLength + 1) / 2) * count * 8);
+                for (int i = 0; i < outputLength; i++)
                 {
-                    weights[(i * maxTaps) + k] = total > 0 ? (float)(raw[k] / total) : 0f;
+                    int from = mirrored ? outputLength - 1 - i : i;
+                    // Shift a window that would run past the end inwards; its extra taps weigh zero.
+                    int first = Math.Min(firsts[from], inputLength - count);
+                    int offset = firsts[from] - first;
+                    Span<float> w = weights.AsSpan(i * count, count);
+                    w.Clear();
+                    for (int k = 0; k + offset < count; k++)
+                    {
+                        w[k + offset] = (float)raw[(from * span) + k];
+                    }
+                    start[i] = first;
+                    int pair = i / 2, lane = (i % 2) * 4;
+                    for (int k = 0; k < count; k++)
+                    {
+                        pairs.AsSpan((pair * count * 8) + (k * 8) + lane, 4).Fill(w[k]);
+                    }
                 }
-                start[i] = first;
-                count[i] = n;
+                return new Taps(outputLength, count, start, weights, pairs);
             }
-            return new Taps(start, count, weights, maxTaps);
+            finally
+            {
+                ArrayPool<int>.Shared.Return(firsts);
+                ArrayPool<double>.Shared.Return(raw);
+            }
         }
 
         public void Dispose()
         {
             ArrayPool<int>.Shared.Return(Start);
-            ArrayPool<int>.Shared.Return(Count);
             ArrayPool<float>.Shared.Return(Weights);
+            ArrayPool<float>.Shared.Return(PairWeights);
         }
     }
 }

@@ -117,6 +117,21 @@ public sealed class ImageTransformsTests
         }
     }
 
+    [Theory]
+    [InlineData(200, 40)] // wider, shorter: vertical pass first, horizontal enlarges
+    [InlineData(30, 120)] // narrower, taller: horizontal pass first
+    [InlineData(224, 224)]
+    public void Resize_MixedDirections_MatchesDoublePrecisionReference(int width, int height)
+    {
+        using RgbImage noise = TestImages.Noise(97, 83, seed: 17);
+        var box = new CropBox(3, 2, 90, 80);
+
+        using RgbImage resized = ImageTransforms.ResizedCrop(noise, box, width, height);
+
+        byte[] reference = ReferenceResize(noise, box, width, height);
+        TestImages.Bytes(resized).Zip(reference, (a, b) => Math.Abs(a - b)).Max().ShouldBeLessThanOrEqualTo(1);
+    }
+
     [Fact]
     public void ResizedCrop_ReadsOnlyTheWindow()
     {
@@ -132,14 +147,17 @@ public sealed class ImageTransformsTests
         TestImages.Bytes(fused).Zip(reference, (a, b) => Math.Abs(a - b)).Max().ShouldBeLessThanOrEqualTo(1);
     }
 
-    [Fact]
-    public void ResizedCrop_WithFlip_EqualsResizeThenMirror()
+    [Theory]
+    [InlineData(33, 29)] // shrinking: vertical pass first
+    [InlineData(100, 90)] // enlarging: horizontal pass first
+    [InlineData(77, 61)] // same size: a copy
+    public void ResizedCrop_WithFlip_EqualsResizeThenMirror(int width, int height)
     {
         using RgbImage noise = TestImages.Noise(90, 70, seed: 14);
         var box = new CropBox(5, 6, 77, 61);
 
-        using RgbImage flipped = ImageTransforms.ResizedCrop(noise, box, 33, 29, flip: true);
-        using RgbImage plain = ImageTransforms.ResizedCrop(noise, box, 33, 29);
+        using RgbImage flipped = ImageTransforms.ResizedCrop(noise, box, width, height, flip: true);
+        using RgbImage plain = ImageTransforms.ResizedCrop(noise, box, width, height);
         ImageTransforms.FlipHorizontallyInPlace(plain);
 
         TestImages.Bytes(flipped).ShouldBe(TestImages.Bytes(plain));
