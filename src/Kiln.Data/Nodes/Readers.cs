@@ -13,14 +13,14 @@ namespace Kiln.Data.Nodes;
 /// </summary>
 internal static class Readers
 {
-    /// <summary>Opens a location for reading; local paths by default, URLs through <see cref="LocationOpener"/>.</summary>
-    public static Stream Open(string location, Node node)
+    /// <summary>Opens a location for reading: a local path, an http(s) URL or an s3:// object.</summary>
+    public static Stream Open(string location, ReadContext node)
     {
-        Stream stream = LocationOpener.Open(location);
-        return new CountingStream(stream, node.Stats);
+        Stream stream = node.Storage.Open(location);
+        return new CountingStream(stream, node.Node.Stats);
     }
 
-    public static IEnumerable<string> Lines(string location, Node node)
+    public static IEnumerable<string> Lines(string location, ReadContext node)
     {
         using var reader = new StreamReader(Open(location, node), Encoding.UTF8);
         while (reader.ReadLine() is { } line)
@@ -29,7 +29,7 @@ internal static class Readers
         }
     }
 
-    public static IEnumerable<JsonNode> JsonLines(string location, Node node)
+    public static IEnumerable<JsonNode> JsonLines(string location, ReadContext node)
     {
         int number = 0;
         foreach (string line in Lines(location, node))
@@ -53,7 +53,7 @@ internal static class Readers
     }
 
     /// <summary>CSV (RFC 4180: quotes, doubled quotes, commas and newlines inside quotes); the first row names the columns.</summary>
-    public static IEnumerable<IReadOnlyDictionary<string, string>> Csv(string location, Node node, char separator)
+    public static IEnumerable<IReadOnlyDictionary<string, string>> Csv(string location, ReadContext node, char separator)
     {
         using var reader = new StreamReader(Open(location, node), Encoding.UTF8);
         string[]? header = null;
@@ -141,11 +141,14 @@ internal static class Readers
     }
 
     /// <summary>Tar members (plain, or gzip-compressed: detected by its magic bytes), in archive order.</summary>
-    public static IEnumerable<Blob> Tar(string location, Node node)
+    public static IEnumerable<Blob> Tar(string location, ReadContext node)
     {
-        using Stream raw = Open(location, node);
-        using var buffered = new BufferedStream(raw, 1 << 16);
-        Stream stream = IsGzip(buffered) ? new GZipStream(buffered, CompressionMode.Decompress) : buffered;
+        using var raw = (CountingStream)Open(location, node);
+        var buffered = new BufferedStream(raw, 1 << 16);
+        byte[] magic = new byte[2];
+        int got = buffered.ReadAtLeast(magic, 2, throwOnEndOfStream: false);
+        Stream peeked = new PrefixedStream(magic.AsMemory(0, got), buffered);
+        Stream stream = got == 2 && magic[0] == 0x1f && magic[1] == 0x8b ? new GZipStream(peeked, CompressionMode.Decompress) : peeked;
         using var reader = new TarReader(stream);
         while (true)
         {
@@ -167,7 +170,7 @@ internal static class Readers
             }
             catch (Exception ex) when (ex is EndOfStreamException or InvalidDataException or FormatException)
             {
-                throw new InvalidDataException($"truncated or corrupt tar after {raw.Position} bytes: {ex.Message}", ex);
+                throw new InvalidDataException($"truncated or corrupt tar after {raw.BytesRead} bytes: {ex.Message}", ex);
             }
             yield return new Blob(entry.Name, data, location);
         }
@@ -175,7 +178,7 @@ internal static class Readers
     }
 
     /// <summary>Zip members, in central-directory order.</summary>
-    public static IEnumerable<Blob> Zip(string location, Node node)
+    public static IEnumerable<Blob> Zip(string location, ReadContext node)
     {
         using Stream raw = Open(location, node);
         Stream seekable = raw.CanSeek ? raw : CopyToMemory(raw);
@@ -194,7 +197,7 @@ internal static class Readers
     }
 
     /// <summary>A gzip file, decompressed: one item named without ".gz".</summary>
-    public static IEnumerable<Blob> Gzip(string location, Node node)
+    public static IEnumerable<Blob> Gzip(string location, ReadContext node)
     {
         using Stream raw = Open(location, node);
         using var gzip = new GZipStream(raw, CompressionMode.Decompress);
@@ -205,7 +208,7 @@ internal static class Readers
     }
 
     /// <summary>A location's bytes, whole.</summary>
-    public static IEnumerable<Blob> Whole(string location, Node node)
+    public static IEnumerable<Blob> Whole(string location, ReadContext node)
     {
         using Stream raw = Open(location, node);
         using var memory = new MemoryStream();
@@ -217,7 +220,7 @@ internal static class Readers
     /// WebDataset: consecutive tar members sharing a key (the path up to the first dot of the file name) form one
     /// sample, keyed by the rest of the name ("jpg", "cls", "seg.png").
     /// </summary>
-    public static IEnumerable<Sample> WebDataset(string location, Node node)
+    public static IEnumerable<Sample> WebDataset(string location, ReadContext node)
     {
         string? key = null;
         Dictionary<string, byte[]> fields = [];
@@ -248,12 +251,42 @@ internal static class Readers
         }
     }
 
-    private static bool IsGzip(BufferedStream stream)
+    /// <summary>Bytes already read to sniff the format, then the rest of the stream: sniffing works on streams that cannot seek.</summary>
+    private sealed class PrefixedStream(ReadOnlyMemory<byte> prefix, Stream rest) : Stream
     {
-        Span<byte> magic = stackalloc byte[2];
-        int read = stream.ReadAtLeast(magic, 2, throwOnEndOfStream: false);
-        stream.Seek(-read, SeekOrigin.Current);
-        return read == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+        private ReadOnlyMemory<byte> _prefix = prefix;
+
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush()
+        {
+        }
+        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+        public override int Read(Span<byte> buffer)
+        {
+            if (_prefix.IsEmpty)
+            {
+                return rest.Read(buffer);
+            }
+            int n = Math.Min(buffer.Length, _prefix.Length);
+            _prefix.Span[..n].CopyTo(buffer);
+            _prefix = _prefix[n..];
+            return n;
+        }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+            {
+                rest.Dispose();
+            }
+            base.Dispose(disposing);
+        }
     }
 
     private static MemoryStream CopyToMemory(Stream stream)
@@ -266,6 +299,8 @@ internal static class Readers
 
     private sealed class CountingStream(Stream inner, NodeStats stats) : Stream
     {
+        public long BytesRead { get; private set; }
+
         public override bool CanRead => true;
         public override bool CanSeek => inner.CanSeek;
         public override bool CanWrite => false;
@@ -277,6 +312,7 @@ internal static class Readers
         {
             int n = inner.Read(buffer);
             stats.AddBytes(n);
+            BytesRead += n;
             return n;
         }
         public override long Seek(long offset, SeekOrigin origin) => inner.Seek(offset, origin);
@@ -293,41 +329,5 @@ internal static class Readers
     }
 }
 
-/// <summary>
-/// Opens locations for the readers: local paths, and URL schemes registered by the remote sources
-/// (http, https, s3). Registration happens when a graph with remote sources is built.
-/// </summary>
-internal static class LocationOpener
-{
-    private static readonly Dictionary<string, Func<string, Stream>> s_schemes = new(StringComparer.OrdinalIgnoreCase);
-    private static readonly Lock s_gate = new();
-
-    public static void Register(string scheme, Func<string, Stream> open)
-    {
-        lock (s_gate)
-        {
-            s_schemes[scheme] = open;
-        }
-    }
-
-    public static Stream Open(string location)
-    {
-        int colon = location.IndexOf("://", StringComparison.Ordinal);
-        if (colon > 0)
-        {
-            Func<string, Stream>? open;
-            lock (s_gate)
-            {
-                s_schemes.TryGetValue(location[..colon], out open);
-            }
-            return open is null
-                ? throw new DataPipelineException($"{location}: no reader for the scheme \"{location[..colon]}\"")
-                : open(location);
-        }
-        if (!File.Exists(location))
-        {
-            throw new FileNotFoundException($"{location} does not exist", location);
-        }
-        return new FileStream(location, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
-    }
-}
+/// <summary>What a reader needs: its node (for counters) and the storage it reads from.</summary>
+internal sealed record ReadContext(Node Node, StorageAccess Storage);

@@ -67,6 +67,9 @@ public sealed class NodeRegistry
 {
     private readonly Dictionary<string, Func<NodeBuildContext, Node?>> _types = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Delegate> _functions = new(StringComparer.Ordinal);
+    private HttpClient? _http;
+    private Remote.S3StoreOptions? _s3;
+    private Nodes.StorageAccess? _storage;
 
     private NodeRegistry()
     {
@@ -79,6 +82,26 @@ public sealed class NodeRegistry
         BuiltInNodes.Register(registry);
         return registry;
     }
+
+    /// <summary>Reads http(s) locations with this client instead of one the registry creates.</summary>
+    public NodeRegistry UseHttpClient(HttpClient client)
+    {
+        ArgumentNullException.ThrowIfNull(client);
+        _http = client;
+        _storage = null;
+        return this;
+    }
+
+    /// <summary>Reads s3:// locations from this S3-compatible endpoint (with these credentials).</summary>
+    public NodeRegistry UseS3(Remote.S3StoreOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        _s3 = options;
+        _storage = null;
+        return this;
+    }
+
+    internal Nodes.StorageAccess Storage => _storage ??= new Nodes.StorageAccess(_http, _s3, null);
 
     /// <summary>The node type names.</summary>
     public IEnumerable<string> NodeTypes => _types.Keys;

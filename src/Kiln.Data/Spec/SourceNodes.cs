@@ -15,6 +15,21 @@ internal static partial class BuiltInNodes
             bool recursive = c.Parameters.Bool("recursive");
             return Sources(c, 0) && !c.Parameters.Failed ? new FileListerNode(c.Spec.Id, root!, patterns, recursive, c.Spec.Parameters) : null;
         });
+        r.AddNodeType("s3_list", c =>
+        {
+            string? uri = c.Parameters.String("uri", required: true);
+            string[] patterns = c.Parameters.Strings("patterns");
+            if (!Sources(c, 0) || uri is null)
+            {
+                return null;
+            }
+            if (!Remote.S3Location.TryParse(uri, out Remote.S3Location prefix))
+            {
+                c.Error($"parameter \"uri\" is \"{uri}\"; it must be s3://bucket/prefix");
+                return null;
+            }
+            return c.Parameters.Failed ? null : new S3ListNode(c.Spec.Id, prefix, patterns, c.Registry.Storage, c.Spec.Parameters);
+        });
         Reader<string>(r, "lines", static _ => Readers.Lines);
         Reader<JsonNode>(r, "jsonl", static _ => Readers.JsonLines);
         Reader<IReadOnlyDictionary<string, string>>(r, "csv", static p =>
@@ -34,7 +49,7 @@ internal static partial class BuiltInNodes
     }
 
     /// <summary>A node type that reads each location (string) of its input into items, resuming inside a location.</summary>
-    private static void Reader<TOut>(NodeRegistry r, string type, Func<NodeParameters, Func<string, Node, IEnumerable<TOut>>> reader)
+    private static void Reader<TOut>(NodeRegistry r, string type, Func<NodeParameters, Func<string, ReadContext, IEnumerable<TOut>>> reader)
     {
         r.AddNodeType(type, c =>
         {
@@ -47,13 +62,14 @@ internal static partial class BuiltInNodes
                 c.Error($"{type} reads locations (strings), but '{input.Id}' yields {NodeBuildContext.Pretty(input.ItemType)}");
                 return null;
             }
-            Func<string, Node, IEnumerable<TOut>> read = reader(c.Parameters);
+            Func<string, ReadContext, IEnumerable<TOut>> read = reader(c.Parameters);
+            StorageAccess storage = c.Registry.Storage;
             if (c.Parameters.Failed)
             {
                 return null;
             }
             FlatMapNode<string, TOut>? node = null;
-            node = new FlatMapNode<string, TOut>(c.Spec.Id, (Node<string>)input, location => read(location, node!), c.Spec.Parameters, type);
+            node = new FlatMapNode<string, TOut>(c.Spec.Id, (Node<string>)input, location => read(location, new ReadContext(node!, storage)), c.Spec.Parameters, type);
             return node;
         });
     }
