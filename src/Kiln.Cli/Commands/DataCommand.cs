@@ -48,9 +48,11 @@ internal static class DataCommand
         public Option<int> Rank { get; } = new("--rank") { Description = "This rank (default 0; torchrun's RANK)." };
         public Option<int> WorldSize { get; } = new("--world-size") { Description = "Ranks reading together (default 1; torchrun's WORLD_SIZE).", DefaultValueFactory = _ => 1 };
         public Option<int> Workers { get; } = new("--workers") { Description = "Worker copies of the graph on threads of their own (default 1).", DefaultValueFactory = _ => 1 };
+        public Option<Uri?> S3Endpoint { get; } = new("--s3-endpoint") { Description = "S3-compatible endpoint for s3:// locations (credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; none: anonymous)." };
 
         public void AddTo(Command command)
         {
+            command.Options.Add(S3Endpoint);
             command.Options.Add(Seed);
             command.Options.Add(Epoch);
             command.Options.Add(Rank);
@@ -77,7 +79,7 @@ internal static class DataCommand
         options.AddTo(command);
         command.SetAction(async (parse, cancellationToken) =>
         {
-            DataGraph? graph = Load(parse, parse.GetValue(spec)!);
+            DataGraph? graph = Load(parse, parse.GetValue(spec)!, parse.GetValue(options.S3Endpoint));
             if (graph is null || Loader(parse, graph, options.Read(parse)) is not { } loader)
             {
                 return 1;
@@ -125,7 +127,7 @@ internal static class DataCommand
         options.AddTo(command);
         command.SetAction(async (parse, cancellationToken) =>
         {
-            DataGraph? graph = Load(parse, parse.GetValue(spec)!);
+            DataGraph? graph = Load(parse, parse.GetValue(spec)!, parse.GetValue(options.S3Endpoint));
             if (graph is null || Loader(parse, graph, options.Read(parse)) is not { } loader)
             {
                 return 1;
@@ -163,11 +165,22 @@ internal static class DataCommand
         return command;
     }
 
-    private static DataGraph? Load(ParseResult parse, FileInfo file)
+    private static DataGraph? Load(ParseResult parse, FileInfo file, Uri? s3Endpoint = null)
     {
         try
         {
-            return DataGraph.Build(GraphSpec.Load(file.FullName), NodeRegistry.CreateDefault(), file.FullName);
+            NodeRegistry registry = NodeRegistry.CreateDefault();
+            if (s3Endpoint is not null)
+            {
+                registry.UseS3(new Kiln.Data.Remote.S3StoreOptions
+                {
+                    ServiceUrl = s3Endpoint,
+                    AccessKeyId = Environment.GetEnvironmentVariable("AWS_ACCESS_KEY_ID"),
+                    SecretAccessKey = Environment.GetEnvironmentVariable("AWS_SECRET_ACCESS_KEY"),
+                    SessionToken = Environment.GetEnvironmentVariable("AWS_SESSION_TOKEN"),
+                });
+            }
+            return DataGraph.Build(GraphSpec.Load(file.FullName), registry, file.FullName);
         }
         catch (GraphSpecException ex)
         {

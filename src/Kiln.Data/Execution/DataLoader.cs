@@ -58,6 +58,7 @@ public sealed class DataLoader<T> : IDisposable
                 : new ParallelMapNode<T, T>($"worker{i}", root, static x => x, 1, true, _options.WorkerPrefetch, 1, null, "worker");
         }
         _done = new bool[_workers.Length];
+        DataMetrics.Track(_workers);
     }
 
     /// <summary>The current epoch.</summary>
@@ -171,6 +172,7 @@ public sealed class DataLoader<T> : IDisposable
     /// <inheritdoc />
     public void Dispose()
     {
+        DataMetrics.Untrack(_workers);
         foreach (Node<T> worker in _workers)
         {
             worker.Dispose();
