@@ -71,12 +71,13 @@ internal sealed class CollateNode<T> : Node<TensorBatch>
                     throw new DataPipelineException($"node '{Id}' (collate): images of different sizes in one batch ({first.Source} is {first.Width}x{first.Height})");
                 }
                 int plane = 3 * first.Height * first.Width;
-                var pixels = new float[images.Length * plane];
+                // Straight into the tensor's memory: no intermediate batch-sized array.
+                Tensor inputs = Pin(torch.empty([images.Length, 3, first.Height, first.Width], ScalarType.Float32));
+                Span<float> destination = MemoryMarshal.Cast<byte, float>(inputs.bytes);
                 for (int i = 0; i < images.Length; i++)
                 {
-                    images[i].Pixels.AsSpan().CopyTo(pixels.AsSpan(i * plane, plane));
+                    images[i].Pixels.AsSpan().CopyTo(destination.Slice(i * plane, plane));
                 }
-                Tensor inputs = Pin(torch.tensor(pixels, [images.Length, 3, first.Height, first.Width]));
                 Tensor labels = Pin(torch.tensor(images.Select(i => i.Label).ToArray(), [images.Length]));
                 return new TensorBatch(inputs, labels);
             }
