@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -158,8 +159,8 @@ internal static class Resampler
                         {
                             byte* line = first + ((long)k * stride) + j;
                             Vector256<float> w = Vector256.Create(weights[k]);
-                            a += Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(line)) * w;
-                            b += Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(line + 8)) * w;
+                            a = MultiplyAdd(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(line)), w, a);
+                            b = MultiplyAdd(Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(line + 8)), w, b);
                         }
                         a.Store(output + j);
                         b.Store(output + j + 8);
@@ -170,7 +171,7 @@ internal static class Resampler
                     float sum = 0;
                     for (int k = 0; k < count; k++)
                     {
-                        sum += first[((long)k * stride) + j] * weights[k];
+                        sum = MultiplyAdd(first[((long)k * stride) + j], weights[k], sum);
                     }
                     output[j] = sum;
                 }
@@ -199,10 +200,10 @@ internal static class Resampler
                         {
                             float* line = first + ((long)k * rowLength) + j;
                             Vector256<float> w = Vector256.Create(weights[k]);
-                            a += Vector256.Load(line) * w;
-                            b += Vector256.Load(line + 8) * w;
-                            c += Vector256.Load(line + 16) * w;
-                            d += Vector256.Load(line + 24) * w;
+                            a = MultiplyAdd(Vector256.Load(line), w, a);
+                            b = MultiplyAdd(Vector256.Load(line + 8), w, b);
+                            c = MultiplyAdd(Vector256.Load(line + 16), w, c);
+                            d = MultiplyAdd(Vector256.Load(line + 24), w, d);
                         }
                         a.Store(sums);
                         b.Store(sums + 8);
@@ -216,7 +217,7 @@ internal static class Resampler
                     float sum = 0;
                     for (int k = 0; k < count; k++)
                     {
-                        sum += first[((long)k * rowLength) + j] * weights[k];
+                        sum = MultiplyAdd(first[((long)k * rowLength) + j], weights[k], sum);
                     }
                     output[j] = ToByte(sum);
                 }
@@ -247,7 +248,7 @@ internal static class Resampler
                     for (int k = 0; k < count; k++)
                     {
                         Vector256<float> pixels = Vector256.Create(Vector128.Load(p0 + (k * 3)), Vector128.Load(p1 + (k * 3)));
-                        sum += pixels * Vector256.Load(w + (k * 8));
+                        sum = MultiplyAdd(pixels, Vector256.Load(w + (k * 8)), sum);
                     }
                     sum.GetLower().Store(output + (x * 3));
                     sum.GetUpper().Store(output + (x * 3) + 3);
@@ -260,7 +261,7 @@ internal static class Resampler
                 Vector128<float> sum = Vector128<float>.Zero;
                 for (int k = 0; k < count; k++)
                 {
-                    sum += Vector128.Load(p + (k * 3)) * Vector128.Create(w[k]);
+                    sum = MultiplyAdd(Vector128.Load(p + (k * 3)), Vector128.Create(w[k]), sum);
                 }
                 sum.Store(output + (x * 3));
             }
@@ -284,7 +285,7 @@ internal static class Resampler
                     for (int k = 0; k < count; k++)
                     {
                         // Loads R, G, B and the next byte (an image keeps slack past its last pixel).
-                        sum += Sse2.ConvertToVector128Single(Sse41.ConvertToVector128Int32(pixel + (k * 3))) * Vector128.Create(w[k]);
+                        sum = MultiplyAdd(Sse2.ConvertToVector128Single(Sse41.ConvertToVector128Int32(pixel + (k * 3))), Vector128.Create(w[k]), sum);
                     }
                     sum.Store(output + (x * 3));
                 }
@@ -309,17 +310,20 @@ internal static class Resampler
     private static unsafe void FloatsToBytes(float* input, byte* output, int length)
     {
         int j = 0;
-        if (Vector256.IsHardwareAccelerated)
+        if (Avx2.IsSupported)
         {
             Vector256<float> half = Vector256.Create(0.5f);
             Vector256<float> max = Vector256.Create(255f);
+            // vpackssdw / vpackuswb work within 128-bit lanes; this puts the four quarters back in order.
+            Vector256<int> order = Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7);
             for (; j + 32 <= length; j += 32)
             {
-                Vector256<int> a = Vector256.ConvertToInt32(Vector256.Min(Vector256.Max(Vector256.Load(input + j) + half, Vector256<float>.Zero), max));
-                Vector256<int> b = Vector256.ConvertToInt32(Vector256.Min(Vector256.Max(Vector256.Load(input + j + 8) + half, Vector256<float>.Zero), max));
-                Vector256<int> c = Vector256.ConvertToInt32(Vector256.Min(Vector256.Max(Vector256.Load(input + j + 16) + half, Vector256<float>.Zero), max));
-                Vector256<int> d = Vector256.ConvertToInt32(Vector256.Min(Vector256.Max(Vector256.Load(input + j + 24) + half, Vector256<float>.Zero), max));
-                Vector256.Narrow(Vector256.Narrow(a, b).AsUInt16(), Vector256.Narrow(c, d).AsUInt16()).Store(output + j);
+                Vector256<int> a = Avx.ConvertToVector256Int32WithTruncation(Avx.Min(Avx.Max(Avx.Add(Avx.LoadVector256(input + j), half), Vector256<float>.Zero), max));
+                Vector256<int> b = Avx.ConvertToVector256Int32WithTruncation(Avx.Min(Avx.Max(Avx.Add(Avx.LoadVector256(input + j + 8), half), Vector256<float>.Zero), max));
+                Vector256<int> c = Avx.ConvertToVector256Int32WithTruncation(Avx.Min(Avx.Max(Avx.Add(Avx.LoadVector256(input + j + 16), half), Vector256<float>.Zero), max));
+                Vector256<int> d = Avx.ConvertToVector256Int32WithTruncation(Avx.Min(Avx.Max(Avx.Add(Avx.LoadVector256(input + j + 24), half), Vector256<float>.Zero), max));
+                Vector256<byte> packed = Avx2.PackUnsignedSaturate(Avx2.PackSignedSaturate(a, b), Avx2.PackSignedSaturate(c, d));
+                Avx2.PermuteVar8x32(packed.AsInt32(), order).AsByte().Store(output + j);
             }
         }
         for (; j < length; j++)
@@ -327,6 +331,19 @@ internal static class Resampler
             output[j] = ToByte(input[j]);
         }
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> MultiplyAdd(Vector256<float> a, Vector256<float> b, Vector256<float> addend) =>
+        Fma.IsSupported ? Fma.MultiplyAdd(a, b, addend) : (a * b) + addend;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> MultiplyAdd(Vector128<float> a, Vector128<float> b, Vector128<float> addend) =>
+        Fma.IsSupported ? Fma.MultiplyAdd(a, b, addend) : (a * b) + addend;
+
+    /// <summary>Scalar tails round like the vector bodies (fused when the CPU fuses), so a pixel's value does not depend on where in a row it lands.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float MultiplyAdd(float a, float b, float addend) =>
+        Fma.IsSupported ? MathF.FusedMultiplyAdd(a, b, addend) : (a * b) + addend;
 
     private static byte ToByte(float value) => (byte)Math.Clamp((int)(value + 0.5f), 0, 255);
 
@@ -367,6 +384,7 @@ internal static class Resampler
         {
             double scale = (double)inputLength / outputLength;
             double support = Math.Max(scale, 1.0);
+            double inverseSupport = 1.0 / support;
             int span = Math.Min(inputLength, ((int)Math.Ceiling(support) * 2) + 1);
             int[] firsts = ArrayPool<int>.Shared.Rent(outputLength);
             double[] raw = ArrayPool<double>.Shared.Rent(outputLength * span);
@@ -385,7 +403,7 @@ internal static class Resampler
                     int lo = -1, hi = -1;
                     for (int j = first; j < last && j - first < span; j++)
                     {
-                        double t = Math.Abs((j - center + 0.5) / support);
+                        double t = Math.Abs((j - center + 0.5) * inverseSupport);
                         double v = t < 1.0 ? 1.0 - t : 0.0;
                         w[j - first] = v;
                         total += v;
@@ -425,10 +443,10 @@ internal static class Resampler
                         w[k + offset] = (float)raw[(from * span) + k];
                     }
                     start[i] = first;
-                    int pair = i / 2, lane = (i % 2) * 4;
-                    for (int k = 0; k < count; k++)
+                    int at = ((i / 2) * count * 8) + ((i % 2) * 4);
+                    for (int k = 0; k < count; k++, at += 8)
                     {
-                        pairs.AsSpan((pair * count * 8) + (k * 8) + lane, 4).Fill(w[k]);
+                        pairs[at] = pairs[at + 1] = pairs[at + 2] = pairs[at + 3] = w[k];
                     }
                 }
                 return new Taps(outputLength, count, start, weights, pairs);
