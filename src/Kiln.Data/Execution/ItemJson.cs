@@ -49,12 +49,17 @@ public static class ItemJson
     private static JsonObject Tensor(TorchSharp.torch.Tensor tensor)
     {
         using TorchSharp.torch.Tensor cpu = tensor.cpu().contiguous();
-        return new JsonObject
+        var json = new JsonObject
         {
             ["shape"] = new JsonArray([.. tensor.shape.Select(d => (JsonNode)d)]),
             ["dtype"] = tensor.dtype.ToString().ToLowerInvariant(),
             ["sha256"] = Convert.ToHexStringLower(SHA256.HashData(cpu.bytes)),
         };
+        if (tensor.device_type == TorchSharp.DeviceType.CPU && tensor.is_pinned())
+        {
+            json["pinned"] = true;
+        }
+        return json;
     }
 
     private static JsonObject Bytes(byte[] data) => new()
