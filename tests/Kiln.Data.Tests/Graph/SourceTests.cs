@@ -96,6 +96,33 @@ public sealed class SourceTests : IDisposable
     }
 
     [Fact]
+    public void MissingFile_FailsNamingIt_OrIsSkipped()
+    {
+        File.WriteAllText(Path.Combine(_dir, "real.txt"), "here");
+        string missing = Path.Combine(_dir, "gone.txt");
+        JsonObject Paths() => Node("paths", "items", parameters: new() { ["values"] = new JsonArray(missing, Path.Combine(_dir, "real.txt")) });
+
+        Should.Throw<DataPipelineException>(() => ReadAll<string>(Build("l", Paths(), Node("l", "lines", ["paths"]))))
+            .Message.ShouldBe($"node 'l' (lines): {missing}: {missing} does not exist");
+        ReadAll<string>(Build("l", Paths(), Node("l", "lines", ["paths"], new() { ["on_error"] = "skip" }))).ShouldBe(["here"]);
+    }
+
+    [Fact]
+    public void UnreachableUrl_FailsNamingIt()
+    {
+        // A port on loopback where nothing listens: bound, then released.
+        var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        probe.Start();
+        int port = ((System.Net.IPEndPoint)probe.LocalEndpoint).Port;
+        probe.Stop();
+        string url = $"http://127.0.0.1:{port}/shard.tar";
+        var registry = Registry().UseHttpClient(new HttpClient());
+        DataGraph graph = DataGraph.Build(Spec("t", Node("urls", "items", parameters: new() { ["values"] = new JsonArray(url) }), Node("t", "tar", ["urls"])), registry);
+
+        Should.Throw<DataPipelineException>(() => ReadAll<Blob>(graph)).Message.ShouldContain(url);
+    }
+
+    [Fact]
     public void MissingFolder_FailsNamingIt() =>
         Should.Throw<DataPipelineException>(() => ReadAll<string>(Build("files",
             Node("files", "files", parameters: new() { ["root"] = Path.Combine(_dir, "nope") }))))
