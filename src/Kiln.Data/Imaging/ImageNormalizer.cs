@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -52,6 +53,7 @@ internal sealed class ImageNormalizer
 
     /// <summary>Writes <paramref name="image"/> into <paramref name="destination"/> as normalised float CHW.</summary>
     /// <exception cref="ArgumentException"><paramref name="destination"/> is not <c>3 * Height * Width</c> floats.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Normalize(RgbImage image, Span<float> destination)
     {
         ArgumentNullException.ThrowIfNull(image);
@@ -85,6 +87,7 @@ internal sealed class ImageNormalizer
     /// B, and gathers read the same table as the scalar loop (so results are identical). Returns the
     /// pixels done; the last step stops early enough that its loads stay inside the pixels.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private unsafe int NormalizeAvx2(RgbImage image, Span<float> destination, int plane)
     {
         Vector128<byte> redLow = Vector128.Create((byte)0, 3, 6, 9, 12, 15, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80);

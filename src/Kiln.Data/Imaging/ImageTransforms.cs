@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace Kiln.Data.Imaging;
 
 /// <summary>
@@ -82,6 +84,7 @@ internal static class ImageTransforms
         Resampler.Resize(image, box, width, height, flip);
 
     /// <summary>Mirrors the image left-right, in place.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void FlipHorizontallyInPlace(RgbImage image)
     {
         ArgumentNullException.ThrowIfNull(image);

@@ -63,6 +63,7 @@ internal static class Resampler
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void ResizeVerticalFirst(RgbImage source, CropBox window, Taps horizontal, Taps vertical, RgbImage result)
     {
         int inputRow = window.Width * 3;
@@ -93,6 +94,7 @@ internal static class Resampler
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void ResizeHorizontalFirst(RgbImage source, CropBox window, Taps horizontal, Taps vertical, RgbImage result)
     {
         int firstRow = vertical.Start[0];
@@ -119,6 +121,7 @@ internal static class Resampler
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void CopyWindow(RgbImage source, CropBox window, RgbImage destination, bool flip)
     {
         for (int y = 0; y < window.Height; y++)
@@ -140,6 +143,7 @@ internal static class Resampler
     }
 
     /// <summary>Vertical pass over byte rows into <c>taps.Length</c> float rows of <paramref name="rowLength"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void VerticalBytesToFloats(byte* input, int stride, int rowLength, Taps taps, float* output)
     {
         int count = taps.Count;
@@ -180,6 +184,7 @@ internal static class Resampler
     }
 
     /// <summary>Vertical pass over float rows into the destination's byte rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void VerticalFloatsToBytes(float* input, int rowLength, int firstRow, Taps taps, byte* output, int stride)
     {
         int count = taps.Count;
@@ -226,6 +231,7 @@ internal static class Resampler
     }
 
     /// <summary>One row's horizontal pass from float RGB into float RGB (four-float stores, left to right).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void HorizontalFloats(float* row, Taps taps, float* output)
     {
         int count = taps.Count;
@@ -269,6 +275,7 @@ internal static class Resampler
     }
 
     /// <summary>One row's horizontal pass from byte RGB into float RGB (four-float stores, left to right).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void HorizontalBytes(byte* row, Taps taps, float* output)
     {
         int count = taps.Count;
@@ -307,6 +314,7 @@ internal static class Resampler
     }
 
     /// <summary>Rounds (half up) and clamps <paramref name="length"/> floats to bytes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void FloatsToBytes(float* input, byte* output, int length)
     {
         int j = 0;
@@ -380,6 +388,7 @@ internal static class Resampler
         public float[] PairWeights { get; }
 
         /// <summary>Taps for <paramref name="inputLength"/> resized to <paramref name="outputLength"/>; output i uses index n - 1 - i's taps when mirrored.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public static Taps Compute(int inputLength, int outputLength, bool mirrored)
         {
             double scale = (double)inputLength / outputLength;

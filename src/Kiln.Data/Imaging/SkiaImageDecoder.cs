@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.CompilerServices;
 using SkiaSharp;
 
 namespace Kiln.Data.Imaging;
@@ -73,6 +74,7 @@ internal static class SkiaImageDecoder
         return codec;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackRgb(ReadOnlySpan<byte> rgba, Span<byte> rgb)
     {
         int pixels = rgb.Length / 3;
