@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text;
 using Kiln.Data.Imaging;
@@ -38,6 +39,7 @@ internal sealed class ImageNetTrainTransform(ulong seed, bool dctScaling, int si
     private readonly RandomResizedCrop _crop = new(size, size);
     private readonly ImageNormalizer _normalizer = ImageNormalizer.ImageNet;
     private readonly ConcurrentBag<Tensor> _freeBatches = [];
+    private long _collateTicks;
 
     public int Size => size;
 
@@ -70,6 +72,22 @@ internal sealed class ImageNetTrainTransform(ulong seed, bool dctScaling, int si
 
     /// <summary>Runs the transform over a batch of WebDataset samples into one new batch tensor.</summary>
     public ImageBatch Collate(Sample[] samples)
+    {
+        long started = Stopwatch.GetTimestamp();
+        try
+        {
+            return CollateCore(samples);
+        }
+        finally
+        {
+            Interlocked.Add(ref _collateTicks, Stopwatch.GetTimestamp() - started);
+        }
+    }
+
+    /// <summary>Seconds spent inside <see cref="Collate"/>, summed over threads.</summary>
+    public double CollateSeconds => (double)Interlocked.Read(ref _collateTicks) / Stopwatch.Frequency;
+
+    private ImageBatch CollateCore(Sample[] samples)
     {
         Tensor images = _freeBatches.TryTake(out Tensor? reused) && reused.shape[0] == samples.Length
             ? reused

@@ -5,12 +5,13 @@ namespace Kiln.Data.Benchmarks;
 /// <summary>Runs a per-image step over the corpus, round after round, for at least a given time.</summary>
 internal static class Measure
 {
-    /// <summary>Images per second of <paramref name="step"/> on this thread, after one warm-up pass over 200 images.</summary>
+    /// <summary>Images per second of <paramref name="step"/> on this thread, after a second of warm-up (tiered JIT settles).</summary>
     public static (double ImagesPerSecond, long Images, double Seconds) Loop(int count, double seconds, Action<int> step)
     {
-        for (int i = 0; i < Math.Min(200, count); i++)
+        var warmup = Stopwatch.StartNew();
+        for (int i = 0; i < 1_000_000 && warmup.Elapsed.TotalSeconds < 1.0; i++)
         {
-            step(i);
+            step(i % count);
         }
         long done = 0;
         var clock = Stopwatch.StartNew();

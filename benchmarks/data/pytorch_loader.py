@@ -4,7 +4,7 @@
 WebDataset tar shards -> PIL decode -> torchvision RandomResizedCrop(224) + RandomHorizontalFlip + ToTensor +
 Normalize(ImageNet) -> batches of 64 float tensors [64, 3, 224, 224], on --workers processes (an
 IterableDataset that gives each worker every n-th shard, as WebDataset does). Epochs repeat until --seconds
-have passed; the rate counts images after the first --warmup batches (worker start-up excluded).
+have passed; the rate counts images after the first --warmup batches and one second (start-up excluded).
 Prints one line: `pytorch-dataloader workers=N images=... seconds=... images/s=... images/s/core=...`.
 
 Runs with Debian's python3-torch, python3-torchvision and python3-pil (/usr/bin/python3) and with a pip
@@ -87,14 +87,16 @@ def main():
     counted, batches, start = 0, 0, None
     deadline = None
     epoch = 0
+    began = time.perf_counter()
     while True:
         for images, labels in loader:
             assert images.shape[1:] == (3, 224, 224) and images.dtype == torch.float32
             batches += 1
-            if batches == args.warmup:
+            # Counting starts after the warm-up batches and at least a second (workers started).
+            if start is None and batches >= args.warmup and time.perf_counter() - began >= 1.0:
                 start = time.perf_counter()
                 deadline = start + args.seconds
-            elif batches > args.warmup:
+            elif start is not None:
                 counted += images.shape[0]
         epoch += 1
         if deadline is not None and time.perf_counter() >= deadline:

@@ -25,13 +25,15 @@ pin() { local n=$1; shift; taskset -c "0-$((n - 1))" "$@"; }
 rate() { sed -n 's/.*[ :]\([0-9.]*\) images\/s[,; ].*/\1/p' | head -1; }
 
 echo "# host: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'); corpus $corpus"
-ceiling_line=$(pin 1 $bench ceiling --corpus "$corpus" --seconds "$seconds" | tee /dev/stderr | grep '^ceiling')
+# Each command's output is printed, then its result line picked out.
+run() { local out; out=$("$@"); echo "$out" >&2; echo "$out"; }
+ceiling_line=$(run pin 1 $bench ceiling --corpus "$corpus" --seconds "$seconds" | grep '^ceiling')
 ceiling=$(rate <<<"$ceiling_line")
 summary=()
 for n in "${cores[@]}"; do
-  py_line=$(pin "$n" "$python" "$here/pytorch_loader.py" "$corpus" --workers "$n" --seconds "$seconds" | tee /dev/stderr | grep '^pytorch')
+  py_line=$(run pin "$n" "$python" "$here/pytorch_loader.py" "$corpus" --workers "$n" --seconds "$seconds" | grep '^pytorch')
   py=$(sed -n 's/.*images\/s=\([0-9.]*\).*/\1/p' <<<"$py_line")
-  kiln_line=$(pin "$n" $bench pipeline --corpus "$corpus" --threads "$n" --seconds "$seconds" --ceiling "$ceiling" --pytorch "$py" | tee /dev/stderr | grep '^pipeline')
+  kiln_line=$(run pin "$n" $bench pipeline --corpus "$corpus" --threads "$n" --seconds "$seconds" --ceiling "$ceiling" --pytorch "$py" | grep '^pipeline')
   kiln=$(rate <<<"$kiln_line")
   summary+=("$(awk -v n="$n" -v k="$kiln" -v p="$py" -v c="$ceiling" 'BEGIN { printf "| %d | %.0f | %.0f | %.0f | %.0f | %.2fx | %.0f%% |", n, k, k / n, p, p / n, k / p, 100 * k / n / c }')")
 done
