@@ -1,0 +1,67 @@
+using System.Diagnostics;
+using Kiln.Serve.Inference;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Logging;
+
+namespace Kiln.Serve.Hosting;
+
+/// <summary>TorchServe's inference API: <c>GET /ping</c>, <c>POST /predictions/{model}[/{version}]</c>.</summary>
+internal sealed class InferenceApi(ModelRegistry registry, ServeOptions options, ILogger logger)
+{
+    public void Map(IEndpointRouteBuilder endpoints)
+    {
+        endpoints.MapGet("/ping", context => HttpIo.WriteStatusAsync(context, 200, "Healthy"));
+        endpoints.MapPost("/predictions/{model}", context => HttpIo.GuardAsync(context, logger, PredictAsync));
+        endpoints.MapPost("/predictions/{model}/{version}", context => HttpIo.GuardAsync(context, logger, PredictAsync));
+    }
+
+    private async Task PredictAsync(HttpContext context)
+    {
+        long startedAt = Stopwatch.GetTimestamp();
+        CancellationToken cancellationToken = context.RequestAborted;
+        ModelVersionHost host = registry.Resolve(HttpIo.RouteString(context, "model")!, HttpIo.RouteString(context, "version"));
+        int status = 500;
+        try
+        {
+            byte[] body = await HttpIo.ReadBodyAsync(context.Request, options.MaxRequestSize, cancellationToken).ConfigureAwait(false);
+            var job = new InferenceJob(body, context.Request.ContentType);
+            if (!host.TryEnqueue(job))
+            {
+                ServeLog.QueueFull(logger, host.Name, host.Version, host.Settings.JobQueueSize);
+                context.Response.Headers.RetryAfter = "1";
+                throw ServeException.Unavailable(
+                    $"Model \"{host.Name}\" has no worker to serve inference request. Please use scale workers API to add workers. " +
+                    $"(Or its job queue of {host.Settings.JobQueueSize} is full: retry later.)");
+            }
+            byte[] json;
+            try
+            {
+                json = await job.Completion.WaitAsync(TimeSpan.FromSeconds(host.Settings.ResponseTimeoutSeconds), cancellationToken).ConfigureAwait(false);
+            }
+            catch (TimeoutException ex)
+            {
+                ServeLog.ResponseTimeout(logger, host.Name, host.Version, host.Settings.ResponseTimeoutSeconds);
+                job.Fail(ex);
+                throw new ServeException(500, "InternalServerException", $"Worker did not respond within response_timeout ({host.Settings.ResponseTimeoutSeconds} s).", ex);
+            }
+            catch (OperationCanceledException)
+            {
+                job.Fail(new OperationCanceledException(cancellationToken));
+                throw;
+            }
+            status = 200;
+            await HttpIo.WriteRawJsonAsync(context, 200, json).ConfigureAwait(false);
+        }
+        catch (ServeException ex)
+        {
+            status = ex.StatusCode;
+            throw;
+        }
+        finally
+        {
+            registry.Metrics.Request(host.Name, host.Version, status, startedAt);
+        }
+    }
+}

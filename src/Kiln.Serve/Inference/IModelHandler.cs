@@ -1,0 +1,11 @@
+namespace Kiln.Serve.Inference;
+
+/// <summary>
+/// A built-in handler (TorchServe's preprocess → inference → postprocess) over a model loaded once and shared by all of
+/// its worker threads. <see cref="Handle"/> is called from several worker threads at once and must be thread-safe.
+/// </summary>
+internal interface IModelHandler : IDisposable
+{
+    /// <summary>Runs one batch; returns one outcome per input, in order. Bad input fails only its own entry.</summary>
+    public HandlerOutput[] Handle(IReadOnlyList<HandlerInput> batch);
+}

@@ -1,0 +1,124 @@
+using System.Text.Json;
+using SkiaSharp;
+
+namespace Kiln.Serve.Inference;
+
+/// <summary>
+/// The <c>image_embedder</c> handler: a JPEG/PNG/WebP/GIF/BMP body is decoded with SkiaSharp, resized (bilinear, no crop)
+/// to the model's input size, laid out as planar RGB floats in 0..255, passed through the archive's preprocessing graph
+/// when it has one (<c>preprocess.onnx</c>, e.g. ML.NET's ResNetPreprocess.onnx: RGB→BGR and mean subtraction) or else
+/// normalised with ImageNet's mean and standard deviation, then through the model. The response is the flattened
+/// first output as a JSON array (512 numbers for ResNet-18).
+/// </summary>
+internal sealed class ImageEmbedderHandler : IModelHandler
+{
+    internal const string PreprocessFile = "preprocess.onnx";
+    private static readonly float[] s_mean = [0.485f, 0.456f, 0.406f];
+    private static readonly float[] s_std = [0.229f, 0.224f, 0.225f];
+
+    private readonly OnnxModel _model;
+    private readonly OnnxModel? _preprocess;
+    private readonly int _height;
+    private readonly int _width;
+
+    public ImageEmbedderHandler(OnnxModel model, OnnxModel? preprocess)
+    {
+        _model = model;
+        _preprocess = preprocess;
+        long[] dims = (preprocess ?? model).InputDimensions;
+        if (dims.Length != 4 || dims[1] is not (3 or <= 0))
+        {
+            throw new ServeException(400, "ModelException", $"image_embedder needs a model input shaped [N,3,H,W]; this one is [{string.Join(",", dims)}].");
+        }
+        _height = dims[2] > 0 ? (int)dims[2] : 224;
+        _width = dims[3] > 0 ? (int)dims[3] : 224;
+    }
+
+    public HandlerOutput[] Handle(IReadOnlyList<HandlerInput> batch)
+    {
+        var outputs = new HandlerOutput[batch.Count];
+        var tensors = new List<FloatTensor>(batch.Count);
+        var indices = new List<int>(batch.Count);
+        for (int i = 0; i < batch.Count; i++)
+        {
+            try
+            {
+                tensors.Add(Decode(batch[i].Body.Span, _height, _width, normalize: _preprocess is null));
+                indices.Add(i);
+            }
+            catch (ServeException ex)
+            {
+                outputs[i] = HandlerOutput.Failed(ex);
+            }
+        }
+        if (tensors.Count == 0)
+        {
+            return outputs;
+        }
+        IReadOnlyList<FloatTensor> inputs = tensors;
+        if (_preprocess is not null)
+        {
+            inputs = [.. _preprocess.Run(tensors).Select(r => r[0])];
+        }
+        FloatTensor[][] results = _model.Run(inputs);
+        for (int k = 0; k < indices.Count; k++)
+        {
+            outputs[indices[k]] = HandlerOutput.Ok(WriteArray(results[k][0].Data));
+        }
+        return outputs;
+    }
+
+    /// <summary>Decodes and resizes an image to a [1,3,H,W] planar RGB tensor (0..255, or ImageNet-normalised).</summary>
+    internal static FloatTensor Decode(ReadOnlySpan<byte> body, int height, int width, bool normalize)
+    {
+        using SKBitmap? decoded = body.IsEmpty ? null : SKBitmap.Decode(body);
+        if (decoded is null)
+        {
+            throw ServeException.BadRequest("The body is not a decodable image; send JPEG, PNG, WebP, GIF or BMP bytes.");
+        }
+        var info = new SKImageInfo(width, height, SKColorType.Rgba8888, SKAlphaType.Unpremul);
+        using SKBitmap converted = decoded.Width == width && decoded.Height == height && decoded.ColorType == SKColorType.Rgba8888
+            ? decoded.Copy()
+            : decoded.Resize(info, new SKSamplingOptions(SKFilterMode.Linear, SKMipmapMode.None))
+              ?? throw ServeException.BadRequest("The image could not be resized.");
+        ReadOnlySpan<byte> pixels = converted.GetPixelSpan();
+        int plane = width * height;
+        float[] data = new float[3 * plane];
+        int rowBytes = converted.RowBytes;
+        for (int y = 0; y < height; y++)
+        {
+            for (int x = 0; x < width; x++)
+            {
+                int source = (y * rowBytes) + (x * 4);
+                int target = (y * width) + x;
+                for (int c = 0; c < 3; c++)
+                {
+                    float value = pixels[source + c];
+                    data[(c * plane) + target] = normalize ? ((value / 255f) - s_mean[c]) / s_std[c] : value;
+                }
+            }
+        }
+        return new FloatTensor(data, [1, 3, height, width]);
+    }
+
+    private static byte[] WriteArray(ReadOnlySpan<float> values)
+    {
+        var buffer = new MemoryStream((values.Length * 12) + 2);
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartArray();
+            foreach (float value in values)
+            {
+                writer.WriteNumberValue(value);
+            }
+            writer.WriteEndArray();
+        }
+        return buffer.ToArray();
+    }
+
+    public void Dispose()
+    {
+        _model.Dispose();
+        _preprocess?.Dispose();
+    }
+}

@@ -1,0 +1,43 @@
+using System.Diagnostics;
+
+namespace Kiln.Serve.Inference;
+
+/// <summary>One request waiting in a model's queue: its body, and the completion its HTTP call awaits.</summary>
+internal sealed class InferenceJob
+{
+    private readonly TaskCompletionSource<byte[]> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public InferenceJob(ReadOnlyMemory<byte> body, string? contentType)
+    {
+        Body = body;
+        ContentType = contentType;
+        EnqueuedAt = Stopwatch.GetTimestamp();
+    }
+
+    public ReadOnlyMemory<byte> Body { get; }
+
+    public string? ContentType { get; }
+
+    public long EnqueuedAt { get; }
+
+    /// <summary>The JSON response, or a <see cref="ServeException"/>.</summary>
+    public Task<byte[]> Completion => _completion.Task;
+
+    /// <summary>True once the job has an outcome (e.g. its caller timed out and gave up).</summary>
+    public bool IsDone => _completion.Task.IsCompleted;
+
+    public void Succeed(byte[] json) => _completion.TrySetResult(json);
+
+    public void Fail(Exception error) => _completion.TrySetException(error);
+}
+
+/// <summary>One input of a batch as a handler sees it, and where its outcome goes.</summary>
+internal readonly record struct HandlerInput(ReadOnlyMemory<byte> Body, string? ContentType);
+
+/// <summary>The outcome for one input: JSON bytes or an error.</summary>
+internal readonly record struct HandlerOutput(byte[]? Json, ServeException? Error)
+{
+    public static HandlerOutput Ok(byte[] json) => new(json, null);
+
+    public static HandlerOutput Failed(ServeException error) => new(null, error);
+}

@@ -1,0 +1,288 @@
+using Kiln.Serve.Archives;
+using Microsoft.Extensions.Logging;
+
+namespace Kiln.Serve.Inference;
+
+/// <summary>What <c>POST /models</c> asks for; null fields fall back to model-config.yaml, then to the server's defaults.</summary>
+internal sealed record RegisterRequest(string Url)
+{
+    public string? ModelName { get; init; }
+
+    public string? Handler { get; init; }
+
+    public int? BatchSize { get; init; }
+
+    public int? MaxBatchDelayMs { get; init; }
+
+    public int? InitialWorkers { get; init; }
+
+    public int? ResponseTimeoutSeconds { get; init; }
+}
+
+/// <summary>Every registered model, its versions and its default version.</summary>
+internal sealed class ModelRegistry : IAsyncDisposable
+{
+    private readonly SortedDictionary<string, ModelEntry> _models = new(StringComparer.Ordinal);
+    private readonly Lock _gate = new();
+    private readonly ServeOptions _options;
+    private readonly ServeMetrics _metrics;
+    private readonly ILogger _logger;
+    private readonly string _workDirectory;
+
+    public ModelRegistry(ServeOptions options, ServeMetrics metrics, ILogger logger)
+    {
+        _options = options;
+        _metrics = metrics;
+        _logger = logger;
+        _workDirectory = options.WorkDirectory ?? Path.Combine(Path.GetTempPath(), $"kiln-serve-{Environment.ProcessId}-{Guid.NewGuid():N}");
+    }
+
+    public ServeMetrics Metrics => _metrics;
+
+    public int Count
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _models.Count;
+            }
+        }
+    }
+
+    /// <summary>Extracts, loads and starts a model version.</summary>
+    /// <exception cref="ServeException">400 bad archive or parameters, 409 version already registered.</exception>
+    public async Task<ModelVersionHost> RegisterAsync(RegisterRequest request, CancellationToken cancellationToken)
+    {
+        string url = request.Url;
+        if (url.Contains("://", StringComparison.Ordinal))
+        {
+            throw new ServeException(400, "DownloadArchiveException", $"Model url {url} is remote; this server loads archives only from its model store ({_options.ModelStore}). Copy the .mar there and pass its file name.");
+        }
+        if (url.Length == 0 || url.Contains('/', StringComparison.Ordinal) || url.Contains('\\', StringComparison.Ordinal) || url is "." or "..")
+        {
+            throw new ServeException(400, "DownloadArchiveException", $"Model url \"{url}\" must be a .mar file name in the model store, without folders.");
+        }
+        Directory.CreateDirectory(_workDirectory);
+        ModelArchive archive = await Task.Run(() => ModelArchive.Extract(Path.Combine(_options.ModelStore, url), _workDirectory, _options.MaxArchiveSize), cancellationToken).ConfigureAwait(false);
+        ModelVersionHost? host = null;
+        try
+        {
+            string name = request.ModelName is { Length: > 0 } n ? n : archive.Manifest.ModelName;
+            if (!ModelManifest.IsValidName(name))
+            {
+                throw ServeException.BadRequest($"Model name \"{name}\" must start with a letter and hold only letters, digits, '_', '-' and '.'.");
+            }
+            IReadOnlyDictionary<string, string> config = archive.Config;
+            int workers = request.InitialWorkers ?? ModelArchive.ConfigInt(config, "minWorkers") ?? 0;
+            var settings = new ModelSettings
+            {
+                BatchSize = request.BatchSize ?? ModelArchive.ConfigInt(config, "batchSize") ?? 1,
+                MaxBatchDelayMs = request.MaxBatchDelayMs ?? ModelArchive.ConfigInt(config, "maxBatchDelay") ?? 100,
+                JobQueueSize = ModelArchive.ConfigInt(config, "jobQueueSize") ?? _options.JobQueueSize,
+                ResponseTimeoutSeconds = request.ResponseTimeoutSeconds ?? ModelArchive.ConfigInt(config, "responseTimeout") ?? _options.DefaultResponseTimeoutSeconds,
+                MinWorkers = workers,
+                MaxWorkers = Math.Max(workers, ModelArchive.ConfigInt(config, "maxWorkers") ?? workers),
+                IntraOpThreads = _options.IntraOpThreads,
+            };
+            if (settings.BatchSize < 1 || settings.MaxBatchDelayMs < 0 || workers < 0 || settings.ResponseTimeoutSeconds < 1 || settings.JobQueueSize < 1)
+            {
+                throw ServeException.BadRequest("batch_size, job_queue_size and response_timeout must be at least 1; max_batch_delay and initial_workers at least 0.");
+            }
+            string handlerName = request.Handler ?? archive.Manifest.Handler;
+            IModelHandler handler = await Task.Run(() => CreateHandler(handlerName, archive, settings.IntraOpThreads), cancellationToken).ConfigureAwait(false);
+            host = new ModelVersionHost(archive, name, url, handler, settings, _metrics, _logger);
+            lock (_gate)
+            {
+                if (!_models.TryGetValue(name, out ModelEntry? entry))
+                {
+                    entry = new ModelEntry(host.Version);
+                    _models.Add(name, entry);
+                }
+                if (!entry.Versions.TryAdd(host.Version, host))
+                {
+                    throw new ServeException(409, "ConflictStatusException", $"Model version {host.Version} is already registered for model {name}");
+                }
+            }
+            await host.ScaleAsync(workers, settings.MaxWorkers, cancellationToken).ConfigureAwait(false);
+            ServeLog.ModelRegistered(_logger, name, host.Version, url, handlerName, settings.BatchSize, settings.MaxBatchDelayMs, workers);
+            return host;
+        }
+        catch
+        {
+            // The host owns the extracted folder once it exists; a 409 host was never added to the registry.
+            if (host is not null)
+            {
+                host.Dispose();
+            }
+            else
+            {
+                ModelArchive.TryDelete(archive.Folder);
+            }
+            throw;
+        }
+    }
+
+    private static IModelHandler CreateHandler(string handler, ModelArchive archive, int intraOpThreads)
+    {
+        string modelPath = archive.PathOf(archive.Manifest.SerializedFile);
+        if (!modelPath.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
+        {
+            throw new ServeException(400, "ModelException", $"Serialized file {archive.Manifest.SerializedFile} is not an .onnx model; this server runs ONNX models only so far.");
+        }
+        switch (handler)
+        {
+            case "tensor":
+                return new TensorHandler(new OnnxModel(modelPath, intraOpThreads));
+            case "image_embedder":
+                string preprocessPath = archive.PathOf(ImageEmbedderHandler.PreprocessFile);
+                OnnxModel? preprocess = File.Exists(preprocessPath) ? new OnnxModel(preprocessPath, intraOpThreads) : null;
+                try
+                {
+                    return new ImageEmbedderHandler(new OnnxModel(modelPath, intraOpThreads), preprocess);
+                }
+                catch
+                {
+                    preprocess?.Dispose();
+                    throw;
+                }
+            default:
+                throw new ServeException(400, "ModelException", $"Handler \"{handler}\" is not built in; use tensor or image_embedder.");
+        }
+    }
+
+    /// <summary>The version to serve: the named one, or the default.</summary>
+    /// <exception cref="ServeException">404 unknown model or version.</exception>
+    public ModelVersionHost Resolve(string model, string? version)
+    {
+        lock (_gate)
+        {
+            if (!_models.TryGetValue(model, out ModelEntry? entry))
+            {
+                throw ServeException.ModelNotFound(model);
+            }
+            string wanted = version ?? entry.DefaultVersion;
+            return entry.Versions.TryGetValue(wanted, out ModelVersionHost? host) ? host : throw ServeException.VersionNotFound(model, wanted);
+        }
+    }
+
+    /// <summary>The named version, every version (<c>all</c>) or the default one.</summary>
+    public IReadOnlyList<ModelVersionHost> Describe(string model, string? version)
+    {
+        lock (_gate)
+        {
+            if (!_models.TryGetValue(model, out ModelEntry? entry))
+            {
+                throw ServeException.ModelNotFound(model);
+            }
+            if (version == "all")
+            {
+                return [.. entry.Versions.Values];
+            }
+        }
+        return [Resolve(model, version)];
+    }
+
+    public bool IsDefault(ModelVersionHost host)
+    {
+        lock (_gate)
+        {
+            return _models.TryGetValue(host.Name, out ModelEntry? entry) && entry.DefaultVersion == host.Version;
+        }
+    }
+
+    /// <summary>Models sorted by name from <paramref name="start"/>, at most <paramref name="limit"/>, each with its default version's url.</summary>
+    public (IReadOnlyList<(string Name, string Url)> Page, int? Next) List(int start, int limit)
+    {
+        lock (_gate)
+        {
+            List<(string, string)> page = [.. _models.Skip(start).Take(limit).Select(m => (m.Key, m.Value.Versions[m.Value.DefaultVersion].Url))];
+            return (page, start + limit < _models.Count ? start + limit : null);
+        }
+    }
+
+    public void SetDefault(string model, string version)
+    {
+        lock (_gate)
+        {
+            if (!_models.TryGetValue(model, out ModelEntry? entry))
+            {
+                throw ServeException.ModelNotFound(model);
+            }
+            if (!entry.Versions.ContainsKey(version))
+            {
+                throw ServeException.VersionNotFound(model, version);
+            }
+            entry.DefaultVersion = version;
+        }
+        ServeLog.DefaultVersionSet(_logger, model, version);
+    }
+
+    /// <summary>Removes a version (the default one when none is named) so that no new request reaches it, then drains it.</summary>
+    /// <exception cref="ServeException">404 unknown; 403 the default version while others exist; 408 drain timeout.</exception>
+    public async Task<ModelVersionHost> UnregisterAsync(string model, string? version, CancellationToken cancellationToken)
+    {
+        ModelVersionHost host;
+        lock (_gate)
+        {
+            if (!_models.TryGetValue(model, out ModelEntry? entry))
+            {
+                throw ServeException.ModelNotFound(model);
+            }
+            string wanted = version ?? entry.DefaultVersion;
+            if (!entry.Versions.TryGetValue(wanted, out host!))
+            {
+                throw ServeException.VersionNotFound(model, wanted);
+            }
+            if (wanted == entry.DefaultVersion && entry.Versions.Count > 1)
+            {
+                throw new ServeException(403, "InvalidModelVersionException", $"Cannot remove default version for model {model}");
+            }
+            entry.Versions.Remove(wanted);
+            if (entry.Versions.Count == 0)
+            {
+                _models.Remove(model);
+            }
+        }
+        try
+        {
+            await host.DrainAsync(cancellationToken).WaitAsync(TimeSpan.FromSeconds(_options.UnregisterTimeoutSeconds), cancellationToken).ConfigureAwait(false);
+        }
+        catch (TimeoutException ex)
+        {
+            throw new ServeException(408, "RequestTimeoutException", $"Model {model} version {host.Version} did not drain within {_options.UnregisterTimeoutSeconds} s; it no longer takes requests and unloads when its workers finish.", ex);
+        }
+        return host;
+    }
+
+    /// <summary>Drains every model version (shutdown).</summary>
+    public async ValueTask DisposeAsync()
+    {
+        List<ModelVersionHost> hosts;
+        lock (_gate)
+        {
+            hosts = [.. _models.Values.SelectMany(m => m.Versions.Values)];
+            _models.Clear();
+        }
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(_options.UnregisterTimeoutSeconds));
+        try
+        {
+            await Task.WhenAll(hosts.Select(h => h.DrainAsync(timeout.Token))).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            // Shutdown goes on; the workers are background threads.
+        }
+        if (_options.WorkDirectory is null)
+        {
+            ModelArchive.TryDelete(_workDirectory);
+        }
+    }
+
+    private sealed class ModelEntry(string defaultVersion)
+    {
+        public Dictionary<string, ModelVersionHost> Versions { get; } = new(StringComparer.Ordinal);
+
+        public string DefaultVersion { get; set; } = defaultVersion;
+    }
+}

@@ -1,0 +1,62 @@
+namespace Kiln.Serve.Inference;
+
+/// <summary>
+/// The <c>tensor</c> handler: a float32 tensor in (JSON <c>{"data":[…],"shape":[…]}</c> or a <c>.npy</c> body), the
+/// model's outputs out as JSON: <c>{"data":[…],"shape":[…]}</c> for one output, <c>{"name":{"data","shape"},…}</c> for several.
+/// </summary>
+internal sealed class TensorHandler(OnnxModel model) : IModelHandler
+{
+    public HandlerOutput[] Handle(IReadOnlyList<HandlerInput> batch)
+    {
+        var outputs = new HandlerOutput[batch.Count];
+        var tensors = new List<FloatTensor>(batch.Count);
+        var indices = new List<int>(batch.Count);
+        for (int i = 0; i < batch.Count; i++)
+        {
+            try
+            {
+                FloatTensor tensor = TensorCodec.Read(batch[i].Body.Span, batch[i].ContentType);
+                model.Validate(tensor);
+                tensors.Add(tensor);
+                indices.Add(i);
+            }
+            catch (ServeException ex)
+            {
+                outputs[i] = HandlerOutput.Failed(ex);
+            }
+        }
+        if (tensors.Count == 0)
+        {
+            return outputs;
+        }
+        FloatTensor[][] results = model.Run(tensors);
+        for (int k = 0; k < indices.Count; k++)
+        {
+            outputs[indices[k]] = HandlerOutput.Ok(Write(results[k]));
+        }
+        return outputs;
+    }
+
+    private byte[] Write(FloatTensor[] results)
+    {
+        if (results.Length == 1)
+        {
+            return TensorCodec.WriteJson(results[0].Data, results[0].Shape);
+        }
+        var buffer = new MemoryStream();
+        using (var writer = new System.Text.Json.Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartObject();
+            for (int i = 0; i < results.Length; i++)
+            {
+                writer.WriteStartObject(model.OutputNames[i]);
+                TensorCodec.WriteTensorBody(writer, results[i].Data, results[i].Shape);
+                writer.WriteEndObject();
+            }
+            writer.WriteEndObject();
+        }
+        return buffer.ToArray();
+    }
+
+    public void Dispose() => model.Dispose();
+}

@@ -1,0 +1,142 @@
+using System.Net;
+using Kiln.Serve.Hosting;
+using Kiln.Serve.Inference;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Kiln.Serve;
+
+/// <summary>
+/// A running Kiln.Serve: TorchServe's inference API and management API, each on its own Kestrel listener bound to
+/// 127.0.0.1, over one registry of models. Dispose (or <see cref="StopAsync"/>) stops listening, lets in-flight requests
+/// finish and unloads every model.
+/// </summary>
+public sealed class KilnServer : IAsyncDisposable
+{
+    private readonly WebApplication _inference;
+    private readonly WebApplication _management;
+    private readonly ModelRegistry _registry;
+    private readonly ServeMetrics _metrics;
+    private readonly ILogger _logger;
+    private int _stopped;
+
+    private KilnServer(WebApplication inference, WebApplication management, ModelRegistry registry, ServeMetrics metrics, ILogger logger)
+    {
+        _inference = inference;
+        _management = management;
+        _registry = registry;
+        _metrics = metrics;
+        _logger = logger;
+    }
+
+    /// <summary>The inference API's bound address, e.g. http://127.0.0.1:8080/.</summary>
+    public Uri InferenceAddress { get; private set; } = null!;
+
+    /// <summary>The management API's bound address, e.g. http://127.0.0.1:8081/.</summary>
+    public Uri ManagementAddress { get; private set; } = null!;
+
+    /// <summary>Starts both listeners.</summary>
+    /// <exception cref="ArgumentException">The model store is not set or does not exist.</exception>
+    public static async Task<KilnServer> StartAsync(ServeOptions options, ILoggerFactory? loggerFactory = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (string.IsNullOrEmpty(options.ModelStore) || !Directory.Exists(options.ModelStore))
+        {
+            throw new ArgumentException($"Model store \"{options.ModelStore}\" is not an existing folder; pass --model-store.", nameof(options));
+        }
+        loggerFactory ??= NullLoggerFactory.Instance;
+        ILogger logger = loggerFactory.CreateLogger("Kiln.Serve");
+        var metrics = new ServeMetrics();
+        var registry = new ModelRegistry(options, metrics, logger);
+        WebApplication inference = Build(options.InferencePort, loggerFactory, options, endpoints => new InferenceApi(registry, options, logger).Map(endpoints), logger);
+        WebApplication management = Build(options.ManagementPort, loggerFactory, options, endpoints => new ManagementApi(registry, logger).Map(endpoints), logger);
+        var server = new KilnServer(inference, management, registry, metrics, logger);
+        try
+        {
+            await inference.StartAsync(cancellationToken).ConfigureAwait(false);
+            await management.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            await server.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+        server.InferenceAddress = BoundAddress(inference);
+        server.ManagementAddress = BoundAddress(management);
+        ServeLog.Listening(logger, server.InferenceAddress, server.ManagementAddress);
+        return server;
+    }
+
+    /// <summary>Registers a <c>.mar</c> from the model store, as <c>POST /models?url=…&amp;synchronous=true</c> does.</summary>
+    /// <param name="url">The archive's file name in the model store.</param>
+    /// <param name="modelName">Overrides the manifest's model name.</param>
+    /// <param name="initialWorkers">Workers to start; null uses model-config.yaml's minWorkers, else one.</param>
+    /// <param name="cancellationToken">Cancels the registration.</param>
+    /// <returns>The registered model's name and version.</returns>
+    /// <exception cref="ServeException">The archive is missing, unsafe or malformed, or the version is already registered.</exception>
+    public async Task<(string Name, string Version)> RegisterModelAsync(string url, string? modelName = null, int? initialWorkers = 1, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(url);
+        ModelVersionHost host = await _registry.RegisterAsync(new RegisterRequest(url) { ModelName = modelName, InitialWorkers = initialWorkers }, cancellationToken).ConfigureAwait(false);
+        return (host.Name, host.Version);
+    }
+
+    /// <summary>Stops listening (in-flight HTTP requests finish), then drains and unloads every model.</summary>
+    public async Task StopAsync(CancellationToken cancellationToken = default)
+    {
+        if (Interlocked.Exchange(ref _stopped, 1) == 1)
+        {
+            return;
+        }
+        ServeLog.Stopping(_logger, _registry.Count);
+        try
+        {
+            await _management.StopAsync(cancellationToken).ConfigureAwait(false);
+            await _inference.StopAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            await _registry.DisposeAsync().ConfigureAwait(false);
+            await _management.DisposeAsync().ConfigureAwait(false);
+            await _inference.DisposeAsync().ConfigureAwait(false);
+            _metrics.Dispose();
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync() => await StopAsync().ConfigureAwait(false);
+
+    private static WebApplication Build(int port, ILoggerFactory loggerFactory, ServeOptions options, Action<WebApplication> map, ILogger logger)
+    {
+        WebApplicationBuilder builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = "Kiln.Serve" });
+        builder.Services.AddSingleton(loggerFactory);
+        builder.Services.AddSingleton(typeof(ILogger<>), typeof(Logger<>));
+        builder.Services.AddRoutingCore();
+        builder.WebHost.UseKestrelCore();
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.AddServerHeader = false;
+            // Bodies are read and limited by the endpoints (413 with TorchServe's error body).
+            kestrel.Limits.MaxRequestBodySize = null;
+            kestrel.Listen(IPAddress.Loopback, port);
+        });
+        builder.Services.Configure<Microsoft.AspNetCore.Http.Features.FormOptions>(form => form.MultipartBodyLengthLimit = options.MaxRequestSize);
+        WebApplication app = builder.Build();
+        app.UseRouting();
+        map(app);
+        app.MapFallback(context => HttpIo.GuardAsync(context, logger, _ =>
+            throw new ServeException(404, "ResourceNotFoundException", "Requested resource is not found, please refer to API document.")));
+        return app;
+    }
+
+    private static Uri BoundAddress(WebApplication app)
+    {
+        string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        return new Uri(address.EndsWith('/') ? address : address + "/");
+    }
+}
