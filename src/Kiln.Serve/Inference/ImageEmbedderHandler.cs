@@ -71,7 +71,7 @@ internal sealed class ImageEmbedderHandler : IModelHandler
     /// <summary>Decodes and resizes an image to a [1,3,H,W] planar RGB tensor (0..255, or ImageNet-normalised).</summary>
     internal static FloatTensor Decode(ReadOnlySpan<byte> body, int height, int width, bool normalize)
     {
-        using SKBitmap? decoded = body.IsEmpty ? null : SKBitmap.Decode(body);
+        using SKBitmap? decoded = TryDecode(body);
         if (decoded is null)
         {
             throw ServeException.BadRequest("The body is not a decodable image; send JPEG, PNG, WebP, GIF or BMP bytes.");
@@ -99,6 +99,22 @@ internal sealed class ImageEmbedderHandler : IModelHandler
             }
         }
         return new FloatTensor(data, [1, 3, height, width]);
+    }
+
+    private static SKBitmap? TryDecode(ReadOnlySpan<byte> body)
+    {
+        if (body.IsEmpty)
+        {
+            return null;
+        }
+        try
+        {
+            return SKBitmap.Decode(body);
+        }
+        catch (ArgumentException)
+        {
+            return null; // SkiaSharp throws when no codec recognises the bytes
+        }
     }
 
     private static byte[] WriteArray(ReadOnlySpan<float> values)
