@@ -163,6 +163,25 @@ public sealed class ImageDecoderTests
         eighth.Height.ShouldBe(5);
     }
 
+    [Theory]
+    [InlineData(1000, 900, 8, 4)] // 250x225 still covers 224x224; 125x112 would not
+    [InlineData(1000, 900, 2, 2)] // capped by maxReduction
+    [InlineData(447, 900, 8, 1)] // 223 columns at 1/2 is too few
+    [InlineData(1792, 1792, 8, 8)]
+    public void ChooseJpegReduction_KeepsTheWindowAtLeastTheOutputSize(int width, int height, int maxReduction, int expected)
+    {
+        ImageDecoder.ChooseJpegReduction(new CropBox(10, 20, width, height), 224, 224, maxReduction).ShouldBe(expected);
+    }
+
+    [Fact]
+    public void ScaleWindow_MapsEdgesToTheNearestReducedPixelInsideTheImage()
+    {
+        // 101x35 at 1/4 is 26x9; the window 5..97 x 3..35 maps to round(1.25)=1 .. min(26, round(24.25)=24), 1 .. 9.
+        ImageDecoder.ScaleWindow(new CropBox(5, 3, 92, 32), 4, 26, 9).ShouldBe(new CropBox(1, 1, 23, 8));
+        ImageDecoder.ScaleWindow(new CropBox(5, 3, 92, 32), 1, 101, 35).ShouldBe(new CropBox(5, 3, 92, 32));
+        ImageDecoder.ScaleWindow(new CropBox(100, 34, 1, 1), 8, 13, 5).FitsIn(13, 5).ShouldBeTrue();
+    }
+
     [Fact]
     public void Decode_InvalidReduction_Throws()
     {
