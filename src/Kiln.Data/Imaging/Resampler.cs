@@ -17,7 +17,7 @@ namespace Kiln.Data.Imaging;
 /// triangle to cover every input pixel (antialiasing); enlarging is plain bilinear with half-pixel
 /// centres. Taps never leave the window (as torchvision crops first, then resizes).</para>
 /// <para>Separable, with a float buffer between the passes and one rounding to bytes at the end
-/// (Pillow rounds between the passes too, so results may differ from Pillow's by one level). When the
+/// (Pillow also rounds between the passes, so results may differ from Pillow's by one level). When the
 /// height shrinks, the vertical pass runs first (vectorised over whole rows) so the per-pixel horizontal
 /// pass only sees the output's rows; otherwise the horizontal pass runs first. A mirrored output uses
 /// mirrored horizontal taps, so flipping costs nothing.</para>
