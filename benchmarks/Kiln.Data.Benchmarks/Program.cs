@@ -16,6 +16,7 @@ using static TorchSharp.torch;
 //   pipeline  --corpus DIR --threads N [--seconds S] [--ceiling IMG/S] [--pytorch IMG/S]
 //             tar shards -> decode + RRC 224 + flip + normalize -> [64,3,224,224] tensors, through a Kiln.Data graph
 //   all       --corpus DIR --threads N [--pytorch IMG/S]   ceiling, then pipeline, in one process
+//   overhead  [--items N]                          per-node cost of chains of 1/4/16 pass-through maps (sequential)
 // Options: --dct-scaling (decode JPEGs reduced when the crop allows; changes pixels slightly), --seed N, --batch N.
 var options = Options.Parse(args);
 string machine = $"{Environment.ProcessorCount} cores, {RuntimeInformation.ProcessArchitecture}, {RuntimeInformation.FrameworkDescription}";
@@ -34,6 +35,9 @@ switch (options.Mode)
         break;
     case "pipeline":
         Pipeline(options, options.CeilingRate);
+        break;
+    case "overhead":
+        NodeOverhead.Run(options.Items, 5);
         break;
     case "all":
         double ceiling = Ceiling(options);
@@ -259,7 +263,7 @@ static byte[] EncodePng(RgbImage image)
 /// <summary>Command-line options.</summary>
 internal sealed record Options(
     string Mode, string Corpus, int Threads, double Seconds, double? PyTorchRate, double? CeilingRate,
-    bool DctScaling, ulong Seed, int Batch, int WarmupBatches)
+    bool DctScaling, ulong Seed, int Batch, int WarmupBatches, long Items)
 {
     public static Options Parse(string[] args)
     {
@@ -270,6 +274,7 @@ internal sealed record Options(
         double? pytorch = null, ceiling = null;
         bool dct = false;
         ulong seed = 0;
+        long items = 5_000_000;
         for (int i = 1; i < args.Length; i++)
         {
             string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
@@ -284,6 +289,7 @@ internal sealed record Options(
                 case "--seed": seed = ulong.Parse(Value(), CultureInfo.InvariantCulture); break;
                 case "--batch": batch = int.Parse(Value(), CultureInfo.InvariantCulture); break;
                 case "--warmup": warmup = int.Parse(Value(), CultureInfo.InvariantCulture); break;
+                case "--items": items = long.Parse(Value(), CultureInfo.InvariantCulture); break;
                 default: throw new ArgumentException($"unknown option {args[i]}");
             }
         }
@@ -291,6 +297,6 @@ internal sealed record Options(
         {
             throw new ArgumentException("--threads, --batch, --warmup and --seconds must be positive");
         }
-        return new Options(mode, corpus, threads, seconds, pytorch, ceiling, dct, seed, batch, warmup);
+        return new Options(mode, corpus, threads, seconds, pytorch, ceiling, dct, seed, batch, warmup, items);
     }
 }

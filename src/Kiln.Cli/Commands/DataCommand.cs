@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Reflection;
 using System.Text.Json.Nodes;
 using Kiln.Data;
+using Kiln.Runtime;
 
 namespace Kiln.Cli.Commands;
 
@@ -196,6 +197,15 @@ internal static class DataCommand
     /// <summary>A loader over the graph's item type, seen as objects.</summary>
     private static IObjectLoader? Loader(ParseResult parse, DataGraph graph, DataLoaderOptions options)
     {
+        try
+        {
+            // The host chooses the libtorch (KILN_LIBTORCH_DIR) before a collate node first needs one.
+            TorchRuntime.EnsureInitialized(TorchRuntimeOptions.FromEnvironment());
+        }
+        catch (KilnRuntimeException ex)
+        {
+            parse.InvocationConfiguration.Error.WriteLine($"kiln data: {ex.Message} (pipelines without tensors still run)");
+        }
         try
         {
             Type type = typeof(ObjectLoader<>).MakeGenericType(graph.ItemType);

@@ -39,12 +39,14 @@ internal sealed class CollateNode<T> : Node<TensorBatch>
 {
     private readonly Node<T[]> _input;
     private readonly double _pad;
-    private readonly bool _pin;
+    private readonly bool? _pinWanted;
+    private bool _pin;
 
-    public CollateNode(string id, Node<T[]> input, double pad, bool pin, JsonObject? parameters)
+    // pin: true, false, or null for "when CUDA is in use" (decided once libtorch has loaded).
+    public CollateNode(string id, Node<T[]> input, double pad, bool? pin, JsonObject? parameters)
         : base(id, "collate", [input], parameters)
     {
-        (_input, _pad, _pin) = (input, pad, pin);
+        (_input, _pad, _pinWanted) = (input, pad, pin);
     }
 
     protected override bool Produce(out TensorBatch item)
@@ -61,6 +63,7 @@ internal sealed class CollateNode<T> : Node<TensorBatch>
     private TensorBatch Collate(T[] batch)
     {
         TorchRuntime.EnsureInitialized();
+        _pin = _pinWanted ?? PinnedMemory.Available;
         switch (batch)
         {
             case LabeledImage[] images when images.Length > 0:

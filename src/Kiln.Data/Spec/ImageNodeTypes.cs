@@ -50,7 +50,7 @@ internal static partial class BuiltInNodes
             {
                 return null;
             }
-            bool pinned = pin == "true" || (pin == "auto" && PinnedMemory.Available);
+            bool? pinned = pin == "auto" ? null : pin == "true";
             return c.Make(typeof(CollateNode<>), [item], c.Spec.Id, input, pad, pinned, c.Spec.Parameters);
         });
     }
