@@ -80,8 +80,7 @@ internal static class DataCommand
         options.AddTo(command);
         command.SetAction(async (parse, cancellationToken) =>
         {
-            DataGraph? graph = Load(parse, parse.GetValue(spec)!, parse.GetValue(options.S3Endpoint));
-            if (graph is null || Loader(parse, graph, options.Read(parse)) is not { } loader)
+            if (Open(parse, parse.GetValue(spec)!, options) is not { } loader)
             {
                 return 1;
             }
@@ -128,8 +127,7 @@ internal static class DataCommand
         options.AddTo(command);
         command.SetAction(async (parse, cancellationToken) =>
         {
-            DataGraph? graph = Load(parse, parse.GetValue(spec)!, parse.GetValue(options.S3Endpoint));
-            if (graph is null || Loader(parse, graph, options.Read(parse)) is not { } loader)
+            if (Open(parse, parse.GetValue(spec)!, options) is not { } loader)
             {
                 return 1;
             }
@@ -165,6 +163,10 @@ internal static class DataCommand
         });
         return command;
     }
+
+    /// <summary>Loads the spec and makes a loader with the run options; null (after saying why) when either fails.</summary>
+    private static IObjectLoader? Open(ParseResult parse, FileInfo spec, RunOptions options) =>
+        Load(parse, spec, parse.GetValue(options.S3Endpoint)) is { } graph ? Loader(parse, graph, options.Read(parse)) : null;
 
     private static DataGraph? Load(ParseResult parse, FileInfo file, Uri? s3Endpoint = null)
     {
