@@ -16,6 +16,8 @@ internal static class KilnCommandLine
         root.Options.OfType<VersionOption>().Single().Action = new VersionAction();
         root.Subcommands.Add(DoctorCommand.Create());
         root.Subcommands.Add(DataCommand.Create());
+        root.Subcommands.Add(ServeCommand.Create());
+        root.Subcommands.Add(ArchiveCommand.Create());
         return root;
     }
 

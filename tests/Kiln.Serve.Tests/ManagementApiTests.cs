@@ -163,10 +163,11 @@ public sealed class ManagementApiTests
     public async Task Unregister_WithRequestsInFlight_DrainsThemThenForgetsTheModel()
     {
         await using ServerHarness harness = await ServerHarness.StartAsync();
-        await harness.RegisterAsync(await harness.ResNetArchiveAsync("resnet18"));
+        // A worker that waits up to 2 s to fill a batch of 8 holds all six requests in flight while DELETE arrives.
+        await harness.RegisterAsync(await harness.ResNetArchiveAsync("resnet18"), "initial_workers=1&batch_size=8&max_batch_delay=2000");
         byte[] png = Images.Png(seed: 2);
         Task<HttpResponseMessage>[] inFlight = [.. Enumerable.Range(0, 6).Select(_ => harness.Inference.PostAsync("predictions/resnet18", new ByteArrayContent(png)))];
-        await WaitForPendingAsync(harness, "resnet18");
+        await WaitForPendingAsync(harness, "resnet18", inFlight.Length);
 
         using HttpResponseMessage deleted = await harness.Management.DeleteAsync("models/resnet18");
 
@@ -181,12 +182,12 @@ public sealed class ManagementApiTests
         await ServerHarness.ShouldBeErrorAsync(gone, 404, "ModelNotFoundException");
     }
 
-    private static async Task WaitForPendingAsync(ServerHarness harness, string model)
+    private static async Task WaitForPendingAsync(ServerHarness harness, string model, int count)
     {
-        for (int attempt = 0; attempt < 200; attempt++)
+        for (int attempt = 0; attempt < 1000; attempt++)
         {
             using JsonDocument description = JsonDocument.Parse(await harness.Management.GetStringAsync($"models/{model}"));
-            if (description.RootElement[0].GetProperty("jobQueueStatus").GetProperty("pendingRequests").GetInt32() >= 3)
+            if (description.RootElement[0].GetProperty("jobQueueStatus").GetProperty("pendingRequests").GetInt32() >= count)
             {
                 return;
             }

@@ -10,11 +10,14 @@ namespace Kiln.Serve.Hosting;
 /// <summary>TorchServe's inference API: <c>GET /ping</c>, <c>POST /predictions/{model}[/{version}]</c>.</summary>
 internal sealed class InferenceApi(ModelRegistry registry, ServeOptions options, ILogger logger)
 {
+    private static readonly string[] s_predictMethods = ["POST", "PUT"];
+
     public void Map(IEndpointRouteBuilder endpoints)
     {
         endpoints.MapGet("/ping", context => HttpIo.WriteStatusAsync(context, 200, "Healthy"));
-        endpoints.MapPost("/predictions/{model}", context => HttpIo.GuardAsync(context, logger, PredictAsync));
-        endpoints.MapPost("/predictions/{model}/{version}", context => HttpIo.GuardAsync(context, logger, PredictAsync));
+        // POST, and PUT for `curl -T file` as TorchServe's docs use it.
+        endpoints.MapMethods("/predictions/{model}", s_predictMethods, context => HttpIo.GuardAsync(context, logger, PredictAsync));
+        endpoints.MapMethods("/predictions/{model}/{version}", s_predictMethods, context => HttpIo.GuardAsync(context, logger, PredictAsync));
     }
 
     private async Task PredictAsync(HttpContext context)
