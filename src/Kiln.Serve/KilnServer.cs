@@ -1,6 +1,7 @@
 using System.Net;
 using Kiln.Serve.Hosting;
 using Kiln.Serve.Inference;
+using Kiln.Serve.Metrics;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -24,6 +25,7 @@ public sealed class KilnServer : IAsyncDisposable
     private readonly ServeMetrics _metrics;
     private readonly ILogger _logger;
     private int _stopped;
+    private MetricsEndpoint? _metricsEndpoint;
 
     private KilnServer(WebApplication inference, WebApplication management, ModelRegistry registry, ServeMetrics metrics, ILogger logger)
     {
@@ -39,6 +41,9 @@ public sealed class KilnServer : IAsyncDisposable
 
     /// <summary>The management API's bound address, e.g. http://127.0.0.1:8081/.</summary>
     public Uri ManagementAddress { get; private set; } = null!;
+
+    /// <summary>The metrics API's bound address (<c>GET /metrics</c>), e.g. http://127.0.0.1:8082/.</summary>
+    public Uri MetricsAddress => _metricsEndpoint!.Address;
 
     /// <summary>Starts both listeners.</summary>
     /// <exception cref="ArgumentException">The model store is not set or does not exist.</exception>
@@ -60,6 +65,7 @@ public sealed class KilnServer : IAsyncDisposable
         {
             await inference.StartAsync(cancellationToken).ConfigureAwait(false);
             await management.StartAsync(cancellationToken).ConfigureAwait(false);
+            server._metricsEndpoint = await MetricsEndpoint.StartAsync(options.MetricsPort, metrics, loggerFactory, cancellationToken).ConfigureAwait(false);
         }
         catch
         {
@@ -98,12 +104,20 @@ public sealed class KilnServer : IAsyncDisposable
         {
             await _management.StopAsync(cancellationToken).ConfigureAwait(false);
             await _inference.StopAsync(cancellationToken).ConfigureAwait(false);
+            if (_metricsEndpoint is not null)
+            {
+                await _metricsEndpoint.StopAsync(cancellationToken).ConfigureAwait(false);
+            }
         }
         finally
         {
             await _registry.DisposeAsync().ConfigureAwait(false);
             await _management.DisposeAsync().ConfigureAwait(false);
             await _inference.DisposeAsync().ConfigureAwait(false);
+            if (_metricsEndpoint is not null)
+            {
+                await _metricsEndpoint.DisposeAsync().ConfigureAwait(false);
+            }
             _metrics.Dispose();
         }
     }

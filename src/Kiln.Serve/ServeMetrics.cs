@@ -28,6 +28,9 @@ internal sealed class ServeMetrics : IDisposable
         _requests = _meter.CreateCounter<long>("kiln.serve.requests", "{request}", "Prediction requests by status code.");
     }
 
+    /// <summary>The meter the instruments belong to; one per server, so listeners can tell servers apart.</summary>
+    public Meter Meter => _meter;
+
     public void QueueTime(string model, string version, long enqueuedAt, long dequeuedAt) =>
         _queueTime.Record(Stopwatch.GetElapsedTime(enqueuedAt, dequeuedAt).TotalMilliseconds, Tags(model, version));
 

@@ -12,6 +12,9 @@ public sealed class ServeOptions
     /// <summary>Management API port on 127.0.0.1; 0 picks a free one [management_address]. Default: 8081.</summary>
     public int ManagementPort { get; set; } = 8081;
 
+    /// <summary>Metrics API port on 127.0.0.1 (<c>GET /metrics</c>, Prometheus text); 0 picks a free one [metrics_address]. Default: 8082.</summary>
+    public int MetricsPort { get; set; } = 8082;
+
     /// <summary>Largest request body in bytes; larger ones get 413 [max_request_size]. Default: 6553500.</summary>
     public long MaxRequestSize { get; set; } = 6_553_500;
 

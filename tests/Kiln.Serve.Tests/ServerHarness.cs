@@ -31,7 +31,7 @@ internal sealed class ServerHarness : IAsyncDisposable
     {
         string store = Path.Combine(Path.GetTempPath(), "kiln-serve-tests", Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(store);
-        var options = new ServeOptions { ModelStore = store, InferencePort = 0, ManagementPort = 0, IntraOpThreads = 1, UnregisterTimeoutSeconds = 30 };
+        var options = new ServeOptions { ModelStore = store, InferencePort = 0, ManagementPort = 0, MetricsPort = 0, IntraOpThreads = 1, UnregisterTimeoutSeconds = 30 };
         configure?.Invoke(options);
         KilnServer server = await KilnServer.StartAsync(options);
         return new ServerHarness(store, server);
