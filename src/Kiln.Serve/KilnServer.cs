@@ -2,10 +2,12 @@ using System.Net;
 using Kiln.Serve.Hosting;
 using Kiln.Serve.Inference;
 using Kiln.Serve.Metrics;
+using Kiln.Serve.Security;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -26,6 +28,7 @@ public sealed class KilnServer : IAsyncDisposable
     private readonly ILogger _logger;
     private int _stopped;
     private MetricsEndpoint? _metricsEndpoint;
+    private TokenAuthorization? _auth;
 
     private KilnServer(WebApplication inference, WebApplication management, ModelRegistry registry, ServeMetrics metrics, ILogger logger)
     {
@@ -45,6 +48,9 @@ public sealed class KilnServer : IAsyncDisposable
     /// <summary>The metrics API's bound address (<c>GET /metrics</c>), e.g. http://127.0.0.1:8082/.</summary>
     public Uri MetricsAddress => _metricsEndpoint!.Address;
 
+    /// <summary>The key file holding the management and inference keys; null when token authorization is disabled.</summary>
+    public string? KeyFile => _auth?.KeyFile;
+
     /// <summary>Starts both listeners.</summary>
     /// <exception cref="ArgumentException">The model store is not set or does not exist.</exception>
     public static async Task<KilnServer> StartAsync(ServeOptions options, ILoggerFactory? loggerFactory = null, CancellationToken cancellationToken = default)
@@ -58,9 +64,12 @@ public sealed class KilnServer : IAsyncDisposable
         ILogger logger = loggerFactory.CreateLogger("Kiln.Serve");
         var metrics = new ServeMetrics();
         var registry = new ModelRegistry(options, metrics, logger);
-        WebApplication inference = Build(options.InferencePort, loggerFactory, options, endpoints => new InferenceApi(registry, options, logger).Map(endpoints), logger);
-        WebApplication management = Build(options.ManagementPort, loggerFactory, options, endpoints => new ManagementApi(registry, logger).Map(endpoints), logger);
-        var server = new KilnServer(inference, management, registry, metrics, logger);
+        TokenAuthorization? auth = options.DisableTokenAuthorization ? null : TokenAuthorization.Create(options);
+        WebApplication inference = Build(options.InferencePort, loggerFactory, options, endpoints => new InferenceApi(registry, options, logger).Map(endpoints), logger,
+            auth is null ? null : TokenAuthorization.Require(auth.InferenceKey, "inference", "/ping"));
+        WebApplication management = Build(options.ManagementPort, loggerFactory, options, endpoints => new ManagementApi(registry, logger).Map(endpoints), logger,
+            auth is null ? null : TokenAuthorization.Require(auth.ManagementKey, "management"));
+        var server = new KilnServer(inference, management, registry, metrics, logger) { _auth = auth };
         try
         {
             await inference.StartAsync(cancellationToken).ConfigureAwait(false);
@@ -119,13 +128,14 @@ public sealed class KilnServer : IAsyncDisposable
                 await _metricsEndpoint.DisposeAsync().ConfigureAwait(false);
             }
             _metrics.Dispose();
+            _auth?.DeleteKeyFile();
         }
     }
 
     /// <inheritdoc />
     public async ValueTask DisposeAsync() => await StopAsync().ConfigureAwait(false);
 
-    private static WebApplication Build(int port, ILoggerFactory loggerFactory, ServeOptions options, Action<WebApplication> map, ILogger logger)
+    private static WebApplication Build(int port, ILoggerFactory loggerFactory, ServeOptions options, Action<WebApplication> map, ILogger logger, Func<RequestDelegate, RequestDelegate>? auth)
     {
         WebApplicationBuilder builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = "Kiln.Serve" });
         builder.Services.AddSingleton(loggerFactory);
@@ -141,6 +151,10 @@ public sealed class KilnServer : IAsyncDisposable
         });
         builder.Services.Configure<Microsoft.AspNetCore.Http.Features.FormOptions>(form => form.MultipartBodyLengthLimit = options.MaxRequestSize);
         WebApplication app = builder.Build();
+        if (auth is not null)
+        {
+            app.Use(auth);
+        }
         app.UseRouting();
         map(app);
         app.MapFallback(context => HttpIo.GuardAsync(context, logger, _ =>

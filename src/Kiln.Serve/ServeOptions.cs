@@ -38,4 +38,10 @@ public sealed class ServeOptions
 
     /// <summary>Seconds <c>DELETE /models</c> and shutdown wait for in-flight requests [unregister_model_timeout]. Default: 120.</summary>
     public int UnregisterTimeoutSeconds { get; set; } = 120;
+
+    /// <summary>Turns token authorization off: no key file, no <c>Authorization</c> header needed [disable_token_authorization]. Default: false.</summary>
+    public bool DisableTokenAuthorization { get; set; }
+
+    /// <summary>Where the key file with the management and inference keys is written (mode 0600). Default: <c>key_file.json</c> in the working folder.</summary>
+    public string? KeyFile { get; set; }
 }

@@ -17,7 +17,21 @@ internal sealed class ServerHarness : IAsyncDisposable
         Server = server;
         Inference = new HttpClient { BaseAddress = server.InferenceAddress, Timeout = TimeSpan.FromSeconds(60) };
         Management = new HttpClient { BaseAddress = server.ManagementAddress, Timeout = TimeSpan.FromSeconds(60) };
+        if (server.KeyFile is { } keyFile)
+        {
+            using JsonDocument keys = JsonDocument.Parse(File.ReadAllText(keyFile));
+            InferenceKey = keys.RootElement.GetProperty("inference").GetProperty("key").GetString()!;
+            ManagementKey = keys.RootElement.GetProperty("management").GetProperty("key").GetString()!;
+            Inference.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", InferenceKey);
+            Management.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", ManagementKey);
+        }
     }
+
+    /// <summary>The inference key read from the server's key file; null when token authorization is disabled.</summary>
+    public string? InferenceKey { get; }
+
+    /// <summary>The management key read from the server's key file; null when token authorization is disabled.</summary>
+    public string? ManagementKey { get; }
 
     public string Store { get; }
 
@@ -31,7 +45,16 @@ internal sealed class ServerHarness : IAsyncDisposable
     {
         string store = Path.Combine(Path.GetTempPath(), "kiln-serve-tests", Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(store);
-        var options = new ServeOptions { ModelStore = store, InferencePort = 0, ManagementPort = 0, MetricsPort = 0, IntraOpThreads = 1, UnregisterTimeoutSeconds = 30 };
+        var options = new ServeOptions
+        {
+            ModelStore = store,
+            InferencePort = 0,
+            ManagementPort = 0,
+            MetricsPort = 0,
+            IntraOpThreads = 1,
+            UnregisterTimeoutSeconds = 30,
+            KeyFile = Path.Combine(store, "keys", "key_file.json"),
+        };
         configure?.Invoke(options);
         KilnServer server = await KilnServer.StartAsync(options);
         return new ServerHarness(store, server);

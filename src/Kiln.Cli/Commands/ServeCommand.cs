@@ -18,12 +18,14 @@ internal static class ServeCommand
         };
         var config = new Option<string?>("--ts-config") { Description = "A TorchServe config.properties (the keys Kiln honours are in docs/serve.md).", HelpName = "config.properties" };
         var ncs = new Option<bool>("--ncs") { Description = "No config snapshot (accepted for compatibility; Kiln writes no snapshots yet)." };
+        var disableTokenAuth = new Option<bool>("--disable-token-auth") { Description = "Turn token authorization off (config.properties: disable_token_authorization=true)." };
         var command = new Command("serve", "Serve .mar models over TorchServe's inference (8080) and management (8081) APIs on 127.0.0.1.")
         {
             modelStore,
             models,
             config,
             ncs,
+            disableTokenAuth,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -48,6 +50,10 @@ internal static class ServeCommand
             if (parse.GetValue(modelStore) is { } store)
             {
                 options.ModelStore = store;
+            }
+            if (parse.GetValue(disableTokenAuth))
+            {
+                options.DisableTokenAuthorization = true;
             }
             if (parse.GetValue(models) is { Length: > 0 } named)
             {
@@ -75,6 +81,9 @@ internal static class ServeCommand
                     return 1;
                 }
                 await output.WriteLineAsync($"serve: inference {server.InferenceAddress} management {server.ManagementAddress}").ConfigureAwait(false);
+                await output.WriteLineAsync(server.KeyFile is { } keyFile
+                    ? $"serve: token authorization on; keys in {keyFile} (send Authorization: Bearer <key>)"
+                    : "serve: token authorization disabled").ConfigureAwait(false);
                 await output.FlushAsync(cancellationToken).ConfigureAwait(false);
                 try
                 {
@@ -123,6 +132,13 @@ internal static class ServeCommand
             string value = line[(equals + 1)..].Trim();
             switch (key)
             {
+                case "disable_token_authorization":
+                    if (!bool.TryParse(value, out bool disable))
+                    {
+                        return $"{key}={value} is not true or false.";
+                    }
+                    options.DisableTokenAuthorization = disable;
+                    break;
                 case "model_store":
                     options.ModelStore = value;
                     break;
