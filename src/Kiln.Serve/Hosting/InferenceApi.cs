@@ -18,6 +18,7 @@ internal sealed class InferenceApi(ModelRegistry registry, ServeOptions options,
         // POST, and PUT for `curl -T file` as TorchServe's docs use it.
         endpoints.MapMethods("/predictions/{model}", s_predictMethods, context => HttpIo.GuardAsync(context, logger, PredictAsync));
         endpoints.MapMethods("/predictions/{model}/{version}", s_predictMethods, context => HttpIo.GuardAsync(context, logger, PredictAsync));
+        new Protocols.OpenInferenceApi(registry, options, logger).Map(endpoints);
     }
 
     private async Task PredictAsync(HttpContext context)

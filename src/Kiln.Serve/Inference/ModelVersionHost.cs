@@ -42,6 +42,9 @@ internal sealed class ModelVersionHost : IDisposable
 
     public string Url { get; }
 
+    /// <summary>The handler the workers run (for protocol metadata).</summary>
+    public IModelHandler Handler => _handler;
+
     public ModelSettings Settings { get; private set; }
 
     public DateTimeOffset LoadedAt { get; }

@@ -32,6 +32,7 @@ internal sealed class OnnxModel : IDisposable
             _inputName = name;
             InputDimensions = [.. input.Dimensions.Select(d => (long)d)];
             _outputNames = [.. _session.OutputMetadata.Where(o => o.Value.ElementType == typeof(float)).Select(o => o.Key)];
+            OutputDimensions = [.. _outputNames.Select(o => _session.OutputMetadata[o].Dimensions.Select(d => (long)d).ToArray())];
             if (_outputNames.Length == 0)
             {
                 throw new ServeException(400, "ModelException", $"{Path.GetFileName(path)} has no float32 output.");
@@ -50,6 +51,9 @@ internal sealed class OnnxModel : IDisposable
     public long[] InputDimensions { get; }
 
     public IReadOnlyList<string> OutputNames => _outputNames;
+
+    /// <summary>Each float output's dimensions, in <see cref="OutputNames"/> order; -1 (or 0) for a symbolic dimension.</summary>
+    public IReadOnlyList<long[]> OutputDimensions { get; } = [];
 
     private bool BatchDimensionIsDynamic => InputDimensions.Length > 0 && InputDimensions[0] <= 0;
 

@@ -6,6 +6,9 @@ namespace Kiln.Serve.Inference;
 /// </summary>
 internal sealed class TensorHandler(OnnxModel model) : IModelHandler
 {
+    /// <summary>The model the handler runs (for protocol metadata).</summary>
+    public OnnxModel Model => model;
+
     public HandlerOutput[] Handle(IReadOnlyList<HandlerInput> batch)
     {
         var outputs = new HandlerOutput[batch.Count];
