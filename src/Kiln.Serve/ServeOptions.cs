@@ -44,4 +44,10 @@ public sealed class ServeOptions
 
     /// <summary>Where the key file with the management and inference keys is written (mode 0600). Default: <c>key_file.json</c> in the working folder.</summary>
     public string? KeyFile { get; set; }
+
+    /// <summary>
+    /// Regular expressions a model URL with a scheme (http, https, file) must match in full to be registered [allowed_urls,
+    /// comma-separated]. Default: none, so only <c>.mar</c> file names in the model store are accepted.
+    /// </summary>
+    public IList<string> AllowedUrls { get; } = [];
 }

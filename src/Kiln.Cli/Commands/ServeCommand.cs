@@ -139,6 +139,12 @@ internal static class ServeCommand
                     }
                     options.DisableTokenAuthorization = disable;
                     break;
+                case "allowed_urls":
+                    foreach (string pattern in value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+                    {
+                        options.AllowedUrls.Add(pattern);
+                    }
+                    break;
                 case "model_store":
                     options.ModelStore = value;
                     break;

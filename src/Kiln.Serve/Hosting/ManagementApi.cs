@@ -1,4 +1,5 @@
 using Kiln.Serve.Inference;
+using Kiln.Serve.Security;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
@@ -7,7 +8,7 @@ using Microsoft.Extensions.Logging;
 namespace Kiln.Serve.Hosting;
 
 /// <summary>TorchServe's management API: register, list, describe, scale, unregister, set-default.</summary>
-internal sealed class ManagementApi(ModelRegistry registry, ILogger logger)
+internal sealed class ManagementApi(ModelRegistry registry, ILogger logger, UrlPolicy urls)
 {
     private const string Processing = "Processing worker updates...";
 
@@ -32,6 +33,7 @@ internal sealed class ManagementApi(ModelRegistry registry, ILogger logger)
         {
             throw ServeException.BadRequest("Parameter url is required.");
         }
+        urls.Check(url);
         var register = new RegisterRequest(url)
         {
             ModelName = request.Query["model_name"],
