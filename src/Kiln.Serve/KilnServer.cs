@@ -28,6 +28,7 @@ public sealed class KilnServer : IAsyncDisposable
     private readonly ILogger _logger;
     private int _stopped;
     private MetricsEndpoint? _metricsEndpoint;
+    private Protocols.GrpcEndpoint? _grpcEndpoint;
     private TokenAuthorization? _auth;
 
     private KilnServer(WebApplication inference, WebApplication management, ModelRegistry registry, ServeMetrics metrics, ILogger logger)
@@ -47,6 +48,9 @@ public sealed class KilnServer : IAsyncDisposable
 
     /// <summary>The metrics API's bound address (<c>GET /metrics</c>), e.g. http://127.0.0.1:8082/.</summary>
     public Uri MetricsAddress => _metricsEndpoint!.Address;
+
+    /// <summary>The Open Inference Protocol gRPC listener's address (HTTP/2 cleartext), e.g. http://127.0.0.1:7070/.</summary>
+    public Uri GrpcAddress => _grpcEndpoint!.Address;
 
     /// <summary>The key file holding the management and inference keys; null when token authorization is disabled.</summary>
     public string? KeyFile => _auth?.KeyFile;
@@ -75,6 +79,7 @@ public sealed class KilnServer : IAsyncDisposable
             await inference.StartAsync(cancellationToken).ConfigureAwait(false);
             await management.StartAsync(cancellationToken).ConfigureAwait(false);
             server._metricsEndpoint = await MetricsEndpoint.StartAsync(options.MetricsPort, metrics, loggerFactory, cancellationToken).ConfigureAwait(false);
+            server._grpcEndpoint = await Protocols.GrpcEndpoint.StartAsync(options.GrpcPort, registry, options, auth?.InferenceKey, loggerFactory, logger, cancellationToken).ConfigureAwait(false);
         }
         catch
         {
@@ -113,6 +118,10 @@ public sealed class KilnServer : IAsyncDisposable
         {
             await _management.StopAsync(cancellationToken).ConfigureAwait(false);
             await _inference.StopAsync(cancellationToken).ConfigureAwait(false);
+            if (_grpcEndpoint is not null)
+            {
+                await _grpcEndpoint.StopAsync(cancellationToken).ConfigureAwait(false);
+            }
             if (_metricsEndpoint is not null)
             {
                 await _metricsEndpoint.StopAsync(cancellationToken).ConfigureAwait(false);
@@ -123,6 +132,10 @@ public sealed class KilnServer : IAsyncDisposable
             await _registry.DisposeAsync().ConfigureAwait(false);
             await _management.DisposeAsync().ConfigureAwait(false);
             await _inference.DisposeAsync().ConfigureAwait(false);
+            if (_grpcEndpoint is not null)
+            {
+                await _grpcEndpoint.DisposeAsync().ConfigureAwait(false);
+            }
             if (_metricsEndpoint is not null)
             {
                 await _metricsEndpoint.DisposeAsync().ConfigureAwait(false);

@@ -15,6 +15,9 @@ public sealed class ServeOptions
     /// <summary>Metrics API port on 127.0.0.1 (<c>GET /metrics</c>, Prometheus text); 0 picks a free one [metrics_address]. Default: 8082.</summary>
     public int MetricsPort { get; set; } = 8082;
 
+    /// <summary>Open Inference Protocol gRPC port on 127.0.0.1 (HTTP/2 cleartext); 0 picks a free one [grpc_inference_port]. Default: 7070.</summary>
+    public int GrpcPort { get; set; } = 7070;
+
     /// <summary>Largest request body in bytes; larger ones get 413 [max_request_size]. Default: 6553500.</summary>
     public long MaxRequestSize { get; set; } = 6_553_500;
 

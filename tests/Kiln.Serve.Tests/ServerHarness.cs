@@ -51,6 +51,7 @@ internal sealed class ServerHarness : IAsyncDisposable
             InferencePort = 0,
             ManagementPort = 0,
             MetricsPort = 0,
+            GrpcPort = 0,
             IntraOpThreads = 1,
             UnregisterTimeoutSeconds = 30,
             KeyFile = Path.Combine(store, "keys", "key_file.json"),

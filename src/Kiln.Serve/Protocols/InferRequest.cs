@@ -131,6 +131,13 @@ internal sealed class InferRequest
             }
             data = [.. values];
         }
+        CheckShape(model.InputName, shape, model);
+        return new FloatTensor(data, shape);
+    }
+
+    /// <summary>400 naming the input when <paramref name="shape"/> does not fit the model's input.</summary>
+    internal static void CheckShape(string name, long[] shape, OnnxModel model)
+    {
         bool fits = shape.Length == model.InputDimensions.Length;
         for (int i = 0; fits && i < shape.Length; i++)
         {
@@ -140,7 +147,6 @@ internal sealed class InferRequest
         {
             throw ServeException.BadRequest($"Input '{name}' has shape [{string.Join(",", shape)}]; the model's input takes [{string.Join(",", model.InputDimensions.Select(x => x <= 0 ? -1 : x))}].");
         }
-        return new FloatTensor(data, shape);
     }
 
     private static bool Flag(JsonElement parameters, string name) =>

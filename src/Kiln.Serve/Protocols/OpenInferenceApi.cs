@@ -218,7 +218,7 @@ internal sealed class OpenInferenceApi(ModelRegistry registry, ServeOptions opti
     }
 
     /// <summary>Queues one tensor as a <c>.npy</c> job for the tensor handler and decodes its JSON result.</summary>
-    private async Task<FloatTensor[]> RunAsync(ModelVersionHost host, OnnxModel model, FloatTensor input, CancellationToken cancellationToken)
+    internal async Task<FloatTensor[]> RunAsync(ModelVersionHost host, OnnxModel model, FloatTensor input, CancellationToken cancellationToken)
     {
         var job = new InferenceJob(TensorJson.Npy(input), "application/x-npy");
         if (!host.TryEnqueue(job))
