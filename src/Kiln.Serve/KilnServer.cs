@@ -3,6 +3,7 @@ using Kiln.Serve.Hosting;
 using Kiln.Serve.Inference;
 using Kiln.Serve.Metrics;
 using Kiln.Serve.Security;
+using Kiln.Serve.Snapshots;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -69,15 +70,21 @@ public sealed class KilnServer : IAsyncDisposable
         var metrics = new ServeMetrics();
         var registry = new ModelRegistry(options, metrics, logger);
         TokenAuthorization? auth = options.DisableTokenAuthorization ? null : TokenAuthorization.Create(options);
+        SnapshotStore? snapshots = options.NoConfigSnapshots ? null
+            : new SnapshotStore(options.SnapshotDirectory ?? Path.Combine("logs", "config"), registry, logger);
         WebApplication inference = Build(options.InferencePort, loggerFactory, options, endpoints => new InferenceApi(registry, options, logger).Map(endpoints), logger,
             auth is null ? null : TokenAuthorization.Require(auth.InferenceKey, "inference", "/ping"));
-        WebApplication management = Build(options.ManagementPort, loggerFactory, options, endpoints => new ManagementApi(registry, logger, new UrlPolicy(options.AllowedUrls)).Map(endpoints), logger,
+        WebApplication management = Build(options.ManagementPort, loggerFactory, options, endpoints => new ManagementApi(registry, logger, new UrlPolicy(options.AllowedUrls), snapshots).Map(endpoints), logger,
             auth is null ? null : TokenAuthorization.Require(auth.ManagementKey, "management"));
         var server = new KilnServer(inference, management, registry, metrics, logger) { _auth = auth };
         try
         {
             await inference.StartAsync(cancellationToken).ConfigureAwait(false);
             await management.StartAsync(cancellationToken).ConfigureAwait(false);
+            if (snapshots is not null)
+            {
+                await snapshots.RestoreAsync(cancellationToken).ConfigureAwait(false);
+            }
             server._metricsEndpoint = await MetricsEndpoint.StartAsync(options.MetricsPort, metrics, loggerFactory, cancellationToken).ConfigureAwait(false);
             server._grpcEndpoint = await Protocols.GrpcEndpoint.StartAsync(options.GrpcPort, registry, options, auth?.InferenceKey, loggerFactory, logger, cancellationToken).ConfigureAwait(false);
         }

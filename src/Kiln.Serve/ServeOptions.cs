@@ -53,4 +53,10 @@ public sealed class ServeOptions
     /// comma-separated]. Default: none, so only <c>.mar</c> file names in the model store are accepted.
     /// </summary>
     public IList<string> AllowedUrls { get; } = [];
+
+    /// <summary>Where snapshots of the registered models are written after each management change and read at start. Default: <c>logs/config</c> in the working folder.</summary>
+    public string? SnapshotDirectory { get; set; }
+
+    /// <summary>Neither writes nor restores snapshots (<c>--ncs</c>). Default: false.</summary>
+    public bool NoConfigSnapshots { get; set; }
 }

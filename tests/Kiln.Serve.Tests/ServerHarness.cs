@@ -41,9 +41,9 @@ internal sealed class ServerHarness : IAsyncDisposable
 
     public HttpClient Management { get; }
 
-    public static async Task<ServerHarness> StartAsync(Action<ServeOptions>? configure = null)
+    public static async Task<ServerHarness> StartAsync(Action<ServeOptions>? configure = null, string? store = null, Microsoft.Extensions.Logging.ILoggerFactory? loggerFactory = null)
     {
-        string store = Path.Combine(Path.GetTempPath(), "kiln-serve-tests", Guid.NewGuid().ToString("N"));
+        store ??= Path.Combine(Path.GetTempPath(), "kiln-serve-tests", Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(store);
         var options = new ServeOptions
         {
@@ -55,9 +55,10 @@ internal sealed class ServerHarness : IAsyncDisposable
             IntraOpThreads = 1,
             UnregisterTimeoutSeconds = 30,
             KeyFile = Path.Combine(store, "keys", "key_file.json"),
+            SnapshotDirectory = Path.Combine(store, "snapshots"),
         };
         configure?.Invoke(options);
-        KilnServer server = await KilnServer.StartAsync(options);
+        KilnServer server = await KilnServer.StartAsync(options, loggerFactory);
         return new ServerHarness(store, server);
     }
 

@@ -17,7 +17,7 @@ internal static class ServeCommand
             HelpName = "name=file.mar|all",
         };
         var config = new Option<string?>("--ts-config") { Description = "A TorchServe config.properties (the keys Kiln honours are in docs/serve.md).", HelpName = "config.properties" };
-        var ncs = new Option<bool>("--ncs") { Description = "No config snapshot (accepted for compatibility; Kiln writes no snapshots yet)." };
+        var ncs = new Option<bool>("--ncs") { Description = "No config snapshots: neither restore the newest snapshot from logs/config at start nor write new ones." };
         var disableTokenAuth = new Option<bool>("--disable-token-auth") { Description = "Turn token authorization off (config.properties: disable_token_authorization=true)." };
         var command = new Command("serve", "Serve .mar models over TorchServe's inference (8080) and management (8081) APIs on 127.0.0.1.")
         {
@@ -50,6 +50,10 @@ internal static class ServeCommand
             if (parse.GetValue(modelStore) is { } store)
             {
                 options.ModelStore = store;
+            }
+            if (parse.GetValue(ncs))
+            {
+                options.NoConfigSnapshots = true;
             }
             if (parse.GetValue(disableTokenAuth))
             {

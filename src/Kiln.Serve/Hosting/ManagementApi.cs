@@ -1,5 +1,6 @@
 using Kiln.Serve.Inference;
 using Kiln.Serve.Security;
+using Kiln.Serve.Snapshots;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
@@ -8,7 +9,7 @@ using Microsoft.Extensions.Logging;
 namespace Kiln.Serve.Hosting;
 
 /// <summary>TorchServe's management API: register, list, describe, scale, unregister, set-default.</summary>
-internal sealed class ManagementApi(ModelRegistry registry, ILogger logger, UrlPolicy urls)
+internal sealed class ManagementApi(ModelRegistry registry, ILogger logger, UrlPolicy urls, SnapshotStore? snapshots)
 {
     private const string Processing = "Processing worker updates...";
 
@@ -45,6 +46,7 @@ internal sealed class ManagementApi(ModelRegistry registry, ILogger logger, UrlP
         };
         bool synchronous = HttpIo.QueryBool(request, "synchronous");
         ModelVersionHost host = await registry.RegisterAsync(register, context.RequestAborted).ConfigureAwait(false);
+        snapshots?.Write();
         if (!synchronous)
         {
             await HttpIo.WriteStatusAsync(context, 202, Processing).ConfigureAwait(false);
@@ -151,6 +153,7 @@ internal sealed class ManagementApi(ModelRegistry registry, ILogger logger, UrlP
         ModelVersionHost host = registry.Resolve(model, version);
         // Workers are added at once; retired ones finish the batch they hold. synchronous=true also waits for them.
         Task scaling = host.ScaleAsync(min, max, CancellationToken.None);
+        snapshots?.Write();
         if (!HttpIo.QueryBool(context.Request, "synchronous"))
         {
             _ = scaling.ContinueWith(t => ServeLog.ScaleFailed(logger, t.Exception!, host.Name), CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
@@ -166,6 +169,7 @@ internal sealed class ManagementApi(ModelRegistry registry, ILogger logger, UrlP
     {
         string model = HttpIo.RouteString(context, "model")!;
         await registry.UnregisterAsync(model, HttpIo.RouteString(context, "version"), context.RequestAborted).ConfigureAwait(false);
+        snapshots?.Write();
         await HttpIo.WriteStatusAsync(context, 200, $"Model \"{model}\" unregistered").ConfigureAwait(false);
     }
 
@@ -174,6 +178,7 @@ internal sealed class ManagementApi(ModelRegistry registry, ILogger logger, UrlP
         string model = HttpIo.RouteString(context, "model")!;
         string version = HttpIo.RouteString(context, "version")!;
         registry.SetDefault(model, version);
+        snapshots?.Write();
         return HttpIo.WriteStatusAsync(context, 200, $"Default version successfully updated for model \"{model}\" to \"{version}\"");
     }
 }
