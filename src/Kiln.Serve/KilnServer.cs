@@ -74,7 +74,7 @@ public sealed class KilnServer : IAsyncDisposable
             : new SnapshotStore(options.SnapshotDirectory ?? Path.Combine("logs", "config"), registry, logger);
         WebApplication inference = Build(options.InferencePort, loggerFactory, options, endpoints => new InferenceApi(registry, options, logger).Map(endpoints), logger,
             auth is null ? null : TokenAuthorization.Require(auth.InferenceKey, "inference", "/ping"));
-        WebApplication management = Build(options.ManagementPort, loggerFactory, options, endpoints => new ManagementApi(registry, logger, new UrlPolicy(options.AllowedUrls), snapshots).Map(endpoints), logger,
+        WebApplication management = Build(options.ManagementPort, loggerFactory, options, endpoints => new ManagementApi(registry, logger, new UrlPolicy(options), snapshots).Map(endpoints), logger,
             auth is null ? null : TokenAuthorization.Require(auth.ManagementKey, "management"));
         var server = new KilnServer(inference, management, registry, metrics, logger) { _auth = auth };
         try

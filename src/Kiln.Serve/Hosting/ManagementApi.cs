@@ -35,6 +35,10 @@ internal sealed class ManagementApi(ModelRegistry registry, ILogger logger, UrlP
             throw ServeException.BadRequest("Parameter url is required.");
         }
         urls.Check(url);
+        if (ArchiveDownloader.IsHttp(url))
+        {
+            url = await ArchiveDownloader.DownloadAsync(url, urls.ModelStore, urls.MaxArchiveSize, context.RequestAborted).ConfigureAwait(false);
+        }
         var register = new RegisterRequest(url)
         {
             ModelName = request.Query["model_name"],

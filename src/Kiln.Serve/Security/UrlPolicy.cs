@@ -12,11 +12,19 @@ internal sealed class UrlPolicy
     private static readonly TimeSpan s_matchTimeout = TimeSpan.FromSeconds(1);
     private readonly Regex[] _allowed;
 
-    public UrlPolicy(IEnumerable<string> patterns)
+    public UrlPolicy(ServeOptions options)
     {
-        ArgumentNullException.ThrowIfNull(patterns);
-        _allowed = [.. patterns.Where(p => p.Length > 0).Select(p => new Regex("^(?:" + p + ")$", RegexOptions.CultureInvariant, s_matchTimeout))];
+        ArgumentNullException.ThrowIfNull(options);
+        ModelStore = options.ModelStore;
+        MaxArchiveSize = options.MaxArchiveSize;
+        _allowed = [.. options.AllowedUrls.Where(p => p.Length > 0).Select(p => new Regex("^(?:" + p + ")$", RegexOptions.CultureInvariant, s_matchTimeout))];
     }
+
+    /// <summary>Where allowed http(s) archives are downloaded to.</summary>
+    public string ModelStore { get; }
+
+    /// <summary>The largest archive a download may be (413 beyond).</summary>
+    public long MaxArchiveSize { get; }
 
     /// <summary>Throws 400 unless <paramref name="url"/> is a plain file name (checked against the store later) or matches an allowed pattern.</summary>
     /// <exception cref="ServeException">The URL is not allowed.</exception>
