@@ -53,6 +53,9 @@ public sealed class KilnServer : IAsyncDisposable
     /// <summary>The Open Inference Protocol gRPC listener's address (HTTP/2 cleartext), e.g. http://127.0.0.1:7070/.</summary>
     public Uri GrpcAddress => _grpcEndpoint!.Address;
 
+    /// <summary>Whether the models came back from a snapshot at start (TorchServe then ignores <c>--models</c>).</summary>
+    public bool RestoredFromSnapshot { get; private set; }
+
     /// <summary>The key file holding the management and inference keys; null when token authorization is disabled.</summary>
     public string? KeyFile => _auth?.KeyFile;
 
@@ -83,7 +86,7 @@ public sealed class KilnServer : IAsyncDisposable
             await management.StartAsync(cancellationToken).ConfigureAwait(false);
             if (snapshots is not null)
             {
-                await snapshots.RestoreAsync(cancellationToken).ConfigureAwait(false);
+                server.RestoredFromSnapshot = await snapshots.RestoreAsync(cancellationToken).ConfigureAwait(false);
             }
             server._metricsEndpoint = await MetricsEndpoint.StartAsync(options.MetricsPort, metrics, loggerFactory, cancellationToken).ConfigureAwait(false);
             server._grpcEndpoint = await Protocols.GrpcEndpoint.StartAsync(options.GrpcPort, registry, options, auth?.InferenceKey, loggerFactory, logger, cancellationToken).ConfigureAwait(false);

@@ -44,6 +44,7 @@ public sealed class SnapshotTests
         Directory.GetFiles(Path.Combine(first.Store, "snapshots"), "*-snapshot.json").Length.ShouldBeGreaterThanOrEqualTo(4);
 
         await using ServerHarness second = await ServerHarness.StartAsync(store: first.Store);
+        second.Server.RestoredFromSnapshot.ShouldBeTrue();
         Dictionary<string, JsonElement> after = await DescribeAsync(second);
         after.Keys.Order().ShouldBe(["1.0", "2.0"]);
         foreach (string version in before.Keys)
@@ -68,6 +69,7 @@ public sealed class SnapshotTests
         await using ServerHarness first = await SetUpAsync();
         await first.Server.StopAsync();
         await using ServerHarness second = await ServerHarness.StartAsync(o => o.NoConfigSnapshots = true, store: first.Store);
+        second.Server.RestoredFromSnapshot.ShouldBeFalse();
         using HttpResponseMessage response = await second.Management.GetAsync("models/lin");
         await ServerHarness.ShouldBeErrorAsync(response, 404, "ModelNotFoundException");
     }

@@ -71,6 +71,11 @@ internal static class ServeCommand
             KilnServer server = await KilnServer.StartAsync(options, cancellationToken: cancellationToken).ConfigureAwait(false);
             await using (server.ConfigureAwait(false))
             {
+                if (server.RestoredFromSnapshot && load.Count > 0)
+                {
+                    await output.WriteLineAsync("serve: models restored from the newest snapshot; --models/load_models ignored (pass --ncs to load them instead)").ConfigureAwait(false);
+                    load.Clear();
+                }
                 try
                 {
                     foreach ((string? name, string file) in Expand(load, options.ModelStore))

@@ -69,12 +69,12 @@ internal sealed partial class SnapshotStore(string directory, ModelRegistry regi
         writer.WriteEndObject();
     }
 
-    /// <summary>Restores the newest snapshot that parses; a corrupt one is skipped with a warning.</summary>
-    public async Task RestoreAsync(CancellationToken cancellationToken)
+    /// <summary>Restores the newest snapshot that parses (a corrupt one is skipped with a warning); false when there was none.</summary>
+    public async Task<bool> RestoreAsync(CancellationToken cancellationToken)
     {
         if (!System.IO.Directory.Exists(Directory))
         {
-            return;
+            return false;
         }
         string[] files = [.. System.IO.Directory.GetFiles(Directory, "*" + Suffix).OrderDescending(StringComparer.Ordinal)];
         foreach (string file in files)
@@ -91,8 +91,9 @@ internal sealed partial class SnapshotStore(string directory, ModelRegistry regi
             }
             await ApplyAsync(versions, cancellationToken).ConfigureAwait(false);
             Restored(logger, file, versions.Count);
-            return;
+            return true;
         }
+        return false;
     }
 
     private static List<SnapshotVersion> Parse(byte[] json)
