@@ -162,18 +162,24 @@ internal static class ServeCommand
                     break;
                 case "inference_address":
                 case "management_address":
+                case "metrics_address":
                     if (!Uri.TryCreate(value, UriKind.Absolute, out Uri? address) || !address.IsLoopback || address.Scheme != "http")
                     {
                         return $"{key}={value}: Kiln.Serve binds only http://127.0.0.1 so far.";
                     }
-                    if (key == "inference_address")
+                    switch (key)
                     {
-                        options.InferencePort = address.Port;
+                        case "inference_address": options.InferencePort = address.Port; break;
+                        case "management_address": options.ManagementPort = address.Port; break;
+                        default: options.MetricsPort = address.Port; break;
                     }
-                    else
+                    break;
+                case "grpc_inference_port":
+                    if (!int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out int grpcPort) || grpcPort is < 0 or > 65535)
                     {
-                        options.ManagementPort = address.Port;
+                        return $"{key}={value} is not a port number.";
                     }
+                    options.GrpcPort = grpcPort;
                     break;
                 case "job_queue_size":
                 case "max_request_size":
