@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Microsoft.Extensions.Logging;
 
 namespace Kiln.Serve.Inference;
 
@@ -29,6 +30,30 @@ internal sealed class InferenceJob
     public void Succeed(byte[] json) => _completion.TrySetResult(json);
 
     public void Fail(Exception error) => _completion.TrySetException(error);
+
+    /// <summary>
+    /// Awaits the outcome for the caller, within the model's response timeout: on timeout or cancellation the job
+    /// is failed (a worker that has not taken it yet skips it) and the caller gets TorchServe's 500, or the cancellation.
+    /// </summary>
+    public async Task<byte[]> WaitAsync(ModelVersionHost host, ILogger logger, CancellationToken cancellationToken)
+    {
+        int seconds = host.Settings.ResponseTimeoutSeconds;
+        try
+        {
+            return await Completion.WaitAsync(TimeSpan.FromSeconds(seconds), cancellationToken).ConfigureAwait(false);
+        }
+        catch (TimeoutException ex)
+        {
+            ServeLog.ResponseTimeout(logger, host.Name, host.Version, seconds);
+            Fail(ex);
+            throw new ServeException(500, "InternalServerException", $"Worker did not respond within response_timeout ({seconds} s).", ex);
+        }
+        catch (OperationCanceledException)
+        {
+            Fail(new OperationCanceledException(cancellationToken));
+            throw;
+        }
+    }
 }
 
 /// <summary>One input of a batch as a handler sees it, and where its outcome goes.</summary>

@@ -226,22 +226,7 @@ internal sealed class OpenInferenceApi(ModelRegistry registry, ServeOptions opti
             ServeLog.QueueFull(logger, host.Name, host.Version, host.Settings.JobQueueSize);
             throw ServeException.Unavailable($"Model \"{host.Name}\" has no worker to serve the request, or its job queue of {host.Settings.JobQueueSize} is full: retry later.");
         }
-        byte[] json;
-        try
-        {
-            json = await job.Completion.WaitAsync(TimeSpan.FromSeconds(host.Settings.ResponseTimeoutSeconds), cancellationToken).ConfigureAwait(false);
-        }
-        catch (TimeoutException ex)
-        {
-            ServeLog.ResponseTimeout(logger, host.Name, host.Version, host.Settings.ResponseTimeoutSeconds);
-            job.Fail(ex);
-            throw new ServeException(500, "InternalServerException", $"Worker did not respond within response_timeout ({host.Settings.ResponseTimeoutSeconds} s).", ex);
-        }
-        catch (OperationCanceledException)
-        {
-            job.Fail(new OperationCanceledException(cancellationToken));
-            throw;
-        }
+        byte[] json = await job.WaitAsync(host, logger, cancellationToken).ConfigureAwait(false);
         return TensorJson.ReadHandlerOutputs(json, model);
     }
 }
