@@ -160,6 +160,59 @@ public sealed class ManagementApiTests
     }
 
     [Fact]
+    public async Task Canary_SendsItsShareOfUnversionedRequests_AndNeverRedirectsVersionedOnes()
+    {
+        await using ServerHarness harness = await ServerHarness.StartAsync();
+        await harness.RegisterAsync(await harness.LinearArchiveAsync("lin", "1.0", scale: 1f));
+        await harness.RegisterAsync(await harness.LinearArchiveAsync("lin", "2.0", scale: -3f));
+        float[] stable = TinyOnnx.Expected(s_row, 1f), canary = TinyOnnx.Expected(s_row, -3f);
+
+        using (HttpResponseMessage set = await harness.Management.PutAsync("models/lin/2.0/canary?weight=30", null))
+        {
+            set.StatusCode.ShouldBe(HttpStatusCode.OK);
+        }
+        int toCanary = 0;
+        const int Requests = 300;
+        for (int i = 0; i < Requests; i++)
+        {
+            float[] result = await ServerHarness.PredictTensorAsync(harness.Inference, "predictions/lin", s_row);
+            bool isCanary = Math.Abs(result[0] - canary[0]) < 1e-4f;
+            (isCanary || Math.Abs(result[0] - stable[0]) < 1e-4f).ShouldBeTrue();
+            toCanary += isCanary ? 1 : 0;
+        }
+        // 30 % of 300 is 90; 3.5 standard deviations (about 28) either side.
+        toCanary.ShouldBeInRange(62, 118);
+        for (int i = 0; i < 20; i++)
+        {
+            (await ServerHarness.PredictTensorAsync(harness.Inference, "predictions/lin/1.0", s_row)).ShouldBe(stable, 1e-5f);
+        }
+
+        using (HttpResponseMessage all = await harness.Management.PutAsync("models/lin/2.0/canary?weight=100", null))
+        {
+            all.StatusCode.ShouldBe(HttpStatusCode.OK);
+        }
+        for (int i = 0; i < 20; i++)
+        {
+            (await ServerHarness.PredictTensorAsync(harness.Inference, "predictions/lin", s_row)).ShouldBe(canary, 1e-5f);
+        }
+        using (HttpResponseMessage end = await harness.Management.PutAsync("models/lin/2.0/canary?weight=0", null))
+        {
+            (await end.Content.ReadAsStringAsync()).ShouldContain("ended");
+        }
+        for (int i = 0; i < 20; i++)
+        {
+            (await ServerHarness.PredictTensorAsync(harness.Inference, "predictions/lin", s_row)).ShouldBe(stable, 1e-5f);
+        }
+
+        using HttpResponseMessage onDefault = await harness.Management.PutAsync("models/lin/1.0/canary?weight=10", null);
+        await ServerHarness.ShouldBeErrorAsync(onDefault, 400, "BadRequestException");
+        using HttpResponseMessage badWeight = await harness.Management.PutAsync("models/lin/2.0/canary?weight=150", null);
+        await ServerHarness.ShouldBeErrorAsync(badWeight, 400, "BadRequestException");
+        using HttpResponseMessage missing = await harness.Management.PutAsync("models/lin/9.0/canary?weight=10", null);
+        await ServerHarness.ShouldBeErrorAsync(missing, 404, "ModelVersionNotFoundException");
+    }
+
+    [Fact]
     public async Task Unregister_WithRequestsInFlight_DrainsThemThenForgetsTheModel()
     {
         await using ServerHarness harness = await ServerHarness.StartAsync();

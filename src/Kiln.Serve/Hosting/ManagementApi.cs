@@ -24,6 +24,7 @@ internal sealed class ManagementApi(ModelRegistry registry, ILogger logger, UrlP
         endpoints.MapDelete("/models/{model}", context => HttpIo.GuardAsync(context, logger, UnregisterAsync));
         endpoints.MapDelete("/models/{model}/{version}", context => HttpIo.GuardAsync(context, logger, UnregisterAsync));
         endpoints.MapPut("/models/{model}/{version}/set-default", context => HttpIo.GuardAsync(context, logger, SetDefaultAsync));
+        endpoints.MapPut("/models/{model}/{version}/canary", context => HttpIo.GuardAsync(context, logger, SetCanaryAsync));
     }
 
     private async Task RegisterAsync(HttpContext context)
@@ -175,6 +176,22 @@ internal sealed class ManagementApi(ModelRegistry registry, ILogger logger, UrlP
         await registry.UnregisterAsync(model, HttpIo.RouteString(context, "version"), context.RequestAborted).ConfigureAwait(false);
         snapshots?.Write();
         await HttpIo.WriteStatusAsync(context, 200, $"Model \"{model}\" unregistered").ConfigureAwait(false);
+    }
+
+    /// <summary>Kiln's own: <c>PUT /models/{m}/{v}/canary?weight=10</c> sends 10 % of unversioned requests to v; weight=0 ends it.</summary>
+    private Task SetCanaryAsync(HttpContext context)
+    {
+        string model = HttpIo.RouteString(context, "model")!;
+        string version = HttpIo.RouteString(context, "version")!;
+        string? text = context.Request.Query["weight"];
+        if (!double.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double weight))
+        {
+            throw ServeException.BadRequest("Parameter weight is required: the percentage of requests (0 to 100) the canary version gets.");
+        }
+        registry.SetCanary(model, version, weight);
+        return HttpIo.WriteStatusAsync(context, 200, weight > 0
+            ? $"Canary for model \"{model}\": version \"{version}\" gets {weight.ToString(System.Globalization.CultureInfo.InvariantCulture)}% of requests without a version"
+            : $"Canary for model \"{model}\" ended");
     }
 
     private Task SetDefaultAsync(HttpContext context)

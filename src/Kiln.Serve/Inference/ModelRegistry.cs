@@ -151,7 +151,7 @@ internal sealed class ModelRegistry : IAsyncDisposable
         }
     }
 
-    /// <summary>The version to serve: the named one, or the default.</summary>
+    /// <summary>The version to serve: the named one, or the default (or, for a share of requests, the canary).</summary>
     /// <exception cref="ServeException">404 unknown model or version.</exception>
     public ModelVersionHost Resolve(string model, string? version)
     {
@@ -161,7 +161,10 @@ internal sealed class ModelRegistry : IAsyncDisposable
             {
                 throw ServeException.ModelNotFound(model);
             }
-            string wanted = version ?? entry.DefaultVersion;
+            string wanted = version
+                ?? (entry.CanaryVersion is { } canary && entry.Versions.ContainsKey(canary) && Random.Shared.NextDouble() * 100 < entry.CanaryPercent
+                    ? canary
+                    : entry.DefaultVersion);
             return entry.Versions.TryGetValue(wanted, out ModelVersionHost? host) ? host : throw ServeException.VersionNotFound(model, wanted);
         }
     }
@@ -216,6 +219,44 @@ internal sealed class ModelRegistry : IAsyncDisposable
             entry.DefaultVersion = version;
         }
         ServeLog.DefaultVersionSet(_logger, model, version);
+    }
+
+    /// <summary>
+    /// Sends <paramref name="percent"/> % of the requests that name no version to <paramref name="version"/> instead of the
+    /// default (a canary); 0 ends the split. Requests that name a version are never redirected.
+    /// </summary>
+    /// <exception cref="ServeException">404 unknown model or version; 400 a share outside [0, 100] or the default version itself.</exception>
+    public void SetCanary(string model, string version, double percent)
+    {
+        if (!(percent >= 0 && percent <= 100))
+        {
+            throw ServeException.BadRequest($"weight must be a percentage between 0 and 100, got {percent.ToString(System.Globalization.CultureInfo.InvariantCulture)}.");
+        }
+        lock (_gate)
+        {
+            if (!_models.TryGetValue(model, out ModelEntry? entry))
+            {
+                throw ServeException.ModelNotFound(model);
+            }
+            if (!entry.Versions.ContainsKey(version))
+            {
+                throw ServeException.VersionNotFound(model, version);
+            }
+            if (version == entry.DefaultVersion && percent > 0)
+            {
+                throw ServeException.BadRequest($"Version {version} is the default version of model {model}; a canary must be another version.");
+            }
+            (entry.CanaryVersion, entry.CanaryPercent) = percent > 0 ? (version, percent) : (null, 0);
+        }
+    }
+
+    /// <summary>The canary version of a model and its share in percent, or (null, 0).</summary>
+    public (string? Version, double Percent) CanaryOf(string model)
+    {
+        lock (_gate)
+        {
+            return _models.TryGetValue(model, out ModelEntry? entry) ? (entry.CanaryVersion, entry.CanaryPercent) : (null, 0);
+        }
     }
 
     /// <summary>Removes a version (the default one when none is named) so that no new request reaches it, then drains it.</summary>
@@ -284,5 +325,9 @@ internal sealed class ModelRegistry : IAsyncDisposable
         public Dictionary<string, ModelVersionHost> Versions { get; } = new(StringComparer.Ordinal);
 
         public string DefaultVersion { get; set; } = defaultVersion;
+
+        public string? CanaryVersion { get; set; }
+
+        public double CanaryPercent { get; set; }
     }
 }
