@@ -5,9 +5,6 @@ using Kiln.Serve.Metrics;
 using Kiln.Serve.Security;
 using Kiln.Serve.Snapshots;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -96,8 +93,8 @@ public sealed class KilnServer : IAsyncDisposable
             await server.DisposeAsync().ConfigureAwait(false);
             throw;
         }
-        server.InferenceAddress = BoundAddress(inference);
-        server.ManagementAddress = BoundAddress(management);
+        server.InferenceAddress = LoopbackHost.BoundAddress(inference);
+        server.ManagementAddress = LoopbackHost.BoundAddress(management);
         ServeLog.Listening(logger, server.InferenceAddress, server.ManagementAddress);
         return server;
     }
@@ -160,18 +157,13 @@ public sealed class KilnServer : IAsyncDisposable
 
     private static WebApplication Build(int port, ILoggerFactory loggerFactory, ServeOptions options, Action<WebApplication> map, ILogger logger, Func<RequestDelegate, RequestDelegate>? auth)
     {
-        WebApplicationBuilder builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = "Kiln.Serve" });
-        builder.Services.AddSingleton(loggerFactory);
-        builder.Services.AddSingleton(typeof(ILogger<>), typeof(Logger<>));
-        builder.Services.AddRoutingCore();
-        builder.WebHost.UseKestrelCore();
-        builder.WebHost.ConfigureKestrel(kestrel =>
+        WebApplicationBuilder builder = LoopbackHost.CreateBuilder(loggerFactory, kestrel =>
         {
-            kestrel.AddServerHeader = false;
             // Bodies are read and limited by the endpoints (413 with TorchServe's error body).
             kestrel.Limits.MaxRequestBodySize = null;
             kestrel.Listen(IPAddress.Loopback, port);
         });
+        builder.Services.AddRoutingCore();
         builder.Services.Configure<Microsoft.AspNetCore.Http.Features.FormOptions>(form => form.MultipartBodyLengthLimit = options.MaxRequestSize);
         WebApplication app = builder.Build();
         if (auth is not null)
@@ -183,11 +175,5 @@ public sealed class KilnServer : IAsyncDisposable
         app.MapFallback(context => HttpIo.GuardAsync(context, logger, _ =>
             throw new ServeException(404, "ResourceNotFoundException", "Requested resource is not found, please refer to API document.")));
         return app;
-    }
-
-    private static Uri BoundAddress(WebApplication app)
-    {
-        string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        return new Uri(address.EndsWith('/') ? address : address + "/");
     }
 }

@@ -1,8 +1,5 @@
 using System.Net;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
@@ -29,16 +26,8 @@ internal sealed class MetricsEndpoint : IAsyncDisposable
     public static async Task<MetricsEndpoint> StartAsync(int port, ServeMetrics serveMetrics, ILoggerFactory loggerFactory, CancellationToken cancellationToken)
     {
         var metrics = new PrometheusMetrics(serveMetrics.Meter, Guid.NewGuid().ToString());
-        WebApplicationBuilder builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = "Kiln.Serve" });
-        builder.Services.AddSingleton(loggerFactory);
-        builder.Services.AddSingleton(typeof(ILogger<>), typeof(Logger<>));
+        WebApplicationBuilder builder = Hosting.LoopbackHost.CreateBuilder(loggerFactory, kestrel => kestrel.Listen(IPAddress.Loopback, port));
         builder.Services.AddRoutingCore();
-        builder.WebHost.UseKestrelCore();
-        builder.WebHost.ConfigureKestrel(kestrel =>
-        {
-            kestrel.AddServerHeader = false;
-            kestrel.Listen(IPAddress.Loopback, port);
-        });
         WebApplication app = builder.Build();
         app.UseRouting();
         app.MapGet("/metrics", context => WriteAsync(context, metrics));
@@ -57,8 +46,7 @@ internal sealed class MetricsEndpoint : IAsyncDisposable
             await endpoint.DisposeAsync().ConfigureAwait(false);
             throw;
         }
-        string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        endpoint.Address = new Uri(address.EndsWith('/') ? address : address + "/");
+        endpoint.Address = Hosting.LoopbackHost.BoundAddress(app);
         return endpoint;
     }
 

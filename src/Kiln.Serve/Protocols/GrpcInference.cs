@@ -6,9 +6,6 @@ using Grpc.Core;
 using Kiln.Serve.Inference;
 using Kiln.Serve.Protocols.Grpc;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -214,17 +211,10 @@ internal sealed class GrpcEndpoint : IAsyncDisposable
 
     public static async Task<GrpcEndpoint> StartAsync(int port, ModelRegistry registry, ServeOptions options, string? inferenceKey, ILoggerFactory loggerFactory, ILogger logger, CancellationToken cancellationToken)
     {
-        WebApplicationBuilder builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = "Kiln.Serve" });
-        builder.Services.AddSingleton(loggerFactory);
-        builder.Services.AddSingleton(typeof(ILogger<>), typeof(Logger<>));
+        WebApplicationBuilder builder = Hosting.LoopbackHost.CreateBuilder(loggerFactory,
+            kestrel => kestrel.Listen(IPAddress.Loopback, port, listen => listen.Protocols = HttpProtocols.Http2));
         builder.Services.AddGrpc(grpc => grpc.MaxReceiveMessageSize = (int)Math.Min(int.MaxValue, options.MaxRequestSize));
         builder.Services.AddSingleton(new GrpcInference(registry, new OpenInferenceApi(registry, options, logger), inferenceKey));
-        builder.WebHost.UseKestrelCore();
-        builder.WebHost.ConfigureKestrel(kestrel =>
-        {
-            kestrel.AddServerHeader = false;
-            kestrel.Listen(IPAddress.Loopback, port, listen => listen.Protocols = HttpProtocols.Http2);
-        });
         WebApplication app = builder.Build();
         app.UseRouting();
         app.MapGrpcService<GrpcInference>();
@@ -238,8 +228,7 @@ internal sealed class GrpcEndpoint : IAsyncDisposable
             await endpoint.DisposeAsync().ConfigureAwait(false);
             throw;
         }
-        string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        endpoint.Address = new Uri(address.EndsWith('/') ? address : address + "/");
+        endpoint.Address = Hosting.LoopbackHost.BoundAddress(app);
         return endpoint;
     }
 
