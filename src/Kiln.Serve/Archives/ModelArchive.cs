@@ -183,6 +183,9 @@ internal sealed class ModelArchive
         return result;
     }
 
+    internal static string? ConfigString(IReadOnlyDictionary<string, string> config, string key) =>
+        config.TryGetValue(key, out string? text) && text.Trim().Trim('"', '\'') is { Length: > 0 } value ? value : null;
+
     internal static int? ConfigInt(IReadOnlyDictionary<string, string> config, string key) =>
         config.TryGetValue(key, out string? text) && int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int value) ? value : null;
 }

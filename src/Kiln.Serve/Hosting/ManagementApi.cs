@@ -115,7 +115,7 @@ internal sealed class ManagementApi(ModelRegistry registry, ILogger logger, UrlP
                 writer.WriteBoolean("loadedAtStartup", false);
                 writer.WriteNumber("responseTimeout", settings.ResponseTimeoutSeconds);
                 writer.WriteBoolean("isDefault", registry.IsDefault(host));
-                writer.WriteString("deviceType", "cpu");
+                writer.WriteString("deviceType", host.Handler.DeviceType);
                 writer.WriteStartArray("workers");
                 foreach (WorkerStatus worker in host.Workers)
                 {

@@ -8,4 +8,7 @@ internal interface IModelHandler : IDisposable
 {
     /// <summary>Runs one batch; returns one outcome per input, in order. Bad input fails only its own entry.</summary>
     public HandlerOutput[] Handle(IReadOnlyList<HandlerInput> batch);
+
+    /// <summary>Where the handler's model runs, as TorchServe's describe output says it: <c>cpu</c> or <c>gpu</c>.</summary>
+    public string DeviceType => "cpu";
 }

@@ -16,12 +16,30 @@ internal sealed class ImageEmbedderHandler : IModelHandler
     private static readonly float[] s_mean = [0.485f, 0.456f, 0.406f];
     private static readonly float[] s_std = [0.229f, 0.224f, 0.225f];
 
-    private readonly OnnxModel _model;
-    private readonly OnnxModel? _preprocess;
+    private readonly ModelBackend _model;
+    private readonly ModelBackend? _preprocess;
     private readonly int _height;
     private readonly int _width;
 
-    public ImageEmbedderHandler(OnnxModel model, OnnxModel? preprocess)
+    /// <summary>Opens the archive's model and, when present, its <c>preprocess.onnx</c>.</summary>
+    public static ImageEmbedderHandler Create(HandlerContext context)
+    {
+        ModelBackend? preprocess = context.ExtraFile(PreprocessFile) is { } path ? context.Backend.Open(path) : null;
+        ModelBackend? model = null;
+        try
+        {
+            model = context.OpenModel();
+            return new ImageEmbedderHandler(model, preprocess);
+        }
+        catch
+        {
+            preprocess?.Dispose();
+            model?.Dispose();
+            throw;
+        }
+    }
+
+    private ImageEmbedderHandler(ModelBackend model, ModelBackend? preprocess)
     {
         _model = model;
         _preprocess = preprocess;
@@ -33,6 +51,8 @@ internal sealed class ImageEmbedderHandler : IModelHandler
         _height = dims[2] > 0 ? (int)dims[2] : 224;
         _width = dims[3] > 0 ? (int)dims[3] : 224;
     }
+
+    public string DeviceType => _model.DeviceType;
 
     public HandlerOutput[] Handle(IReadOnlyList<HandlerInput> batch)
     {

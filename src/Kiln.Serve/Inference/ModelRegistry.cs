@@ -90,7 +90,8 @@ internal sealed class ModelRegistry : IAsyncDisposable
                 throw ServeException.BadRequest("batch_size, job_queue_size and response_timeout must be at least 1; max_batch_delay and initial_workers at least 0.");
             }
             string handlerName = request.Handler ?? archive.Manifest.Handler;
-            IModelHandler handler = await Task.Run(() => CreateHandler(handlerName, archive, settings.IntraOpThreads), cancellationToken).ConfigureAwait(false);
+            var backend = new BackendOptions { IntraOpThreads = settings.IntraOpThreads, DeviceType = ModelArchive.ConfigString(config, "deviceType") };
+            IModelHandler handler = await Task.Run(() => HandlerCatalog.Create(handlerName, new HandlerContext(archive, settings, backend)), cancellationToken).ConfigureAwait(false);
             host = new ModelVersionHost(archive, name, url, handler, settings, _metrics, _logger);
             lock (_gate)
             {
@@ -120,34 +121,6 @@ internal sealed class ModelRegistry : IAsyncDisposable
                 ModelArchive.TryDelete(archive.Folder);
             }
             throw;
-        }
-    }
-
-    private static IModelHandler CreateHandler(string handler, ModelArchive archive, int intraOpThreads)
-    {
-        string modelPath = archive.PathOf(archive.Manifest.SerializedFile);
-        if (!modelPath.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
-        {
-            throw new ServeException(400, "ModelException", $"Serialized file {archive.Manifest.SerializedFile} is not an .onnx model; this server runs ONNX models only so far.");
-        }
-        switch (handler)
-        {
-            case "tensor":
-                return new TensorHandler(new OnnxModel(modelPath, intraOpThreads));
-            case "image_embedder":
-                string preprocessPath = archive.PathOf(ImageEmbedderHandler.PreprocessFile);
-                OnnxModel? preprocess = File.Exists(preprocessPath) ? new OnnxModel(preprocessPath, intraOpThreads) : null;
-                try
-                {
-                    return new ImageEmbedderHandler(new OnnxModel(modelPath, intraOpThreads), preprocess);
-                }
-                catch
-                {
-                    preprocess?.Dispose();
-                    throw;
-                }
-            default:
-                throw new ServeException(400, "ModelException", $"Handler \"{handler}\" is not built in; use tensor or image_embedder.");
         }
     }
 

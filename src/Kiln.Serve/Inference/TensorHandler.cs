@@ -4,10 +4,12 @@ namespace Kiln.Serve.Inference;
 /// The <c>tensor</c> handler: a float32 tensor in (JSON <c>{"data":[…],"shape":[…]}</c> or a <c>.npy</c> body), the
 /// model's outputs out as JSON: <c>{"data":[…],"shape":[…]}</c> for one output, <c>{"name":{"data","shape"},…}</c> for several.
 /// </summary>
-internal sealed class TensorHandler(OnnxModel model) : IModelHandler
+internal sealed class TensorHandler(ModelBackend model) : IModelHandler
 {
     /// <summary>The model the handler runs (for protocol metadata).</summary>
-    public OnnxModel Model => model;
+    public ModelBackend Model => model;
+
+    public string DeviceType => model.DeviceType;
 
     public HandlerOutput[] Handle(IReadOnlyList<HandlerInput> batch)
     {

@@ -78,7 +78,7 @@ internal sealed class GrpcInference(ModelRegistry registry, OpenInferenceApi api
     {
         Authorize(context);
         ModelVersionHost host = Resolve(request.Name, request.Version);
-        var response = new ModelMetadataResponse { Name = host.Name, Platform = "onnxruntime_onnx" };
+        var response = new ModelMetadataResponse { Name = host.Name, Platform = (host.Handler as TensorHandler)?.Model.Platform ?? "onnxruntime_onnx" };
         response.Versions.AddRange(registry.Describe(host.Name, "all").Select(v => v.Version));
         if ((host.Handler as TensorHandler)?.Model is { } model)
         {
@@ -106,7 +106,7 @@ internal sealed class GrpcInference(ModelRegistry registry, OpenInferenceApi api
         int status = 500;
         try
         {
-            OnnxModel model = (host.Handler as TensorHandler)?.Model
+            ModelBackend model = (host.Handler as TensorHandler)?.Model
                 ?? throw ServeException.BadRequest($"Model \"{host.Name}\" uses handler \"{host.Archive.Manifest.Handler}\"; the Open Inference Protocol serves models with the tensor handler.");
             FloatTensor input = Input(request, model);
             FloatTensor[] outputs = await api.RunAsync(host, model, input, context.CancellationToken).ConfigureAwait(false);
@@ -144,7 +144,7 @@ internal sealed class GrpcInference(ModelRegistry registry, OpenInferenceApi api
         }
     }
 
-    private static int IndexOf(OnnxModel model, string name)
+    private static int IndexOf(ModelBackend model, string name)
     {
         for (int i = 0; i < model.OutputNames.Count; i++)
         {
@@ -156,7 +156,7 @@ internal sealed class GrpcInference(ModelRegistry registry, OpenInferenceApi api
         throw ServeException.BadRequest($"Requested output '{name}' is not one of the model's outputs ({string.Join(", ", model.OutputNames)}).");
     }
 
-    private static FloatTensor Input(ModelInferRequest request, OnnxModel model)
+    private static FloatTensor Input(ModelInferRequest request, ModelBackend model)
     {
         if (request.Inputs.Count != 1)
         {

@@ -26,7 +26,7 @@ internal sealed class InferRequest
 
     /// <summary>Parses a body; <paramref name="headerLength"/> is the <c>Inference-Header-Content-Length</c> value, empty for plain JSON.</summary>
     /// <exception cref="ServeException">400 for malformed requests and for inputs the model does not take.</exception>
-    public static InferRequest Parse(byte[] body, string headerLength, OnnxModel model)
+    public static InferRequest Parse(byte[] body, string headerLength, ModelBackend model)
     {
         int jsonLength = body.Length;
         if (!string.IsNullOrEmpty(headerLength)
@@ -85,7 +85,7 @@ internal sealed class InferRequest
         }
     }
 
-    private static FloatTensor ParseInput(JsonElement input, ReadOnlySpan<byte> binary, OnnxModel model)
+    private static FloatTensor ParseInput(JsonElement input, ReadOnlySpan<byte> binary, ModelBackend model)
     {
         string? name = input.TryGetProperty("name", out JsonElement n) ? n.GetString() : null;
         if (name != model.InputName)
@@ -136,7 +136,7 @@ internal sealed class InferRequest
     }
 
     /// <summary>400 naming the input when <paramref name="shape"/> does not fit the model's input.</summary>
-    internal static void CheckShape(string name, long[] shape, OnnxModel model)
+    internal static void CheckShape(string name, long[] shape, ModelBackend model)
     {
         bool fits = shape.Length == model.InputDimensions.Length;
         for (int i = 0; fits && i < shape.Length; i++)
@@ -165,7 +165,7 @@ internal sealed class InferRequest
     }
 
     /// <summary>The response: its JSON part and its binary part (empty when every output is JSON).</summary>
-    public (byte[] Json, byte[] Binary) WriteResponse(string modelName, string modelVersion, OnnxModel model, FloatTensor[] results)
+    public (byte[] Json, byte[] Binary) WriteResponse(string modelName, string modelVersion, ModelBackend model, FloatTensor[] results)
     {
         var binary = new MemoryStream();
         byte[] json = Hosting.HttpIo.Json(w =>

@@ -70,16 +70,16 @@ internal sealed class OpenInferenceApi(ModelRegistry registry, ServeOptions opti
     private ModelVersionHost Resolve(HttpContext context) =>
         registry.Resolve(HttpIo.RouteString(context, "model")!, HttpIo.RouteString(context, "version"));
 
-    private static OnnxModel? TensorModel(ModelVersionHost host) => (host.Handler as TensorHandler)?.Model;
+    private static ModelBackend? TensorModel(ModelVersionHost host) => (host.Handler as TensorHandler)?.Model;
 
-    private static OnnxModel RequireTensorModel(ModelVersionHost host) =>
+    private static ModelBackend RequireTensorModel(ModelVersionHost host) =>
         TensorModel(host) ?? throw ServeException.BadRequest(
             $"Model \"{host.Name}\" version {host.Version} uses handler \"{host.Archive.Manifest.Handler}\"; the Open Inference Protocol serves models with the tensor handler.");
 
     private Task MetadataAsync(HttpContext context)
     {
         ModelVersionHost host = Resolve(context);
-        OnnxModel? model = TensorModel(host);
+        ModelBackend? model = TensorModel(host);
         IReadOnlyList<ModelVersionHost> versions = registry.Describe(host.Name, "all");
         return WriteJsonAsync(context, 200, w =>
         {
@@ -90,7 +90,7 @@ internal sealed class OpenInferenceApi(ModelRegistry registry, ServeOptions opti
                 w.WriteStringValue(version.Version);
             }
             w.WriteEndArray();
-            w.WriteString("platform", "onnxruntime_onnx");
+            w.WriteString("platform", model?.Platform ?? "onnxruntime_onnx");
             w.WriteStartArray("inputs");
             if (model is not null)
             {
@@ -148,7 +148,7 @@ internal sealed class OpenInferenceApi(ModelRegistry registry, ServeOptions opti
         int status = 500;
         try
         {
-            OnnxModel model = RequireTensorModel(host);
+            ModelBackend model = RequireTensorModel(host);
             byte[] body = await HttpIo.ReadBodyAsync(context.Request, options.MaxRequestSize, context.RequestAborted).ConfigureAwait(false);
             InferRequest request = InferRequest.Parse(body, context.Request.Headers[HeaderLength].ToString(), model);
             FloatTensor[] outputs = await RunAsync(host, model, request.Input, context.RequestAborted).ConfigureAwait(false);
@@ -195,7 +195,7 @@ internal sealed class OpenInferenceApi(ModelRegistry registry, ServeOptions opti
         int status = 500;
         try
         {
-            OnnxModel model = RequireTensorModel(host);
+            ModelBackend model = RequireTensorModel(host);
             byte[] body = await HttpIo.ReadBodyAsync(context.Request, options.MaxRequestSize, context.RequestAborted).ConfigureAwait(false);
             FloatTensor input = TensorJson.ParseInstances(body, model);
             FloatTensor[] outputs = await RunAsync(host, model, input, context.RequestAborted).ConfigureAwait(false);
@@ -218,7 +218,7 @@ internal sealed class OpenInferenceApi(ModelRegistry registry, ServeOptions opti
     }
 
     /// <summary>Queues one tensor as a <c>.npy</c> job for the tensor handler and decodes its JSON result.</summary>
-    internal async Task<FloatTensor[]> RunAsync(ModelVersionHost host, OnnxModel model, FloatTensor input, CancellationToken cancellationToken)
+    internal async Task<FloatTensor[]> RunAsync(ModelVersionHost host, ModelBackend model, FloatTensor input, CancellationToken cancellationToken)
     {
         var job = new InferenceJob(TensorJson.Npy(input), "application/x-npy");
         if (!host.TryEnqueue(job))

@@ -49,7 +49,7 @@ internal static class TensorJson
     }
 
     /// <summary>KServe v1's <c>{"instances":[…]}</c>: the instances stacked along a new first dimension.</summary>
-    public static FloatTensor ParseInstances(byte[] body, OnnxModel model)
+    public static FloatTensor ParseInstances(byte[] body, ModelBackend model)
     {
         try
         {
@@ -128,8 +128,8 @@ internal static class TensorJson
         return data;
     }
 
-    /// <summary>The tensor handler's JSON result as one tensor per model output, in <see cref="OnnxModel.OutputNames"/> order.</summary>
-    public static FloatTensor[] ReadHandlerOutputs(byte[] json, OnnxModel model)
+    /// <summary>The tensor handler's JSON result as one tensor per model output, in <see cref="ModelBackend.OutputNames"/> order.</summary>
+    public static FloatTensor[] ReadHandlerOutputs(byte[] json, ModelBackend model)
     {
         using JsonDocument document = JsonDocument.Parse(json);
         var outputs = new FloatTensor[model.OutputNames.Count];
