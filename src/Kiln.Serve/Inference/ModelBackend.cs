@@ -17,7 +17,10 @@ internal abstract class ModelBackend : IDisposable
 
     public abstract string InputName { get; }
 
-    /// <summary>The input's dimensions; -1 (or 0) for a symbolic dimension.</summary>
+    /// <summary>
+    /// The input's dimensions; -1 (or 0) for a symbolic dimension. Empty when the format does not declare them
+    /// (TorchScript): then any shape is passed to the model and handlers pick their defaults (e.g. 224×224 images).
+    /// </summary>
     public abstract long[] InputDimensions { get; }
 
     public abstract IReadOnlyList<string> OutputNames { get; }
@@ -25,11 +28,16 @@ internal abstract class ModelBackend : IDisposable
     /// <summary>Each output's dimensions, in <see cref="OutputNames"/> order; -1 (or 0) for a symbolic dimension.</summary>
     public abstract IReadOnlyList<long[]> OutputDimensions { get; }
 
-    private bool BatchDimensionIsDynamic => InputDimensions.Length > 0 && InputDimensions[0] <= 0;
+    /// <summary>Whether several items can run as one tensor stacked along dimension 0.</summary>
+    protected virtual bool BatchDimensionIsDynamic => InputDimensions.Length > 0 && InputDimensions[0] <= 0;
 
     /// <summary>Checks a tensor against the input's rank and fixed dimensions (400 when it does not fit).</summary>
     public void Validate(FloatTensor tensor)
     {
+        if (InputDimensions.Length == 0)
+        {
+            return;
+        }
         bool fits = tensor.Shape.Length == InputDimensions.Length;
         for (int i = 0; fits && i < InputDimensions.Length; i++)
         {
