@@ -155,6 +155,18 @@ public sealed class KilnServer : IAsyncDisposable
     /// <inheritdoc />
     public async ValueTask DisposeAsync() => await StopAsync().ConfigureAwait(false);
 
+    private static void LogAccess(ILogger access, HttpContext context, long started)
+    {
+        if (!access.IsEnabled(LogLevel.Information))
+        {
+            return;
+        }
+        double elapsedMs = System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+        string remote = $"{context.Connection.RemoteIpAddress}:{context.Connection.RemotePort}";
+        string path = context.Request.Path.Value ?? "";
+        ServeLog.Access(access, remote, context.Request.Method, path, context.Response.StatusCode, elapsedMs);
+    }
+
     private static WebApplication Build(int port, ILoggerFactory loggerFactory, ServeOptions options, Action<WebApplication> map, ILogger logger, Func<RequestDelegate, RequestDelegate>? auth)
     {
         WebApplicationBuilder builder = LoopbackHost.CreateBuilder(loggerFactory, kestrel =>
@@ -166,6 +178,19 @@ public sealed class KilnServer : IAsyncDisposable
         builder.Services.AddRoutingCore();
         builder.Services.Configure<Microsoft.AspNetCore.Http.Features.FormOptions>(form => form.MultipartBodyLengthLimit = options.MaxRequestSize);
         WebApplication app = builder.Build();
+        ILogger access = loggerFactory.CreateLogger("Kiln.Serve.Access");
+        app.Use(next => async context =>
+        {
+            long started = System.Diagnostics.Stopwatch.GetTimestamp();
+            try
+            {
+                await next(context).ConfigureAwait(false);
+            }
+            finally
+            {
+                LogAccess(access, context, started);
+            }
+        });
         if (auth is not null)
         {
             app.Use(auth);

@@ -35,6 +35,10 @@ internal static partial class ServeLog
     [LoggerMessage(EventId = 401, Level = LogLevel.Warning, Message = "Model {Model} version {Version}: no response within {Timeout} s")]
     public static partial void ResponseTimeout(ILogger logger, string model, string version, int timeout);
 
+    /// <summary>The access log (category <c>Kiln.Serve.Access</c>, TorchServe's ACCESS_LOG): one line per HTTP request.</summary>
+    [LoggerMessage(EventId = 403, Level = LogLevel.Information, Message = "{Remote} \"{Method} {Path}\" {Status} {ElapsedMs:0.###} ms")]
+    public static partial void Access(ILogger logger, string remote, string method, string path, int status, double elapsedMs);
+
     [LoggerMessage(EventId = 402, Level = LogLevel.Debug, Message = "{Method} {Path} -> {Status} ({Type}: {Message})")]
     public static partial void RequestFailed(ILogger logger, string method, string path, int status, string type, string message);
 }

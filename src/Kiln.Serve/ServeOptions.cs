@@ -21,6 +21,9 @@ public sealed class ServeOptions
     /// <summary>Largest request body in bytes; larger ones get 413 [max_request_size]. Default: 6553500.</summary>
     public long MaxRequestSize { get; set; } = 6_553_500;
 
+    /// <summary>Largest response body in bytes; a prediction whose response is larger fails with 413 [max_response_size]. Default: 6553500.</summary>
+    public long MaxResponseSize { get; set; } = 6_553_500;
+
     /// <summary>Most bytes an archive may expand to on registration. Default: 4 GiB.</summary>
     public long MaxArchiveSize { get; set; } = 4L << 30;
 

@@ -92,43 +92,4 @@ public sealed class SnapshotTests
         after["2.0"].GetProperty("isDefault").GetBoolean().ShouldBeTrue();
         File.Exists(newest).ShouldBeTrue();
     }
-
-    private sealed class CapturingLoggerFactory : ILoggerFactory, ILogger
-    {
-        private readonly List<(int Id, LogLevel Level)> _events = [];
-
-        public IReadOnlyList<(int Id, LogLevel Level)> Events
-        {
-            get
-            {
-                lock (_events)
-                {
-                    return [.. _events];
-                }
-            }
-        }
-
-        public void AddProvider(ILoggerProvider provider)
-        {
-        }
-
-        public ILogger CreateLogger(string categoryName) => this;
-
-        public IDisposable? BeginScope<TState>(TState state)
-            where TState : notnull => null;
-
-        public bool IsEnabled(LogLevel logLevel) => true;
-
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-        {
-            lock (_events)
-            {
-                _events.Add((eventId.Id, logLevel));
-            }
-        }
-
-        public void Dispose()
-        {
-        }
-    }
 }

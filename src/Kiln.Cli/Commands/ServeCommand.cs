@@ -183,10 +183,11 @@ internal static class ServeCommand
                     break;
                 case "job_queue_size":
                 case "max_request_size":
+                case "max_response_size":
                 case "default_workers_per_model":
                 case "default_response_timeout":
                 case "unregister_model_timeout":
-                    if (!long.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out long number) || number < 0 || (key != "max_request_size" && number > int.MaxValue))
+                    if (!long.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out long number) || number < 0 || (key is not ("max_request_size" or "max_response_size") && number > int.MaxValue))
                     {
                         return $"{key}={value} is not a non-negative integer.";
                     }
@@ -194,6 +195,7 @@ internal static class ServeCommand
                     {
                         case "job_queue_size": options.JobQueueSize = (int)number; break;
                         case "max_request_size": options.MaxRequestSize = number; break;
+                        case "max_response_size": options.MaxResponseSize = number; break;
                         case "default_workers_per_model": options.DefaultWorkersPerModel = (int)number; break;
                         case "default_response_timeout": options.DefaultResponseTimeoutSeconds = (int)number; break;
                         default: options.UnregisterTimeoutSeconds = (int)number; break;

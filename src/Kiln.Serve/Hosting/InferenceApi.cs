@@ -18,19 +18,30 @@ internal sealed class InferenceApi(ModelRegistry registry, ServeOptions options,
         // POST, and PUT for `curl -T file` as TorchServe's docs use it.
         endpoints.MapMethods("/predictions/{model}", s_predictMethods, context => HttpIo.GuardAsync(context, logger, PredictAsync));
         endpoints.MapMethods("/predictions/{model}/{version}", s_predictMethods, context => HttpIo.GuardAsync(context, logger, PredictAsync));
+        endpoints.MapMethods("/explanations/{model}", s_predictMethods, context => HttpIo.GuardAsync(context, logger, ExplainAsync));
+        endpoints.MapMethods("/explanations/{model}/{version}", s_predictMethods, context => HttpIo.GuardAsync(context, logger, ExplainAsync));
         new Protocols.OpenInferenceApi(registry, options, logger).Map(endpoints);
     }
 
-    private async Task PredictAsync(HttpContext context)
+    private Task PredictAsync(HttpContext context) => RunAsync(context, explain: false);
+
+    private Task ExplainAsync(HttpContext context) => RunAsync(context, explain: true);
+
+    private async Task RunAsync(HttpContext context, bool explain)
     {
         long startedAt = Stopwatch.GetTimestamp();
         CancellationToken cancellationToken = context.RequestAborted;
         ModelVersionHost host = registry.Resolve(HttpIo.RouteString(context, "model")!, HttpIo.RouteString(context, "version"));
+        if (explain && !host.Handler.SupportsExplanations)
+        {
+            throw new ServeException(501, "NotImplementedException",
+                $"Model \"{host.Name}\" version {host.Version} uses handler \"{host.Archive.Manifest.Handler}\", which does not explain its predictions; use /predictions.");
+        }
         int status = 500;
         try
         {
             byte[] body = await HttpIo.ReadBodyAsync(context.Request, options.MaxRequestSize, cancellationToken).ConfigureAwait(false);
-            var job = new InferenceJob(body, context.Request.ContentType);
+            var job = new InferenceJob(body, context.Request.ContentType, explain);
             if (!host.TryEnqueue(job))
             {
                 ServeLog.QueueFull(logger, host.Name, host.Version, host.Settings.JobQueueSize);

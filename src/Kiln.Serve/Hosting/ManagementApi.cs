@@ -48,6 +48,8 @@ internal sealed class ManagementApi(ModelRegistry registry, ILogger logger, UrlP
             MaxBatchDelayMs = HttpIo.QueryInt(request, "max_batch_delay"),
             InitialWorkers = HttpIo.QueryInt(request, "initial_workers"),
             ResponseTimeoutSeconds = HttpIo.QueryInt(request, "response_timeout"),
+            PreferredBatchSizes = ModelRegistry.ParseSizes(string.IsNullOrEmpty(request.Query["preferred_batch_size"]) ? null : request.Query["preferred_batch_size"].ToString(), "Parameter preferred_batch_size"),
+            MaxQueueDelayMicroseconds = HttpIo.QueryInt(request, "max_queue_delay_microseconds"),
         };
         bool synchronous = HttpIo.QueryBool(request, "synchronous");
         ModelVersionHost host = await registry.RegisterAsync(register, context.RequestAborted).ConfigureAwait(false);
@@ -112,6 +114,19 @@ internal sealed class ManagementApi(ModelRegistry registry, ILogger logger, UrlP
                 writer.WriteNumber("maxWorkers", settings.MaxWorkers);
                 writer.WriteNumber("batchSize", settings.BatchSize);
                 writer.WriteNumber("maxBatchDelay", settings.MaxBatchDelayMs);
+                if (settings.PreferredBatchSizes.Count > 0)
+                {
+                    writer.WriteStartArray("preferredBatchSizes");
+                    foreach (int size in settings.PreferredBatchSizes)
+                    {
+                        writer.WriteNumberValue(size);
+                    }
+                    writer.WriteEndArray();
+                }
+                if (settings.MaxQueueDelayMicroseconds is { } queueDelay)
+                {
+                    writer.WriteNumber("maxQueueDelayMicroseconds", queueDelay);
+                }
                 writer.WriteBoolean("loadedAtStartup", false);
                 writer.WriteNumber("responseTimeout", settings.ResponseTimeoutSeconds);
                 writer.WriteBoolean("isDefault", registry.IsDefault(host));
@@ -189,6 +204,7 @@ internal sealed class ManagementApi(ModelRegistry registry, ILogger logger, UrlP
             throw ServeException.BadRequest("Parameter weight is required: the percentage of requests (0 to 100) the canary version gets.");
         }
         registry.SetCanary(model, version, weight);
+        snapshots?.Write();
         return HttpIo.WriteStatusAsync(context, 200, weight > 0
             ? $"Canary for model \"{model}\": version \"{version}\" gets {weight.ToString(System.Globalization.CultureInfo.InvariantCulture)}% of requests without a version"
             : $"Canary for model \"{model}\" ended");

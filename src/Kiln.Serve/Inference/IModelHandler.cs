@@ -11,4 +11,7 @@ internal interface IModelHandler : IDisposable
 
     /// <summary>Where the handler's model runs, as TorchServe's describe output says it: <c>cpu</c> or <c>gpu</c>.</summary>
     public string DeviceType => "cpu";
+
+    /// <summary>Whether <c>/explanations</c> works: inputs then arrive with <see cref="HandlerInput.Explain"/> set.</summary>
+    public bool SupportsExplanations => false;
 }

@@ -8,16 +8,20 @@ internal sealed class InferenceJob
 {
     private readonly TaskCompletionSource<byte[]> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    public InferenceJob(ReadOnlyMemory<byte> body, string? contentType)
+    public InferenceJob(ReadOnlyMemory<byte> body, string? contentType, bool explain = false)
     {
         Body = body;
         ContentType = contentType;
+        Explain = explain;
         EnqueuedAt = Stopwatch.GetTimestamp();
     }
 
     public ReadOnlyMemory<byte> Body { get; }
 
     public string? ContentType { get; }
+
+    /// <summary>True for <c>/explanations</c>: the handler explains instead of predicting.</summary>
+    public bool Explain { get; }
 
     public long EnqueuedAt { get; }
 
@@ -56,8 +60,8 @@ internal sealed class InferenceJob
     }
 }
 
-/// <summary>One input of a batch as a handler sees it, and where its outcome goes.</summary>
-internal readonly record struct HandlerInput(ReadOnlyMemory<byte> Body, string? ContentType);
+/// <summary>One input of a batch as a handler sees it; <paramref name="Explain"/> asks for an explanation instead of a prediction.</summary>
+internal readonly record struct HandlerInput(ReadOnlyMemory<byte> Body, string? ContentType, bool Explain = false);
 
 /// <summary>The outcome for one input: JSON bytes or an error.</summary>
 internal readonly record struct HandlerOutput(byte[]? Json, ServeException? Error)

@@ -17,6 +17,10 @@ internal sealed record RegisterRequest(string Url)
     public int? InitialWorkers { get; init; }
 
     public int? ResponseTimeoutSeconds { get; init; }
+
+    public IReadOnlyList<int>? PreferredBatchSizes { get; init; }
+
+    public int? MaxQueueDelayMicroseconds { get; init; }
 }
 
 /// <summary>Every registered model, its versions and its default version.</summary>
@@ -84,14 +88,21 @@ internal sealed class ModelRegistry : IAsyncDisposable
                 MinWorkers = workers,
                 MaxWorkers = Math.Max(workers, ModelArchive.ConfigInt(config, "maxWorkers") ?? workers),
                 IntraOpThreads = _options.IntraOpThreads,
+                MaxResponseSize = _options.MaxResponseSize,
+                PreferredBatchSizes = request.PreferredBatchSizes ?? ParseSizes(ModelArchive.ConfigString(config, "preferredBatchSizes"), "preferredBatchSizes in model-config.yaml") ?? [],
+                MaxQueueDelayMicroseconds = request.MaxQueueDelayMicroseconds ?? ModelArchive.ConfigInt(config, "maxQueueDelayMicroseconds"),
             };
             if (settings.BatchSize < 1 || settings.MaxBatchDelayMs < 0 || workers < 0 || settings.ResponseTimeoutSeconds < 1 || settings.JobQueueSize < 1)
             {
                 throw ServeException.BadRequest("batch_size, job_queue_size and response_timeout must be at least 1; max_batch_delay and initial_workers at least 0.");
             }
+            if (settings.PreferredBatchSizes.Any(size => size < 1 || size > settings.BatchSize) || settings.MaxQueueDelayMicroseconds < 0)
+            {
+                throw ServeException.BadRequest($"Preferred batch sizes must lie between 1 and batch_size ({settings.BatchSize}), and max_queue_delay_microseconds must be at least 0.");
+            }
             string handlerName = request.Handler ?? archive.Manifest.Handler;
             var backend = new BackendOptions { IntraOpThreads = settings.IntraOpThreads, DeviceType = ModelArchive.ConfigString(config, "deviceType") };
-            IModelHandler handler = await Task.Run(() => HandlerCatalog.Create(handlerName, new HandlerContext(archive, settings, backend)), cancellationToken).ConfigureAwait(false);
+            IModelHandler handler = await Task.Run(() => HandlerCatalog.Create(handlerName, new HandlerContext(archive, settings, backend) { Logger = _logger }), cancellationToken).ConfigureAwait(false);
             host = new ModelVersionHost(archive, name, url, handler, settings, _metrics, _logger);
             lock (_gate)
             {
@@ -122,6 +133,26 @@ internal sealed class ModelRegistry : IAsyncDisposable
             }
             throw;
         }
+    }
+
+    /// <summary>Parses a preferred batch size list such as <c>4,8</c> or <c>[4, 8]</c>; null when <paramref name="text"/> is null.</summary>
+    /// <exception cref="ServeException">400 naming <paramref name="source"/> for anything but positive integers.</exception>
+    internal static int[]? ParseSizes(string? text, string source)
+    {
+        if (text is null)
+        {
+            return null;
+        }
+        string[] parts = text.Trim().TrimStart('[').TrimEnd(']').Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        var sizes = new int[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+        {
+            if (!int.TryParse(parts[i], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out sizes[i]) || sizes[i] < 1)
+            {
+                throw ServeException.BadRequest($"{source} must be a list of positive integers such as 4,8; \"{parts[i]}\" is not one.");
+            }
+        }
+        return [.. sizes.Distinct().Order()];
     }
 
     /// <summary>The version to serve: the named one, or the default (or, for a share of requests, the canary).</summary>

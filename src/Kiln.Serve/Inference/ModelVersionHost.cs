@@ -201,10 +201,15 @@ internal sealed class ModelVersionHost : IDisposable
                 batch.Clear();
                 batch.Add(first);
                 ModelSettings settings = Settings;
-                long deadline = Stopwatch.GetTimestamp() + (settings.MaxBatchDelayMs * Stopwatch.Frequency / 1000);
+                long deadline = settings.MaxQueueDelayMicroseconds is { } micros
+                    ? first.EnqueuedAt + (micros * Stopwatch.Frequency / 1_000_000)
+                    : Stopwatch.GetTimestamp() + (settings.MaxBatchDelayMs * Stopwatch.Frequency / 1000);
                 while (batch.Count < settings.BatchSize)
                 {
-                    int wait = (int)Math.Max(0, (deadline - Stopwatch.GetTimestamp()) * 1000 / Stopwatch.Frequency);
+                    // At a preferred size, take only what is already queued; otherwise wait (rounded up to whole ms) for more.
+                    int wait = settings.PreferredBatchSizes.Contains(batch.Count)
+                        ? 0
+                        : (int)Math.Max(0, ((deadline - Stopwatch.GetTimestamp()) * 1000 + Stopwatch.Frequency - 1) / Stopwatch.Frequency);
                     if (!_queue.TryTake(out InferenceJob? next, wait))
                     {
                         break;
@@ -233,7 +238,7 @@ internal sealed class ModelVersionHost : IDisposable
         foreach (InferenceJob job in batch)
         {
             _metrics.QueueTime(Name, Version, job.EnqueuedAt, dequeuedAt);
-            inputs.Add(new HandlerInput(job.Body, job.ContentType));
+            inputs.Add(new HandlerInput(job.Body, job.ContentType, job.Explain));
         }
         try
         {
@@ -243,6 +248,12 @@ internal sealed class ModelVersionHost : IDisposable
             {
                 if (outputs[i].Json is { } json)
                 {
+                    if (json.Length > Settings.MaxResponseSize)
+                    {
+                        batch[i].Fail(new ServeException(413, "ResponseTooLargeException",
+                            $"The response of model \"{Name}\" version {Version} is {json.Length} bytes, over max_response_size ({Settings.MaxResponseSize} bytes); raise max_response_size in the server configuration to allow it."));
+                        continue;
+                    }
                     batch[i].Succeed(json);
                 }
                 else

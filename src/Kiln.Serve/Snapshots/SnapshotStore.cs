@@ -51,6 +51,7 @@ internal sealed partial class SnapshotStore(string directory, ModelRegistry regi
                 continue; // unregistered meanwhile
             }
             writer.WriteStartObject(model);
+            (string? Version, double Percent) canary = registry.CanaryOf(model);
             foreach (ModelVersionHost host in hosts)
             {
                 writer.WriteStartObject(host.Version);
@@ -61,6 +62,18 @@ internal sealed partial class SnapshotStore(string directory, ModelRegistry regi
                 writer.WriteNumber("batchSize", host.Settings.BatchSize);
                 writer.WriteNumber("maxBatchDelay", host.Settings.MaxBatchDelayMs);
                 writer.WriteNumber("responseTimeout", host.Settings.ResponseTimeoutSeconds);
+                if (host.Settings.PreferredBatchSizes.Count > 0)
+                {
+                    writer.WriteString("preferredBatchSizes", string.Join(",", host.Settings.PreferredBatchSizes));
+                }
+                if (host.Settings.MaxQueueDelayMicroseconds is { } queueDelay)
+                {
+                    writer.WriteNumber("maxQueueDelayMicroseconds", queueDelay);
+                }
+                if (canary.Version == host.Version)
+                {
+                    writer.WriteNumber("canaryWeight", canary.Percent);
+                }
                 writer.WriteEndObject();
             }
             writer.WriteEndObject();
@@ -107,7 +120,12 @@ internal sealed partial class SnapshotStore(string directory, ModelRegistry regi
                 JsonElement v = version.Value;
                 versions.Add(new SnapshotVersion(model.Name, version.Name, v.GetProperty("marName").GetString() ?? throw new FormatException("marName is null"),
                     v.GetProperty("defaultVersion").GetBoolean(), v.GetProperty("minWorkers").GetInt32(), v.GetProperty("maxWorkers").GetInt32(),
-                    v.GetProperty("batchSize").GetInt32(), v.GetProperty("maxBatchDelay").GetInt32(), v.GetProperty("responseTimeout").GetInt32()));
+                    v.GetProperty("batchSize").GetInt32(), v.GetProperty("maxBatchDelay").GetInt32(), v.GetProperty("responseTimeout").GetInt32())
+                {
+                    PreferredBatchSizes = v.TryGetProperty("preferredBatchSizes", out JsonElement sizes) ? sizes.GetString() : null,
+                    MaxQueueDelayMicroseconds = v.TryGetProperty("maxQueueDelayMicroseconds", out JsonElement delay) ? delay.GetInt32() : null,
+                    CanaryWeight = v.TryGetProperty("canaryWeight", out JsonElement weight) ? weight.GetDouble() : 0,
+                });
             }
         }
         return versions;
@@ -126,6 +144,8 @@ internal sealed partial class SnapshotStore(string directory, ModelRegistry regi
                     MaxBatchDelayMs = v.MaxBatchDelay,
                     InitialWorkers = v.MinWorkers,
                     ResponseTimeoutSeconds = v.ResponseTimeout,
+                    PreferredBatchSizes = ModelRegistry.ParseSizes(v.PreferredBatchSizes, "preferredBatchSizes in the snapshot"),
+                    MaxQueueDelayMicroseconds = v.MaxQueueDelayMicroseconds,
                 }, cancellationToken).ConfigureAwait(false);
                 await host.ScaleAsync(v.MinWorkers, v.MaxWorkers, cancellationToken).ConfigureAwait(false);
             }
@@ -145,9 +165,27 @@ internal sealed partial class SnapshotStore(string directory, ModelRegistry regi
                 RestoreFailed(logger, ex, v.Model, v.Version);
             }
         }
+        foreach (SnapshotVersion v in versions.Where(v => v.CanaryWeight > 0))
+        {
+            try
+            {
+                registry.SetCanary(v.Model, v.Version, v.CanaryWeight);
+            }
+            catch (ServeException ex)
+            {
+                RestoreFailed(logger, ex, v.Model, v.Version);
+            }
+        }
     }
 
-    private sealed record SnapshotVersion(string Model, string Version, string MarName, bool IsDefault, int MinWorkers, int MaxWorkers, int BatchSize, int MaxBatchDelay, int ResponseTimeout);
+    private sealed record SnapshotVersion(string Model, string Version, string MarName, bool IsDefault, int MinWorkers, int MaxWorkers, int BatchSize, int MaxBatchDelay, int ResponseTimeout)
+    {
+        public string? PreferredBatchSizes { get; init; }
+
+        public int? MaxQueueDelayMicroseconds { get; init; }
+
+        public double CanaryWeight { get; init; }
+    }
 
     [LoggerMessage(EventId = 110, Level = LogLevel.Warning, Message = "Snapshot {File} is unreadable; trying the previous one")]
     private static partial void CorruptSnapshot(ILogger logger, Exception exception, string file);
