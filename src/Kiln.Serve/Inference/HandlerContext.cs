@@ -1,4 +1,6 @@
 using Kiln.Serve.Archives;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Kiln.Serve.Inference;
 
@@ -10,6 +12,9 @@ internal sealed class HandlerContext(ModelArchive archive, ModelSettings setting
     public ModelSettings Settings => settings;
 
     public BackendOptions Backend => backend;
+
+    /// <summary>The server's logger, for handlers that log (custom C# handlers get it in their context).</summary>
+    public ILogger Logger { get; init; } = NullLogger.Instance;
 
     /// <summary>The full path of the archive's serialized file (the manifest's <c>serializedFile</c>).</summary>
     public string SerializedFile => archive.PathOf(archive.Manifest.SerializedFile);
