@@ -65,10 +65,10 @@ internal static class HttpIo
         return buffer.ToArray();
     }
 
-    public static async Task WriteRawJsonAsync(HttpContext context, int statusCode, byte[] json)
+    public static async Task WriteRawJsonAsync(HttpContext context, int statusCode, byte[] json, string? contentType = null)
     {
         context.Response.StatusCode = statusCode;
-        context.Response.ContentType = "application/json";
+        context.Response.ContentType = contentType ?? "application/json";
         context.Response.ContentLength = json.Length;
         await context.Response.Body.WriteAsync(json, context.RequestAborted).ConfigureAwait(false);
     }

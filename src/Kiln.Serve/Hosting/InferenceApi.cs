@@ -52,7 +52,7 @@ internal sealed class InferenceApi(ModelRegistry registry, ServeOptions options,
             }
             byte[] json = await job.WaitAsync(host, logger, cancellationToken).ConfigureAwait(false);
             status = 200;
-            await HttpIo.WriteRawJsonAsync(context, 200, json).ConfigureAwait(false);
+            await HttpIo.WriteRawJsonAsync(context, 200, json, job.ResponseContentType).ConfigureAwait(false);
         }
         catch (ServeException ex)
         {

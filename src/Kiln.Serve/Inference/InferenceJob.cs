@@ -31,7 +31,14 @@ internal sealed class InferenceJob
     /// <summary>True once the job has an outcome (e.g. its caller timed out and gave up).</summary>
     public bool IsDone => _completion.Task.IsCompleted;
 
-    public void Succeed(byte[] json) => _completion.TrySetResult(json);
+    /// <summary>The media type of the successful response; null means <c>application/json</c> (custom handlers set others).</summary>
+    public string? ResponseContentType { get; private set; }
+
+    public void Succeed(byte[] json, string? contentType = null)
+    {
+        ResponseContentType = contentType;
+        _completion.TrySetResult(json);
+    }
 
     public void Fail(Exception error) => _completion.TrySetException(error);
 
@@ -63,10 +70,15 @@ internal sealed class InferenceJob
 /// <summary>One input of a batch as a handler sees it; <paramref name="Explain"/> asks for an explanation instead of a prediction.</summary>
 internal readonly record struct HandlerInput(ReadOnlyMemory<byte> Body, string? ContentType, bool Explain = false);
 
-/// <summary>The outcome for one input: JSON bytes or an error.</summary>
+/// <summary>The outcome for one input: JSON bytes (or, from a custom handler, bytes of <see cref="ContentType"/>) or an error.</summary>
 internal readonly record struct HandlerOutput(byte[]? Json, ServeException? Error)
 {
+    /// <summary>The response's media type; null means <c>application/json</c>.</summary>
+    public string? ContentType { get; init; }
+
     public static HandlerOutput Ok(byte[] json) => new(json, null);
+
+    public static HandlerOutput Ok(byte[] body, string contentType) => new(body, null) { ContentType = contentType };
 
     public static HandlerOutput Failed(ServeException error) => new(null, error);
 }

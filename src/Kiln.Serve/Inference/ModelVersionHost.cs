@@ -254,7 +254,7 @@ internal sealed class ModelVersionHost : IDisposable
                             $"The response of model \"{Name}\" version {Version} is {json.Length} bytes, over max_response_size ({Settings.MaxResponseSize} bytes); raise max_response_size in the server configuration to allow it."));
                         continue;
                     }
-                    batch[i].Succeed(json);
+                    batch[i].Succeed(json, outputs[i].ContentType);
                 }
                 else
                 {
