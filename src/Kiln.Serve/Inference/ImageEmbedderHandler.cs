@@ -1,5 +1,4 @@
 using System.Text.Json;
-using SkiaSharp;
 
 namespace Kiln.Serve.Inference;
 
@@ -13,8 +12,6 @@ namespace Kiln.Serve.Inference;
 internal sealed class ImageEmbedderHandler : IModelHandler
 {
     internal const string PreprocessFile = "preprocess.onnx";
-    private static readonly float[] s_mean = [0.485f, 0.456f, 0.406f];
-    private static readonly float[] s_std = [0.229f, 0.224f, 0.225f];
 
     private readonly ModelBackend _model;
     private readonly ModelBackend? _preprocess;
@@ -63,7 +60,7 @@ internal sealed class ImageEmbedderHandler : IModelHandler
         {
             try
             {
-                tensors.Add(Decode(batch[i].Body.Span, _height, _width, normalize: _preprocess is null));
+                tensors.Add(ImageTransforms.DecodeResized(batch[i].Body.Span, _height, _width, normalize: _preprocess is null));
                 indices.Add(i);
             }
             catch (ServeException ex)
@@ -86,55 +83,6 @@ internal sealed class ImageEmbedderHandler : IModelHandler
             outputs[indices[k]] = HandlerOutput.Ok(WriteArray(results[k][0].Data));
         }
         return outputs;
-    }
-
-    /// <summary>Decodes and resizes an image to a [1,3,H,W] planar RGB tensor (0..255, or ImageNet-normalised).</summary>
-    internal static FloatTensor Decode(ReadOnlySpan<byte> body, int height, int width, bool normalize)
-    {
-        using SKBitmap? decoded = TryDecode(body);
-        if (decoded is null)
-        {
-            throw ServeException.BadRequest("The body is not a decodable image; send JPEG, PNG, WebP, GIF or BMP bytes.");
-        }
-        var info = new SKImageInfo(width, height, SKColorType.Rgba8888, SKAlphaType.Unpremul);
-        using SKBitmap converted = decoded.Width == width && decoded.Height == height && decoded.ColorType == SKColorType.Rgba8888
-            ? decoded.Copy()
-            : decoded.Resize(info, new SKSamplingOptions(SKFilterMode.Linear, SKMipmapMode.None))
-              ?? throw ServeException.BadRequest("The image could not be resized.");
-        ReadOnlySpan<byte> pixels = converted.GetPixelSpan();
-        int plane = width * height;
-        float[] data = new float[3 * plane];
-        int rowBytes = converted.RowBytes;
-        for (int y = 0; y < height; y++)
-        {
-            for (int x = 0; x < width; x++)
-            {
-                int source = (y * rowBytes) + (x * 4);
-                int target = (y * width) + x;
-                for (int c = 0; c < 3; c++)
-                {
-                    float value = pixels[source + c];
-                    data[(c * plane) + target] = normalize ? ((value / 255f) - s_mean[c]) / s_std[c] : value;
-                }
-            }
-        }
-        return new FloatTensor(data, [1, 3, height, width]);
-    }
-
-    private static SKBitmap? TryDecode(ReadOnlySpan<byte> body)
-    {
-        if (body.IsEmpty)
-        {
-            return null;
-        }
-        try
-        {
-            return SKBitmap.Decode(body);
-        }
-        catch (ArgumentException)
-        {
-            return null; // SkiaSharp throws when no codec recognises the bytes
-        }
     }
 
     private static byte[] WriteArray(ReadOnlySpan<float> values)

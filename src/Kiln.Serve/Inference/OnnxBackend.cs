@@ -1,5 +1,6 @@
 using Kiln.Runtime;
 using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
 
 namespace Kiln.Serve.Inference;
 
@@ -40,9 +41,11 @@ internal sealed class OnnxBackend : ModelBackend
             }
             _inputName = name;
             InputDimensions = [.. input.Dimensions.Select(d => (long)d)];
-            _outputNames = [.. _session.OutputMetadata.Where(o => o.Value.ElementType == typeof(float)).Select(o => o.Key)];
+            // float32 outputs as they are; int64/int32 outputs (e.g. torchvision detectors' labels) converted to float.
+            // Outputs of other element types are not exposed.
+            _outputNames = [.. _session.OutputMetadata.Where(o => IsExposed(o.Value.ElementType)).Select(o => o.Key)];
             OutputDimensions = [.. _outputNames.Select(o => _session.OutputMetadata[o].Dimensions.Select(d => (long)d).ToArray())];
-            if (_outputNames.Length == 0)
+            if (!_outputNames.Any(o => _session.OutputMetadata[o].ElementType == typeof(float)))
             {
                 throw new ServeException(400, "ModelException", $"{Path.GetFileName(path)} has no float32 output.");
             }
@@ -65,7 +68,7 @@ internal sealed class OnnxBackend : ModelBackend
 
     public override IReadOnlyList<string> OutputNames => _outputNames;
 
-    /// <summary>Each float output's dimensions, in <see cref="OutputNames"/> order; -1 (or 0) for a symbolic dimension.</summary>
+    /// <summary>Each exposed output's dimensions, in <see cref="OutputNames"/> order; -1 (or 0) for a symbolic dimension.</summary>
     public override IReadOnlyList<long[]> OutputDimensions { get; } = [];
 
     protected override FloatTensor[] RunOne(FloatTensor input)
@@ -75,12 +78,41 @@ internal sealed class OnnxBackend : ModelBackend
         try
         {
             using IDisposableReadOnlyCollection<OrtValue> outputs = _session.Run(options, [_inputName], [value], _outputNames);
-            return [.. outputs.Select(o => new FloatTensor(o.GetTensorDataAsSpan<float>().ToArray(), o.GetTensorTypeAndShape().Shape))];
+            return [.. outputs.Select(o => new FloatTensor(ToFloat(o), o.GetTensorTypeAndShape().Shape))];
         }
         catch (OnnxRuntimeException ex)
         {
             throw new ServeException(503, "InternalServerException", $"Prediction failed: {ex.Message}", ex);
         }
+    }
+
+    private static bool IsExposed(Type elementType) => elementType == typeof(float) || elementType == typeof(long) || elementType == typeof(int);
+
+    /// <summary>A float32 output's values, or an int64/int32 output's values converted to float (exact up to 2^24).</summary>
+    private static float[] ToFloat(OrtValue output)
+    {
+        TensorElementType type = output.GetTensorTypeAndShape().ElementDataType;
+        if (type == TensorElementType.Int64)
+        {
+            ReadOnlySpan<long> values = output.GetTensorDataAsSpan<long>();
+            float[] converted = new float[values.Length];
+            for (int i = 0; i < values.Length; i++)
+            {
+                converted[i] = values[i];
+            }
+            return converted;
+        }
+        if (type == TensorElementType.Int32)
+        {
+            ReadOnlySpan<int> values = output.GetTensorDataAsSpan<int>();
+            float[] converted = new float[values.Length];
+            for (int i = 0; i < values.Length; i++)
+            {
+                converted[i] = values[i];
+            }
+            return converted;
+        }
+        return output.GetTensorDataAsSpan<float>().ToArray();
     }
 
     protected override void Dispose(bool disposing)
