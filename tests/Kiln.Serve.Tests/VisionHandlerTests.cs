@@ -176,7 +176,9 @@ public sealed class VisionHandlerTests
         await using ServerHarness harness = await ServerHarness.StartAsync();
         string labels = """{"0": "__background__", "1": "person", "3": "car"}""";
         await harness.RegisterAsync(await ArchiveAsync(harness, "det", "object_detector", Detector(fixedSize: false), labels: labels), Batched);
-        await harness.RegisterAsync(await ArchiveAsync(harness, "det3", "object_detector", Detector(fixedSize: false), labels: labels, config: "threshold: 0.3\n"));
+        // The same labels in the older {"object_type_names": […]} form; class 18 is past its end.
+        string typeNames = """{"object_type_names": ["__background__", "person", "bicycle", "car"]}""";
+        await harness.RegisterAsync(await ArchiveAsync(harness, "det3", "object_detector", Detector(fixedSize: false), labels: typeNames, config: "threshold: 0.3\n"));
         // Scores are the channel means in 0..1 (ToTensor, no resize): 1.0, 100/255 = 0.392, 128/255 = 0.502.
         byte[] png = Png(40, 30, (_, _) => ((byte)255, (byte)100, (byte)128));
 

@@ -156,6 +156,10 @@ internal static class ImageTransforms
     /// </summary>
     public static float[] Resample(DecodedImage image, int resizedW, int resizedH, int left, int top, int outW, int outH)
     {
+        if (resizedW == image.Width && resizedH == image.Height)
+        {
+            return Window(image, left, top, outW, outH); // the filter's weights are exactly 1 and 0 at scale 1
+        }
         (int[] xStart, float[][] xWeights) = Coefficients(image.Width, resizedW, left, outW);
         (int[] yStart, float[][] yWeights) = Coefficients(image.Height, resizedH, top, outH);
         int rowFirst = yStart[0], rowLast = yStart[outH - 1] + yWeights[outH - 1].Length;
@@ -203,6 +207,25 @@ internal static class ImageTransforms
                 planar[target] = red;
                 planar[plane + target] = green;
                 planar[(2 * plane) + target] = blue;
+            }
+        }
+        return planar;
+    }
+
+    private static float[] Window(DecodedImage image, int left, int top, int outW, int outH)
+    {
+        int plane = outW * outH;
+        float[] planar = new float[3 * plane];
+        byte[] rgba = image.Rgba;
+        for (int y = 0; y < outH; y++)
+        {
+            int source = (((top + y) * image.Width) + left) * 4;
+            int target = y * outW;
+            for (int x = 0; x < outW; x++, source += 4, target++)
+            {
+                planar[target] = rgba[source];
+                planar[plane + target] = rgba[source + 1];
+                planar[(2 * plane) + target] = rgba[source + 2];
             }
         }
         return planar;
@@ -280,7 +303,8 @@ internal static class ImageTransforms
 
     /// <summary>
     /// Reads the archive's <c>index_to_name.json</c>: <c>{"0":"tench",…}</c>, <c>{"0":["n01440764","tench"],…}</c> (the
-    /// last element is the label, as TorchServe takes it) or a plain list <c>["tench",…]</c>. Null when the archive has none.
+    /// last element is the label, as TorchServe takes it), <c>{"object_type_names":["__background__",…]}</c> (older
+    /// TorchServe examples) or a plain list <c>["tench",…]</c>. Null when the archive has none.
     /// </summary>
     /// <exception cref="ServeException">400 <c>ModelException</c>: the file is not such JSON.</exception>
     public static IReadOnlyDictionary<long, string>? ReadLabels(HandlerContext context)
@@ -295,6 +319,10 @@ internal static class ImageTransforms
             using JsonDocument document = JsonDocument.Parse(File.ReadAllBytes(path));
             var labels = new Dictionary<long, string>();
             JsonElement root = document.RootElement;
+            if (root.ValueKind == JsonValueKind.Object && root.TryGetProperty("object_type_names", out JsonElement names) && names.ValueKind == JsonValueKind.Array)
+            {
+                root = names; // older TorchServe examples: {"object_type_names": ["__background__", "person", …]}
+            }
             if (root.ValueKind == JsonValueKind.Object)
             {
                 foreach (JsonProperty entry in root.EnumerateObject())
