@@ -65,6 +65,20 @@ public sealed class CustomHandlerTests
     }
 
     [Fact]
+    public async Task Predict_HandlerShippedWithDepsJson_LoadsThroughItsResolver()
+    {
+        await using ServerHarness harness = await ServerHarness.StartAsync();
+        string mar = await ArchiveAsync(harness, "withdeps", FixtureFile, "mode: linear\n", [s_fixture, Path.ChangeExtension(s_fixture, ".deps.json")]);
+        await harness.RegisterAsync(mar);
+
+        using HttpResponseMessage response = await PredictAsync(harness, "withdeps", "1,0,0,0");
+
+        string body = await response.Content.ReadAsStringAsync();
+        response.StatusCode.ShouldBe(HttpStatusCode.OK, body);
+        body.Split(',').Length.ShouldBe(TinyOnnx.Outputs);
+    }
+
+    [Fact]
     public async Task Predict_ConcurrentRequests_HandlerSeesBatchesLargerThanOne()
     {
         await using ServerHarness harness = await ServerHarness.StartAsync();
@@ -160,7 +174,7 @@ public sealed class CustomHandlerTests
     public async Task Register_AssemblyWithoutHandlerType_400()
     {
         await using ServerHarness harness = await ServerHarness.StartAsync();
-        string mar = await ArchiveAsync(harness, "nohandler", "Shouldly.dll", extraFile: Path.Combine(AppContext.BaseDirectory, "Shouldly.dll"));
+        string mar = await ArchiveAsync(harness, "nohandler", "Shouldly.dll", extraFiles: [Path.Combine(AppContext.BaseDirectory, "Shouldly.dll")]);
 
         JsonElement error = await RegisterErrorAsync(harness, mar);
 
@@ -214,14 +228,18 @@ public sealed class CustomHandlerTests
         await ShouldBeUnloadedAsync(contexts);
     }
 
-    private static async Task<string> ArchiveAsync(ServerHarness harness, string name, string handler, string? modelConfig = null, string? extraFile = null)
+    private static async Task<string> ArchiveAsync(ServerHarness harness, string name, string handler, string? modelConfig = null, string[]? extraFiles = null)
     {
         string folder = Path.Combine(harness.Store, "src-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(folder);
         string model = Path.Combine(folder, "linear.onnx");
         await File.WriteAllBytesAsync(model, TinyOnnx.Linear(1f));
         var builder = new ModelArchiveBuilder(new ModelManifest(name, "1.0", "linear.onnx", handler) { ConfigFile = modelConfig is null ? null : "model-config.yaml" });
-        builder.AddFile(model).AddFile(extraFile ?? s_fixture);
+        builder.AddFile(model);
+        foreach (string file in extraFiles ?? [s_fixture])
+        {
+            builder.AddFile(file);
+        }
         if (modelConfig is not null)
         {
             string config = Path.Combine(folder, "model-config.yaml");
