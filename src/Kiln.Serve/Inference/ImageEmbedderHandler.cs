@@ -41,6 +41,10 @@ internal sealed class ImageEmbedderHandler : IModelHandler
         _model = model;
         _preprocess = preprocess;
         long[] dims = (preprocess ?? model).InputDimensions;
+        if (dims.Length == 0)
+        {
+            dims = [-1, 3, -1, -1]; // undeclared (TorchScript): the model judges the shape; 224×224 by default
+        }
         if (dims.Length != 4 || dims[1] is not (3 or <= 0))
         {
             throw new ServeException(400, "ModelException", $"image_embedder needs a model input shaped [N,3,H,W]; this one is [{string.Join(",", dims)}].");

@@ -135,9 +135,13 @@ internal sealed class InferRequest
         return new FloatTensor(data, shape);
     }
 
-    /// <summary>400 naming the input when <paramref name="shape"/> does not fit the model's input.</summary>
+    /// <summary>400 naming the input when <paramref name="shape"/> does not fit the model's input (undeclared dimensions, as TorchScript's, fit any).</summary>
     internal static void CheckShape(string name, long[] shape, ModelBackend model)
     {
+        if (model.InputDimensions.Length == 0)
+        {
+            return;
+        }
         bool fits = shape.Length == model.InputDimensions.Length;
         for (int i = 0; fits && i < shape.Length; i++)
         {
