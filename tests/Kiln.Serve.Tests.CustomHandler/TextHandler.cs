@@ -13,10 +13,12 @@ namespace Kiln.Serve.Tests.CustomHandler;
 /// and answers <c>{"text","batch","model","prefix"}</c>; <c>linear</c> runs the archive's ONNX model (X[N,4] → Y[N,3])
 /// on comma-separated floats, the whole batch as one tensor, and answers the outputs as comma-separated text;
 /// <c>fail-init</c> throws from Initialize. Bodies <c>fail-early</c> and <c>fail-late</c> fail only their own request
-/// (422 from preprocess, 409 from postprocess); <c>crash</c> throws from inference, failing the batch.
+/// (422 from preprocess, 409 from postprocess); <c>crash</c> throws from inference, failing the batch. Responses of
+/// <c>upper</c> also count the instances initialized in this load context (<c>instances</c>).
 /// </summary>
 public sealed partial class TextHandler : InferenceHandler<string, string>
 {
+    private static int s_initialized;
     private InferenceSession? _session;
     private string _mode = "upper";
     private string _prefix = "";
@@ -27,6 +29,7 @@ public sealed partial class TextHandler : InferenceHandler<string, string>
         base.Initialize(context);
         _mode = context.Config.TryGetValue("mode", out string? mode) ? mode : "upper";
         _prefix = context.Config.TryGetValue("prefix", out string? prefix) ? prefix : "";
+        Interlocked.Increment(ref s_initialized);
         if (_mode == "fail-init")
         {
             throw new InvalidOperationException("mode fail-init asks Initialize to fail");
@@ -76,6 +79,7 @@ public sealed partial class TextHandler : InferenceHandler<string, string>
             writer.WriteNumber("batch", int.Parse(output.AsSpan(0, newline), CultureInfo.InvariantCulture));
             writer.WriteString("model", Context.Manifest.ModelName);
             writer.WriteString("contentType", request.ContentType);
+            writer.WriteNumber("instances", Volatile.Read(ref s_initialized)); // per load context: each model version has its own statics
             writer.WriteEndObject();
         }
         return new InferenceResponse(buffer.ToArray());

@@ -146,6 +146,21 @@ public sealed class CustomHandlerTests
     }
 
     [Fact]
+    public async Task Register_TwoVersionsOfOneHandler_EachGetsItsOwnLoadContext()
+    {
+        await using ServerHarness harness = await ServerHarness.StartAsync();
+        await harness.RegisterAsync(await ArchiveAsync(harness, "iso", FixtureFile, version: "1.0"));
+        await harness.RegisterAsync(await ArchiveAsync(harness, "iso", FixtureFile, version: "2.0"));
+
+        using HttpResponseMessage first = await harness.Inference.PostAsync("predictions/iso/1.0", new StringContent("one"));
+        using HttpResponseMessage second = await harness.Inference.PostAsync("predictions/iso/2.0", new StringContent("two"));
+
+        (await OkJsonAsync(first)).GetProperty("instances").GetInt32().ShouldBe(1);
+        (await OkJsonAsync(second)).GetProperty("instances").GetInt32().ShouldBe(1); // the static counter is not shared
+        WeakContexts("iso").Length.ShouldBe(2);
+    }
+
+    [Fact]
     public async Task Register_AssemblyNotInArchive_400NamingIt()
     {
         await using ServerHarness harness = await ServerHarness.StartAsync();
@@ -228,13 +243,13 @@ public sealed class CustomHandlerTests
         await ShouldBeUnloadedAsync(contexts);
     }
 
-    private static async Task<string> ArchiveAsync(ServerHarness harness, string name, string handler, string? modelConfig = null, string[]? extraFiles = null)
+    private static async Task<string> ArchiveAsync(ServerHarness harness, string name, string handler, string? modelConfig = null, string[]? extraFiles = null, string version = "1.0")
     {
         string folder = Path.Combine(harness.Store, "src-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(folder);
         string model = Path.Combine(folder, "linear.onnx");
         await File.WriteAllBytesAsync(model, TinyOnnx.Linear(1f));
-        var builder = new ModelArchiveBuilder(new ModelManifest(name, "1.0", "linear.onnx", handler) { ConfigFile = modelConfig is null ? null : "model-config.yaml" });
+        var builder = new ModelArchiveBuilder(new ModelManifest(name, version, "linear.onnx", handler) { ConfigFile = modelConfig is null ? null : "model-config.yaml" });
         builder.AddFile(model);
         foreach (string file in extraFiles ?? [s_fixture])
         {
@@ -246,7 +261,7 @@ public sealed class CustomHandlerTests
             await File.WriteAllTextAsync(config, modelConfig);
             builder.AddFile(config);
         }
-        string mar = name + ".mar";
+        string mar = $"{name}-{version}.mar";
         await builder.WriteAsync(Path.Combine(harness.Store, mar));
         return mar;
     }
