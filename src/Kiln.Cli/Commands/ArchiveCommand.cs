@@ -11,7 +11,7 @@ internal static class ArchiveCommand
         var name = new Option<string>("--model-name") { Description = "Model name (starts with a letter; letters, digits, _ - .).", Required = true };
         var version = new Option<string>("--version") { Description = "Model version.", DefaultValueFactory = _ => "1.0" };
         var serialized = new Option<string>("--serialized-file") { Description = "The ONNX model file.", Required = true };
-        var handler = new Option<string>("--handler") { Description = "Built-in handler: tensor or image_embedder.", Required = true };
+        var handler = new Option<string>("--handler") { Description = "A built-in handler (tensor, image_classifier, image_segmenter, object_detector, image_embedder, text_classifier, text_embedder) or a C# handler assembly shipped with --extra-files (NAME.dll or NAME.dll:Namespace.Class).", Required = true };
         var extra = new Option<string?>("--extra-files") { Description = "Comma-separated files to add (e.g. preprocess.onnx for image_embedder)." };
         var config = new Option<string?>("--config-file") { Description = "A model-config.yaml to add." };
         var exportPath = new Option<string>("--export-path") { Description = "Folder to write <model-name>.mar into.", DefaultValueFactory = _ => "." };
