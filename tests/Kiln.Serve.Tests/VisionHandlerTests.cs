@@ -3,6 +3,7 @@ using System.Net;
 using System.Text;
 using System.Text.Json;
 using Kiln.Serve.Archives;
+using Kiln.Serve.Inference;
 using SkiaSharp;
 
 namespace Kiln.Serve.Tests;
@@ -221,6 +222,112 @@ public sealed class VisionHandlerTests
         json.RootElement.GetProperty("labels").GetProperty("shape").EnumerateArray().Select(v => v.GetInt64()).ShouldBe([3L]);
         json.RootElement.GetProperty("boxes").GetProperty("data").EnumerateArray().Select(v => v.GetDouble()).ShouldBe(s_boxes.SelectMany(b => b), 1e-6);
         json.RootElement.GetProperty("scores").GetProperty("data").EnumerateArray().Select(v => v.GetDouble()).ShouldBe([1.5 / 12, 5.5 / 12, 9.5 / 12], 1e-6);
+    }
+
+    // ---------------------------------------------------------------- a backend that declares no shapes (as TorchScript)
+
+    [Fact]
+    public async Task UndeclaredShapes_ClassifierGets224Crops_DetectorGetsTheImageAsOneBatchItem_OutputsByPosition()
+    {
+        string root = Path.Combine(Path.GetTempPath(), "kiln-vision-tests", Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(root);
+        try
+        {
+            (byte R, byte G, byte B) colour = (90, 180, 30);
+            byte[] png = Png(320, 240, (_, _) => colour);
+
+            // Classifier: the fake model computes the same logits as the ONNX one, from the channel means it is given.
+            using var classifierModel = new UndeclaredBackend(input =>
+            {
+                double[] means = ChannelMeans(input);
+                return [new FloatTensor([.. Enumerable.Range(0, 6).Select(j => (float)(Enumerable.Range(0, 3).Sum(c => means[c] * ClassifierWeight(c, j)) + ClassifierBias(j)))], [1, 6])];
+            });
+            using (IModelHandler classifier = ImageClassifierHandler.Create(await ContextAsync(root, "image_classifier", labels: null), classifierModel))
+            {
+                HandlerOutput[] outputs = classifier.Handle([new HandlerInput(png, "image/png"), new HandlerInput(new byte[] { 1, 2 }, null)]);
+                outputs[1].Error!.StatusCode.ShouldBe(400);
+                using JsonDocument json = JsonDocument.Parse(outputs[0].Json!);
+                List<(string Label, double P)> expected = ExpectedTopK(Logits(colour, 6), 5, i => i.ToString(CultureInfo.InvariantCulture));
+                json.RootElement.EnumerateObject().Select(p => p.Name).ShouldBe(expected.Select(e => e.Label));
+                json.RootElement.EnumerateObject().Select(p => p.Value.GetDouble()).ShouldBe(expected.Select(e => e.P), 1e-4);
+            }
+            classifierModel.Shapes.ShouldBe([[1L, 3, 224, 224]]);
+
+            // Detector: [1,3,H,W] at the image's own size; three unnamed outputs read as boxes, labels, scores.
+            using var detectorModel = new UndeclaredBackend(input =>
+            {
+                double[] means = ChannelMeans(input); // ToTensor: 0..1
+                return [new FloatTensor([1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 4]), new FloatTensor([3, 1], [1, 2]), new FloatTensor([(float)means[0], (float)means[1]], [1, 2])];
+            });
+            using (IModelHandler detector = ObjectDetectorHandler.Create(await ContextAsync(root, "object_detector", """{"1": "person", "3": "car"}"""), detectorModel))
+            {
+                HandlerOutput[] outputs = detector.Handle([new HandlerInput(png, "image/png")]);
+                using JsonDocument json = JsonDocument.Parse(outputs[0].Json!);
+                // Scores 90/255 = 0.35 (dropped) and 180/255 = 0.71 (kept).
+                json.RootElement.GetArrayLength().ShouldBe(1);
+                json.RootElement[0].GetProperty("person").EnumerateArray().Select(v => v.GetDouble()).ShouldBe([5.0, 6, 7, 8]);
+                json.RootElement[0].GetProperty("score").GetDouble().ShouldBe(180 / 255.0, 1e-5);
+            }
+            detectorModel.Shapes.ShouldBe([[1L, 3, 240, 320]]);
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    private static double[] ChannelMeans(FloatTensor input)
+    {
+        int plane = input.Data.Length / 3;
+        return [.. Enumerable.Range(0, 3).Select(c => input.Data.AsSpan(c * plane, plane).ToArray().Average(v => (double)v))];
+    }
+
+    private static async Task<HandlerContext> ContextAsync(string root, string handler, string? labels)
+    {
+        string folder = Path.Combine(root, Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(folder);
+        string model = Path.Combine(folder, "model.pt");
+        await File.WriteAllBytesAsync(model, [0]);
+        var builder = new ModelArchiveBuilder(new ModelManifest("fake", "1.0", "model.pt", handler));
+        builder.AddFile(model);
+        if (labels is not null)
+        {
+            string path = Path.Combine(folder, "index_to_name.json");
+            await File.WriteAllTextAsync(path, labels);
+            builder.AddFile(path);
+        }
+        string mar = Path.Combine(folder, "fake.mar");
+        await builder.WriteAsync(mar);
+        return new HandlerContext(ModelArchive.Extract(mar, Path.Combine(root, "extracted"), 1 << 20), new ModelSettings(), new BackendOptions());
+    }
+
+    /// <summary>A model backend that, like TorchScript, declares no input shape and names its outputs only after running.</summary>
+    private sealed class UndeclaredBackend(Func<FloatTensor, FloatTensor[]> forward) : ModelBackend
+    {
+        public List<long[]> Shapes { get; } = [];
+
+        public override string Platform => "fake";
+
+        public override string InputName => "input__0";
+
+        public override long[] InputDimensions => [];
+
+        public override IReadOnlyList<string> OutputNames => ["output__0"];
+
+        public override IReadOnlyList<long[]> OutputDimensions => [[-1]];
+
+        protected override FloatTensor[] RunOne(FloatTensor input)
+        {
+            lock (Shapes)
+            {
+                Shapes.Add(input.Shape);
+            }
+            return forward(input);
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+        }
     }
 
     // ---------------------------------------------------------------- the models

@@ -34,7 +34,14 @@ internal sealed class ImageSegmenterHandler : IModelHandler
     public static IModelHandler Create(HandlerContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
-        ModelBackend model = context.OpenModel();
+        return Create(context, context.OpenModel());
+    }
+
+    /// <summary>Creates the handler over an opened model (any <see cref="ModelBackend"/>); disposes it on failure.</summary>
+    internal static IModelHandler Create(HandlerContext context, ModelBackend model)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        ArgumentNullException.ThrowIfNull(model);
         try
         {
             return new ImageSegmenterHandler(model);

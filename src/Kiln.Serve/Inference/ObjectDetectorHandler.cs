@@ -29,7 +29,8 @@ internal sealed class ObjectDetectorHandler : IModelHandler
         _rank3 = model.InputDimensions.Length == 3;
         _labels = ImageTransforms.ReadLabels(context);
         _threshold = ImageTransforms.ConfigFloat(context, "threshold", 0.5f, 0f, 1f);
-        (_boxes, _classes, _scores) = FindOutputs(model.OutputNames);
+        // A format that declares no shapes (TorchScript) names its outputs only after the first forward: positional then.
+        (_boxes, _classes, _scores) = model.InputDimensions.Length == 0 && model.OutputNames.Count < 3 ? (0, 1, 2) : FindOutputs(model.OutputNames);
     }
 
     /// <summary>Opens the archive's model and reads its labels and threshold.</summary>
@@ -37,7 +38,14 @@ internal sealed class ObjectDetectorHandler : IModelHandler
     public static IModelHandler Create(HandlerContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
-        ModelBackend model = context.OpenModel();
+        return Create(context, context.OpenModel());
+    }
+
+    /// <summary>Creates the handler over an opened model (any <see cref="ModelBackend"/>); disposes it on failure.</summary>
+    internal static IModelHandler Create(HandlerContext context, ModelBackend model)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        ArgumentNullException.ThrowIfNull(model);
         try
         {
             return new ObjectDetectorHandler(model, context);
@@ -115,6 +123,10 @@ internal sealed class ObjectDetectorHandler : IModelHandler
 
     private byte[] Write(Item item, FloatTensor[] outputs)
     {
+        if (outputs.Length <= Math.Max(_boxes, Math.Max(_classes, _scores)))
+        {
+            throw new ServeException(503, "InternalServerException", $"Prediction failed: the detector returned {outputs.Length} outputs; boxes, labels and scores are needed.");
+        }
         float[] boxes = outputs[_boxes].Data, labels = outputs[_classes].Data, scores = outputs[_scores].Data;
         if (boxes.Length != 4 * scores.Length || labels.Length != scores.Length)
         {
