@@ -82,6 +82,10 @@ public sealed class VisionHandlerTests
         // A 54-byte BMP header announcing 20000×20000 pixels is refused before anything is decoded.
         using HttpResponseMessage bomb = await harness.Inference.PostAsync("predictions/listed", new ByteArrayContent(BmpHeader(20000, 20000)));
         (await ServerHarness.ShouldBeErrorAsync(bomb, 400, "BadRequestException")).GetProperty("message").GetString()!.ShouldContain("20000×20000 pixels");
+
+        // 10000×2 would be resized to 1,280,000×256: refused instead.
+        using HttpResponseMessage sliver = await harness.Inference.PostAsync("predictions/listed", new ByteArrayContent(Png(10000, 2, (_, _) => colour)));
+        (await ServerHarness.ShouldBeErrorAsync(sliver, 400, "BadRequestException")).GetProperty("message").GetString()!.ShouldContain("longer side");
     }
 
     private static byte[] BmpHeader(int width, int height)

@@ -27,6 +27,9 @@ internal static class ImageTransforms
     /// <summary>PIL's <c>Image.MAX_IMAGE_PIXELS</c>: larger images are refused before decoding (decompression bombs).</summary>
     public const long MaxPixels = 89_478_485;
 
+    /// <summary>The longest side an image may be resized to (extreme aspect ratios are refused rather than overflowing).</summary>
+    private const long MaxResizedSide = 1 << 20;
+
     internal const string NotAnImage = "The body is not a decodable image; send JPEG, PNG, WebP, GIF or BMP bytes.";
 
     private static readonly float[] s_mean = [0.485f, 0.456f, 0.406f];
@@ -123,9 +126,12 @@ internal static class ImageTransforms
     public static FloatTensor ResizeCropNormalize(DecodedImage image, int height, int width)
     {
         int shorter = Math.Max(Math.Max(height, width), (int)Math.Round(Math.Max(height, width) * ResizeRatio, MidpointRounding.ToEven));
-        (int resizedW, int resizedH) = image.Width <= image.Height
-            ? (shorter, (int)((long)shorter * image.Height / image.Width))
-            : ((int)((long)shorter * image.Width / image.Height), shorter);
+        long longer = (long)shorter * Math.Max(image.Width, image.Height) / Math.Min(image.Width, image.Height);
+        if (longer > MaxResizedSide)
+        {
+            throw ServeException.BadRequest($"The image is {image.Width}×{image.Height} pixels; resized to a shorter side of {shorter} its longer side would be {longer} pixels, more than {MaxResizedSide}.");
+        }
+        (int resizedW, int resizedH) = image.Width <= image.Height ? (shorter, (int)longer) : ((int)longer, shorter);
         int top = (int)Math.Round((resizedH - height) / 2.0, MidpointRounding.ToEven);
         int left = (int)Math.Round((resizedW - width) / 2.0, MidpointRounding.ToEven);
         float[] data = Resample(image, resizedW, resizedH, left, top, width, height);
