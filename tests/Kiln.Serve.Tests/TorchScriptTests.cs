@@ -161,6 +161,22 @@ public sealed class TorchScriptTests
     }
 
     [Fact]
+    public async Task Predict_ARejectedRequestInABatch_FailsOnlyItself()
+    {
+        await using ServerHarness harness = await ServerHarness.StartAsync();
+        // One worker, a long delay and batch_size 6: the six requests below run as one batch.
+        await harness.RegisterAsync(await ArchiveAsync(harness, "lin", "linear.pt"), "initial_workers=1&batch_size=6&max_batch_delay=3000");
+        Task<HttpResponseMessage> bad = harness.Inference.PostAsJsonAsync("predictions/lin", new { data = new float[6], shape = new[] { 2, 3 } });
+        Task<float[]>[] good = [.. Enumerable.Range(0, 5).Select(i => ServerHarness.PredictTensorAsync(harness.Inference, "predictions/lin", [.. s_row.Select(v => v + i)]))];
+        using HttpResponseMessage rejected = await bad;
+        await ServerHarness.ShouldBeErrorAsync(rejected, 400, "BadRequestException");
+        for (int i = 0; i < good.Length; i++)
+        {
+            (await good[i]).ShouldBe(TinyOnnx.Expected([.. s_row.Select(v => v + i)], 1f), 1e-5f);
+        }
+    }
+
+    [Fact]
     public async Task Register_PtFilesThatAreNotTorchScript_Are400ModelExceptionNamingTheFile()
     {
         await using ServerHarness harness = await ServerHarness.StartAsync();

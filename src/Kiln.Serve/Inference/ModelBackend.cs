@@ -84,6 +84,34 @@ internal abstract class ModelBackend : IDisposable
         return results;
     }
 
+    /// <summary>
+    /// Runs validated tensors like <see cref="Run"/>, but a request the model rejects (a 400 from <see cref="RunOne"/>)
+    /// fails only itself: when the stacked batch is rejected, its items run one by one.
+    /// </summary>
+    public (FloatTensor[]? Outputs, ServeException? Error)[] RunEach(IReadOnlyList<FloatTensor> items)
+    {
+        try
+        {
+            return [.. Run(items).Select(r => ((FloatTensor[]?)r, (ServeException?)null))];
+        }
+        catch (ServeException ex) when (ex.StatusCode == 400 && items.Count > 1)
+        {
+            var results = new (FloatTensor[]?, ServeException?)[items.Count];
+            for (int i = 0; i < items.Count; i++)
+            {
+                try
+                {
+                    results[i] = (RunOne(items[i]), null);
+                }
+                catch (ServeException itemError) when (itemError.StatusCode == 400)
+                {
+                    results[i] = (null, itemError);
+                }
+            }
+            return results;
+        }
+    }
+
     /// <summary>Runs one input tensor; returns one tensor per output. Thread-safe.</summary>
     protected abstract FloatTensor[] RunOne(FloatTensor input);
 

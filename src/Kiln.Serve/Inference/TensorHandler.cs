@@ -34,10 +34,10 @@ internal sealed class TensorHandler(ModelBackend model) : IModelHandler
         {
             return outputs;
         }
-        FloatTensor[][] results = model.Run(tensors);
+        (FloatTensor[]? Outputs, ServeException? Error)[] results = model.RunEach(tensors);
         for (int k = 0; k < indices.Count; k++)
         {
-            outputs[indices[k]] = HandlerOutput.Ok(Write(results[k]));
+            outputs[indices[k]] = results[k].Outputs is { } tensorsOut ? HandlerOutput.Ok(Write(tensorsOut)) : HandlerOutput.Failed(results[k].Error!);
         }
         return outputs;
     }
