@@ -10,6 +10,8 @@ cd "$root"
 
 # Real engines the tests use (see docs/development.md for what each is for).
 packages=(openmpi-bin libturbojpeg0)
+# Kiln.Launch: a real single-node Slurm (controller, node daemon, munge) and etcd for the rendezvous tests.
+packages+=(slurmctld slurmd slurm-client munge etcd-server etcd-client)
 # Node.js for s3rver (Kiln.Data's S3 tests); a Node.js that already brings npm is kept.
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 

@@ -18,6 +18,11 @@ internal static class KilnCommandLine
         root.Subcommands.Add(DataCommand.Create());
         root.Subcommands.Add(ServeCommand.Create());
         root.Subcommands.Add(ArchiveCommand.Create());
+        foreach (Command command in LaunchCommands.Create())
+        {
+            root.Subcommands.Add(command);
+        }
+        root.Subcommands.Add(AgentCommand.Create());
         return root;
     }
 
