@@ -160,3 +160,23 @@ public sealed class EtcdStoreOptionsTests
         Should.Throw<LaunchException>(() => new EtcdStore(new EtcdStoreOptions { Endpoints = [new Uri("http://127.0.0.1:1")], RunId = "a/b" }));
     }
 }
+
+/// <summary>The agent finds etcd by its <c>--rdzv-backend</c> name.</summary>
+[Collection(EtcdGroup.Name)]
+public sealed class EtcdRegistrationTests(EtcdFixture etcd)
+{
+    [Fact]
+    public async Task RendezvousStores_Etcd_CreatesAnUnprefixedStoreForTheEndpoint()
+    {
+        RendezvousStores.TryGet("etcd", out Func<string, IKeyValueStore> factory).ShouldBeTrue();
+        await using IKeyValueStore sut = factory($"{etcd.ClientUrl.Host}:{etcd.ClientUrl.Port}");
+        EtcdStore store = sut.ShouldBeOfType<EtcdStore>();
+        store.Options.Prefix.ShouldBeEmpty();
+
+        string key = $"/kiln/rdzv/registered-{Guid.NewGuid():N}/k";
+        await sut.SetAsync(key, [5], default);
+        await sut.WaitAsync([key], TimeSpan.FromSeconds(5), default);
+        (await sut.GetAsync(key, default)).ShouldBe(new byte[] { 5 });
+        (await sut.DeleteAsync(key, default)).ShouldBeTrue();
+    }
+}
