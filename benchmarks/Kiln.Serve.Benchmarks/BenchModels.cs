@@ -139,7 +139,7 @@ internal sealed class OnnxBenchModel : BenchModel
 
 /// <summary>
 /// A TorchScript file through TorchSharp's <c>torch.jit.load</c> on the same device the server is asked to use: each call
-/// builds the input tensor from a float array, moves it to the device, runs <c>forward</c> without autograd and copies the
+/// builds the input tensor from a float array, moves it to the device, runs <c>forward</c> in inference mode and copies the
 /// output back to a float array, as a server has to.
 /// </summary>
 internal sealed class TorchScriptBenchModel : BenchModel
@@ -147,7 +147,7 @@ internal sealed class TorchScriptBenchModel : BenchModel
     private readonly jit.ScriptModule<Tensor, Tensor> _module;
     private readonly Device _device;
 
-    public TorchScriptBenchModel(string path, long[] inputShape, string? device)
+    public TorchScriptBenchModel(string path, long[] inputShape, string? device, int intraOpThreads)
     {
         if (!File.Exists(path))
         {
@@ -165,9 +165,14 @@ internal sealed class TorchScriptBenchModel : BenchModel
         SerializedFile = path;
         InputShape = inputShape;
         Input = RandomInput((int)inputShape.Aggregate(1L, (a, b) => a * b), seed: 7, scale: 1f);
+        if (intraOpThreads > 0)
+        {
+            // What the server's TorchScript backend does with ServeOptions.IntraOpThreads: libtorch's one intra-op pool per process.
+            torch.set_num_threads(intraOpThreads);
+        }
         _module = torch.jit.load<Tensor, Tensor>(path, cuda ? TorchSharp.DeviceType.CUDA : TorchSharp.DeviceType.CPU, cuda ? 0 : -1);
         _module.eval();
-        Description = $"TorchScript {Path.GetFileName(path)}, input [{string.Join(",", inputShape)}] float32, libtorch {libtorch.Version} ({libtorch.Source}) on {_device}";
+        Description = $"TorchScript {Path.GetFileName(path)}, input [{string.Join(",", inputShape)}] float32, libtorch {libtorch.Version} ({libtorch.Source}) on {_device}, torch threads {torch.get_num_threads()}";
     }
 
     public override string Description { get; }
@@ -194,7 +199,7 @@ internal sealed class TorchScriptBenchModel : BenchModel
     private float[] Forward(float[] data, long[] shape)
     {
         using DisposeScope scope = torch.NewDisposeScope();
-        using IDisposable noGrad = torch.no_grad();
+        using IDisposable inference = torch.inference_mode();
         Tensor input = torch.tensor(data, shape).to(_device);
         Tensor output = _module.forward(input);
         return output.cpu().data<float>().ToArray();

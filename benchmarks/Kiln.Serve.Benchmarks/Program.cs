@@ -140,6 +140,7 @@ internal static class BenchRun
     private static async Task<ConfigResult> RunConfigAsync(BenchOptions options, BenchModel model, int batch, KilnServer server, HttpClient management,
         LoadGenerator load, byte[] body, string contentType, float[] expected, string store)
     {
+        int maxConcurrency = options.Concurrency.Max();
         string name = $"{options.Model}_b{batch}";
         string serialized = Path.GetFileName(model.SerializedFile);
         string config = Path.Combine(store, name + "-model-config.yaml");
@@ -181,6 +182,8 @@ internal static class BenchRun
                 return new ConfigResult(batch, options.MaxBatchDelayMs, ceiling, null, [], error);
             }
             Console.WriteLine(Invariant($"check: the server's answer equals the in-process one (largest relative difference {difference:G3})"));
+            // Warm the whole request path (Kestrel, handler, workers; tiered JIT) before the first recorded level.
+            await load.RunAsync(url, body, contentType, Math.Min(4, maxConcurrency), 0, Math.Max(1, options.WarmupSeconds), options.MaxRequests, null, CancellationToken.None);
             var levels = new List<LevelResult>();
             foreach (int concurrency in options.Concurrency)
             {
@@ -268,7 +271,7 @@ internal static class BenchRun
                 return new OnnxBenchModel(path, "ResNet-18", input, [1, 3, 224, 224], options.IntraOpThreads);
             }
             default:
-                return new TorchScriptBenchModel(options.PtPath!, options.InputShape, options.Device);
+                return new TorchScriptBenchModel(options.PtPath!, options.InputShape, options.Device, options.IntraOpThreads);
         }
     }
 
