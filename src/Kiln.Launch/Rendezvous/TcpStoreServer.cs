@@ -40,7 +40,6 @@ internal sealed class TcpStoreServer : IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(endPoint);
         var listener = new TcpListener(endPoint);
-        listener.Server.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
         listener.Start(512);
         var server = new TcpStoreServer(listener, logger ?? NullLogger.Instance);
         server._acceptLoop = server.AcceptLoopAsync();

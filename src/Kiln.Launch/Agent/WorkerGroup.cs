@@ -1,0 +1,383 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+
+namespace Kiln.Launch.Agent;
+
+/// <summary>How one worker ended badly.</summary>
+/// <param name="LocalRank">LOCAL_RANK.</param>
+/// <param name="Rank">RANK.</param>
+/// <param name="ExitCode">The exit status (128 + N when ended by signal N, as shells report it).</param>
+/// <param name="Signal">The signal's name when the status is 128 + a signal number, else null.</param>
+/// <param name="Timestamp">When the agent noticed.</param>
+/// <param name="StderrTail">The worker's last lines of stderr.</param>
+/// <param name="ErrorFile">The worker's TORCHELASTIC_ERROR_FILE (read back if the worker wrote it).</param>
+internal sealed record WorkerFailure(int LocalRank, int Rank, int ExitCode, string? Signal, DateTimeOffset Timestamp, IReadOnlyList<string> StderrTail, string ErrorFile);
+
+/// <summary>The state of a local worker group.</summary>
+internal enum WorkerGroupState
+{
+    /// <summary>Some workers still run, none failed.</summary>
+    Healthy,
+
+    /// <summary>Every worker exited 0.</summary>
+    Succeeded,
+
+    /// <summary>A worker exited non-zero.</summary>
+    Failed,
+}
+
+/// <summary>
+/// The nproc-per-node worker processes of one round: started with torchrun's environment, stderr (and stdout with a
+/// log folder) pumped to files or the agent's streams, the last lines of stderr kept for the error file.
+/// </summary>
+/// <remarks>Not thread-safe: the agent's monitor loop owns it. Dispose (or <see cref="StopAsync"/>) ends every worker.</remarks>
+internal sealed class WorkerGroup : IAsyncDisposable
+{
+    /// <summary>Lines of stderr kept per worker for the error file.</summary>
+    public const int StderrTailLines = 20;
+
+    private readonly List<Worker> _workers = [];
+
+    private WorkerGroup()
+    {
+    }
+
+    /// <summary>The workers' process ids, by local rank.</summary>
+    public IReadOnlyList<int> ProcessIds => [.. _workers.Select(w => w.Process.Id)];
+
+    /// <summary>Starts the workers.</summary>
+    /// <param name="entrypoint">The program and its arguments.</param>
+    /// <param name="environments">One environment (added to the agent's own) per local rank.</param>
+    /// <param name="ranks">RANK per local rank.</param>
+    /// <param name="logDirectory">The folder of this attempt's logs (<c>LOCAL_RANK/stdout.log</c>, <c>stderr.log</c>), or null to inherit the agent's streams.</param>
+    /// <param name="errorFiles">TORCHELASTIC_ERROR_FILE per local rank.</param>
+    public static WorkerGroup Start(IReadOnlyList<string> entrypoint, IReadOnlyList<IReadOnlyDictionary<string, string>> environments, IReadOnlyList<int> ranks, string? logDirectory, IReadOnlyList<string> errorFiles)
+    {
+        ArgumentNullException.ThrowIfNull(entrypoint);
+        ArgumentNullException.ThrowIfNull(environments);
+        var group = new WorkerGroup();
+        try
+        {
+            for (int localRank = 0; localRank < environments.Count; localRank++)
+            {
+                var start = new ProcessStartInfo(entrypoint[0])
+                {
+                    UseShellExecute = false,
+                    RedirectStandardError = true,
+                    RedirectStandardOutput = logDirectory is not null,
+                    RedirectStandardInput = false,
+                };
+                foreach (string argument in entrypoint.Skip(1))
+                {
+                    start.ArgumentList.Add(argument);
+                }
+                foreach ((string name, string value) in environments[localRank])
+                {
+                    start.Environment[name] = value;
+                }
+                string? folder = null;
+                if (logDirectory is not null)
+                {
+                    folder = Path.Combine(logDirectory, localRank.ToString(CultureInfo.InvariantCulture));
+                    Directory.CreateDirectory(folder);
+                }
+                Directory.CreateDirectory(Path.GetDirectoryName(errorFiles[localRank])!);
+                File.Delete(errorFiles[localRank]);
+                Process process;
+                try
+                {
+                    process = Process.Start(start) ?? throw new LaunchException($"Could not start {entrypoint[0]}.");
+                }
+                catch (System.ComponentModel.Win32Exception ex)
+                {
+                    throw new LaunchException($"Could not start the entrypoint {entrypoint[0]}: {ex.Message}", ex);
+                }
+                group._workers.Add(new Worker(process, localRank, ranks[localRank], folder, errorFiles[localRank]));
+            }
+        }
+        catch
+        {
+            group.KillAll();
+            throw;
+        }
+        return group;
+    }
+
+    /// <summary>The group's state now; the first failed worker (lowest local rank among those that failed) when failed.</summary>
+    public (WorkerGroupState State, WorkerFailure? Failure) Poll()
+    {
+        Worker? failed = null;
+        bool allDone = true;
+        foreach (Worker worker in _workers)
+        {
+            if (!worker.Process.HasExited)
+            {
+                allDone = false;
+                continue;
+            }
+            worker.ExitedAt ??= DateTimeOffset.UtcNow;
+            if (worker.Process.ExitCode != 0 && (failed is null || worker.ExitedAt < failed.ExitedAt))
+            {
+                failed = worker;
+            }
+        }
+        if (failed is not null)
+        {
+            return (WorkerGroupState.Failed, failed.Describe());
+        }
+        return (allDone ? WorkerGroupState.Succeeded : WorkerGroupState.Healthy, null);
+    }
+
+    /// <summary>
+    /// Stops every worker: SIGTERM to each worker and its descendants, SIGKILL to whatever is left after
+    /// <paramref name="gracePeriod"/>; then waits (bounded) for the log pumps to drain.
+    /// </summary>
+    public async Task StopAsync(TimeSpan gracePeriod, CancellationToken cancellationToken = default)
+    {
+        var trees = new List<int>();
+        foreach (Worker worker in _workers)
+        {
+            if (!worker.Process.HasExited)
+            {
+                trees.AddRange(ProcessTree.WithDescendants(worker.Process.Id));
+            }
+        }
+        foreach (int pid in trees)
+        {
+            _ = Kill(pid, Sigterm);
+        }
+        long start = Stopwatch.GetTimestamp();
+        while (_workers.Any(w => !w.Process.HasExited) && Stopwatch.GetElapsedTime(start) < gracePeriod)
+        {
+            await Task.Delay(10, cancellationToken).ConfigureAwait(false);
+        }
+        KillAll(trees);
+        foreach (Worker worker in _workers)
+        {
+            await worker.DrainAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <inheritdoc/>
+    public async ValueTask DisposeAsync()
+    {
+        KillAll();
+        foreach (Worker worker in _workers)
+        {
+            await worker.DrainAsync().ConfigureAwait(false);
+            worker.Process.Dispose();
+        }
+    }
+
+    private void KillAll(IEnumerable<int>? known = null)
+    {
+        var pids = new HashSet<int>(known ?? []);
+        foreach (Worker worker in _workers)
+        {
+            if (!worker.Process.HasExited)
+            {
+                pids.UnionWith(ProcessTree.WithDescendants(worker.Process.Id));
+            }
+        }
+        foreach (int pid in pids)
+        {
+            _ = Kill(pid, Sigkill);
+        }
+        foreach (Worker worker in _workers)
+        {
+            try
+            {
+                worker.Process.WaitForExit(2000);
+            }
+            catch (InvalidOperationException)
+            {
+                // Never started.
+            }
+        }
+    }
+
+    /// <summary>The name of signal <paramref name="number"/> (SIGKILL for 9), or null when unknown.</summary>
+    public static string? SignalName(int number) => number switch
+    {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        _ => null,
+    };
+
+    private const int Sigterm = 15;
+    private const int Sigkill = 9;
+
+    // DllImport rather than LibraryImport: blittable arguments need no marshalling, and Kiln.Launch compiles without /unsafe.
+#pragma warning disable SYSLIB1054
+    [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+    [DefaultDllImportSearchPaths(DllImportSearchPath.SafeDirectories)]
+    private static extern int Kill(int pid, int signal);
+#pragma warning restore SYSLIB1054
+
+    private sealed class Worker
+    {
+        private readonly Queue<string> _stderrTail = new();
+        private readonly Lock _gate = new();
+        private readonly Task _stderrPump;
+        private readonly Task _stdoutPump;
+
+        public Worker(Process process, int localRank, int rank, string? folder, string errorFile)
+        {
+            Process = process;
+            LocalRank = localRank;
+            Rank = rank;
+            ErrorFile = errorFile;
+            _stderrPump = PumpStderrAsync(folder is null ? null : Path.Combine(folder, "stderr.log"));
+            _stdoutPump = folder is null ? Task.CompletedTask : PumpStdoutAsync(Path.Combine(folder, "stdout.log"));
+        }
+
+        public Process Process { get; }
+
+        public int LocalRank { get; }
+
+        public int Rank { get; }
+
+        public string ErrorFile { get; }
+
+        public DateTimeOffset? ExitedAt { get; set; }
+
+        public WorkerFailure Describe()
+        {
+            int code = Process.ExitCode;
+            string? signal = code > 128 ? SignalName(code - 128) : null;
+            string[] tail;
+            lock (_gate)
+            {
+                tail = [.. _stderrTail];
+            }
+            return new WorkerFailure(LocalRank, Rank, code, signal, ExitedAt ?? DateTimeOffset.UtcNow, tail, ErrorFile);
+        }
+
+        /// <summary>Waits for the pumps, bounded: an orphaned grandchild may hold a pipe open.</summary>
+        public async Task DrainAsync()
+        {
+            try
+            {
+                await Task.WhenAll(_stderrPump, _stdoutPump).WaitAsync(TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is TimeoutException or IOException or ObjectDisposedException or InvalidOperationException)
+            {
+                // The tail so far is what the error file gets.
+            }
+        }
+
+        private async Task PumpStderrAsync(string? file)
+        {
+            StreamWriter? writer = file is null ? null : new StreamWriter(file, append: true) { AutoFlush = true };
+            try
+            {
+                TextWriter destination = writer ?? Console.Error;
+                while (await Process.StandardError.ReadLineAsync().ConfigureAwait(false) is { } line)
+                {
+                    lock (_gate)
+                    {
+                        _stderrTail.Enqueue(line);
+                        if (_stderrTail.Count > StderrTailLines)
+                        {
+                            _stderrTail.Dequeue();
+                        }
+                    }
+                    await destination.WriteLineAsync(line).ConfigureAwait(false);
+                }
+            }
+            finally
+            {
+                if (writer is not null)
+                {
+                    await writer.DisposeAsync().ConfigureAwait(false);
+                }
+            }
+        }
+
+        private async Task PumpStdoutAsync(string file)
+        {
+            var output = new FileStream(file, FileMode.Append, FileAccess.Write, FileShare.ReadWrite);
+            await using (output.ConfigureAwait(false))
+            {
+                byte[] buffer = new byte[8192];
+                int read;
+                while ((read = await Process.StandardOutput.BaseStream.ReadAsync(buffer).ConfigureAwait(false)) > 0)
+                {
+                    await output.WriteAsync(buffer.AsMemory(0, read)).ConfigureAwait(false);
+                    await output.FlushAsync().ConfigureAwait(false);
+                }
+            }
+        }
+    }
+}
+
+/// <summary>Process trees from /proc (children of a pid, recursively).</summary>
+internal static class ProcessTree
+{
+    /// <summary><paramref name="pid"/> and its descendants, children after parents.</summary>
+    public static IReadOnlyList<int> WithDescendants(int pid)
+    {
+        var parents = new Dictionary<int, List<int>>();
+        try
+        {
+            foreach (string directory in Directory.EnumerateDirectories("/proc"))
+            {
+                if (!int.TryParse(Path.GetFileName(directory), NumberStyles.None, CultureInfo.InvariantCulture, out int child))
+                {
+                    continue;
+                }
+                int parent = ReadParent(directory);
+                if (parent > 0)
+                {
+                    if (!parents.TryGetValue(parent, out List<int>? children))
+                    {
+                        parents[parent] = children = [];
+                    }
+                    children.Add(child);
+                }
+            }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // Best effort: the worker itself is still signalled.
+        }
+        var result = new List<int> { pid };
+        for (int i = 0; i < result.Count; i++)
+        {
+            if (parents.TryGetValue(result[i], out List<int>? children))
+            {
+                result.AddRange(children.Where(c => !result.Contains(c)));
+            }
+        }
+        return result;
+    }
+
+    private static int ReadParent(string directory)
+    {
+        try
+        {
+            string stat = File.ReadAllText(Path.Combine(directory, "stat"));
+            // pid (comm) state ppid …; comm may hold spaces and parentheses, so parse after the last ')'.
+            int close = stat.LastIndexOf(')');
+            string[] fields = stat[(close + 2)..].Split(' ', 3);
+            return int.Parse(fields[1], CultureInfo.InvariantCulture);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException or ArgumentOutOfRangeException or IndexOutOfRangeException)
+        {
+            return 0;
+        }
+    }
+}
