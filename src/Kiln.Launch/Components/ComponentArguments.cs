@@ -50,8 +50,8 @@ internal sealed record OptionSpec(string Name, OptionKind Kind, string Metavar, 
 /// option), e.g. <c>ARGS…</c>; null: the component takes none.</param>
 internal sealed record ComponentSyntax(string Component, IReadOnlyList<OptionSpec> Options, string? Rest)
 {
-    /// <summary>The usage: a synopsis line, then one line per option with its default.</summary>
-    public string Usage
+    /// <summary>The synopsis: <c>usage: kiln run NAME [-x VALUE] … [-- ARGS…]</c>.</summary>
+    public string Synopsis
     {
         get
         {
@@ -66,6 +66,16 @@ internal sealed record ComponentSyntax(string Component, IReadOnlyList<OptionSpe
             {
                 text.Append(" [-- ").Append(Rest).Append(']');
             }
+            return text.ToString();
+        }
+    }
+
+    /// <summary>The usage: the synopsis, then one line per option with its default.</summary>
+    public string Usage
+    {
+        get
+        {
+            var text = new StringBuilder(Synopsis);
             int width = Options.Count == 0 ? 0 : Options.Max(o => OptionColumn(o).Length);
             foreach (OptionSpec option in Options)
             {
@@ -89,8 +99,8 @@ internal sealed record ComponentSyntax(string Component, IReadOnlyList<OptionSpe
     private static string OptionColumn(OptionSpec option) =>
         option.Kind == OptionKind.Flag ? option.Display : option.Display + " " + option.Metavar;
 
-    /// <summary>A <see cref="LaunchException"/> that names the component and the problem and shows the usage.</summary>
-    public LaunchException Error(string problem) => new($"component {Component}: {problem}\n{Usage}");
+    /// <summary>A <see cref="LaunchException"/> that names the component and the problem (first line) and shows the synopsis (second line).</summary>
+    public LaunchException Error(string problem) => new($"component {Component}: {problem}\n{Synopsis}");
 
     /// <summary>Parses <paramref name="args"/>, with the <c>[component:NAME]</c> keys of <paramref name="context"/> as defaults.</summary>
     /// <exception cref="LaunchException">An unknown option or configuration key, a missing value, an unexpected argument or a missing required option.</exception>
@@ -108,6 +118,10 @@ internal sealed record ComponentSyntax(string Component, IReadOnlyList<OptionSpe
             string token = args[i];
             if (token == "--")
             {
+                if (Rest is null && i + 1 < args.Count)
+                {
+                    throw Error($"unexpected argument '{args[i + 1]}' after -- (this component takes only options: {OptionList})");
+                }
                 rest.AddRange(args.Skip(i + 1));
                 break;
             }

@@ -24,8 +24,9 @@ public static partial class ComponentCatalog
     /// <param name="args">The arguments after the component's name.</param>
     /// <param name="context">Where Kiln runs and its configuration.</param>
     /// <returns>The app, with macros (<c>${app_id}</c>, <c>${replica_id}</c>, …) still in place for the scheduler.</returns>
-    /// <exception cref="LaunchException">An unknown component, an unreadable component file, or wrong arguments; the
-    /// message names the component and the problem, and shows the usage where the arguments are wrong.</exception>
+    /// <exception cref="LaunchException">An unknown component (the message lists the known ones), an unreadable component
+    /// file, or wrong arguments. The message's first line names the component and the problem; where the arguments are
+    /// wrong, a second line shows the component's synopsis.</exception>
     public static AppDef Build(string component, IReadOnlyList<string> args, ComponentContext context)
     {
         ArgumentNullException.ThrowIfNull(component);

@@ -422,7 +422,7 @@ internal sealed partial class FileComponent : IComponent
             string message = component is null
                 ? $"component file {path}: {problem}"
                 : $"component {component} ({path}): {problem}";
-            return new LaunchException(syntax is null ? message : message + "\n" + syntax.Usage);
+            return new LaunchException(syntax is null ? message : message + "\n" + syntax.Synopsis);
         }
 
         public Dictionary<string, object?> Map(object? node, string at) =>
