@@ -133,6 +133,7 @@ public sealed class ComponentBuiltInTests
 
     [Theory]
     [InlineData("--nope", "unknown option '--nope'; options: --msg, --image, --num-replicas")]
+    [InlineData("--mgs", "unknown option '--mgs'; did you mean --msg?; options:")]
     [InlineData("--msg", "option --msg needs a value (TEXT)")]
     [InlineData("--num-replicas=0", "option --num-replicas takes an integer of at least 1, not '0'")]
     [InlineData("--num-replicas=two", "option --num-replicas takes an integer of at least 1, not 'two'")]

@@ -12,7 +12,29 @@ public sealed class ComponentCatalogTests
     {
         LaunchException e = Should.Throw<LaunchException>(() => ComponentCatalog.Build("dist.dpp", [], s_context));
 
-        e.Message.ShouldStartWith("unknown component 'dist.dpp'; built-ins: dist.ddp, utils.binary, utils.echo, utils.sh");
+        e.Message.ShouldStartWith("unknown component 'dist.dpp'; did you mean dist.ddp?; built-ins: dist.ddp, utils.binary, utils.echo, utils.sh");
+    }
+
+    [Fact]
+    public void Build_UnknownComponentFarFromAny_SuggestsNothing()
+    {
+        LaunchException e = Should.Throw<LaunchException>(() => ComponentCatalog.Build("train", [], s_context));
+
+        e.Message.ShouldStartWith("unknown component 'train'; built-ins: ");
+    }
+
+    [Fact]
+    public void Build_MistypedOption_IsSuggested()
+    {
+        LaunchException e = Should.Throw<LaunchException>(() => ComponentCatalog.Build("dist.ddp", ["--max-restart", "2"], s_context));
+
+        e.Message.ShouldContain("unknown option '--max-restart'; did you mean --max-restarts?; options: -j,");
+    }
+
+    [Fact]
+    public void Context_NullConfigSections_IsRefused()
+    {
+        Should.Throw<ArgumentNullException>(() => s_context with { ConfigSections = null! });
     }
 
     [Fact]

@@ -136,7 +136,8 @@ internal sealed record ComponentSyntax(string Component, IReadOnlyList<OptionSpe
             }
             int equals = token.IndexOf('=', StringComparison.Ordinal);
             string written = equals < 0 ? token : token[..equals];
-            OptionSpec option = Find(written) ?? throw Error($"unknown option '{written}'; options: {OptionList}");
+            OptionSpec option = Find(written)
+                ?? throw Error($"unknown option '{written}'{Suggestions.DidYouMean(written, Options.Select(o => o.Display))}; options: {OptionList}");
             if (option.Kind != OptionKind.List && !fromCommandLine.Add(option.Name))
             {
                 throw Error($"option {option.Display} is given twice");

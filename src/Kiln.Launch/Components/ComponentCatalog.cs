@@ -111,10 +111,11 @@ public static partial class ComponentCatalog
         {
             return FileComponent.Load(file, component);
         }
-        string others = string.Join(", ", s_registered.Keys.Concat(FileComponent.Discover(context).Select(f => f.Name)).Distinct().Order(StringComparer.Ordinal));
+        string[] others = [.. s_registered.Keys.Concat(FileComponent.Discover(context).Select(f => f.Name)).Distinct().Order(StringComparer.Ordinal)];
+        string[] builtIns = [.. s_builtIns.Select(b => b.Name).Order(StringComparer.Ordinal)];
         throw new LaunchException(
-            $"unknown component '{component}'; built-ins: {string.Join(", ", s_builtIns.Select(b => b.Name).Order(StringComparer.Ordinal))}"
-            + (others.Length > 0 ? $"; also: {others}" : "")
+            $"unknown component '{component}'{Suggestions.DidYouMean(component, builtIns.Concat(others))}; built-ins: {string.Join(", ", builtIns)}"
+            + (others.Length > 0 ? $"; also: {string.Join(", ", others)}" : "")
             + " (give a component file's path, or add .kiln/components/NAME.yaml; kiln builtins lists them all)");
     }
 

@@ -19,7 +19,12 @@ public sealed record ComponentContext(string WorkingDirectory, string KilnPath)
     /// <c>[resource:NAME]</c> section (keys <c>cpu</c>, <c>gpu</c>, <c>memMB</c>) adds a named resource for <c>-h NAME</c>.
     /// Section and key names are matched without regard to case.
     /// </remarks>
-    public IReadOnlyDictionary<string, IReadOnlyDictionary<string, string>> ConfigSections { get; init; } = s_noSections;
+    /// <exception cref="ArgumentNullException">Set to null.</exception>
+    public IReadOnlyDictionary<string, IReadOnlyDictionary<string, string>> ConfigSections
+    {
+        get;
+        init => field = value ?? throw new ArgumentNullException(nameof(value));
+    } = s_noSections;
 
     /// <summary>Reads the submitting environment (<c>NCCL_NVLS_ENABLE</c> is passed on); tests replace it.</summary>
     internal Func<string, string?> GetEnvironmentVariable { get; init; } = Environment.GetEnvironmentVariable;
