@@ -124,6 +124,16 @@ public sealed class KubernetesObjectsTests
     }
 
     [Fact]
+    public void Build_DdpStyleArguments_ReachTheAgentUnchanged()
+    {
+        // dist.ddp writes "$${${rank0_env}}:29500" and "${replica_id}"; the container must see "${KILN_RANK0_HOST}:29500"
+        // (expanded by kiln agent) and the pod's index. Kubernetes turns "$$" into "$".
+        Role role = Trainer() with { Args = ["--rdzv-endpoint", "$${${rank0_env}}:29500", "--node-rank", "${replica_id}", "--rdzv-id", "${app_id}"] };
+        Build(App(role)).Jobs[0].Spec.Template.Spec.Containers[0].Args
+            .ShouldBe(["--rdzv-endpoint", "$${KILN_RANK0_HOST}:29500", "--node-rank", "$(KILN_REPLICA_ID)", "--rdzv-id", "ddp-0a1b2c3d"]);
+    }
+
+    [Fact]
     public void Build_Resources_CpuMemoryInMiAndGpusAsRequestsAndLimits()
     {
         KubernetesApp sut = Build(App(Trainer() with { Resource = new Resource(Cpu: 8, Gpu: 2, MemMB: 65536) }));
