@@ -96,7 +96,10 @@ internal sealed class EtcdStore : IKeyValueStore
     }
 
     /// <inheritdoc />
-    /// <remarks>When the key is not set and <paramref name="expected"/> is not null, nothing changes and the result is empty.</remarks>
+    /// <remarks>
+    /// When the key is not set and <paramref name="expected"/> is not null, nothing changes and the result is
+    /// <paramref name="expected"/> (torch's TCPStore does the same; so do Kiln's TCP and memory stores).
+    /// </remarks>
     public async Task<byte[]> CompareSetAsync(string key, byte[]? expected, byte[] desired, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(desired);
@@ -105,7 +108,7 @@ internal sealed class EtcdStore : IKeyValueStore
         var compare = expected is null ? EtcdGateway.CompareMissing(fullKey) : EtcdGateway.CompareValue(fullKey, expected);
         var put = new System.Text.Json.Nodes.JsonObject { ["request_put"] = EtcdGateway.Put(fullKey, desired, lease) };
         (bool succeeded, EtcdKeyValue? current) = await _etcd.TxnAsync(compare, put, fullKey, cancellationToken).ConfigureAwait(false);
-        return succeeded ? desired : current?.Value ?? [];
+        return succeeded ? desired : current?.Value ?? expected ?? [];
     }
 
     /// <inheritdoc />
