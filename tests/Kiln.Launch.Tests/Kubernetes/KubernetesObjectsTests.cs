@@ -272,3 +272,29 @@ public sealed class KubernetesObjectsTests
         sut.RunOptions.Select(o => o.Name).ShouldBe(["namespace", "kubeconfig", "service_account", "priority_class", "image_pull_secret", "ttl_seconds_after_finished"]);
     }
 }
+
+/// <summary><c>kiln run -s kubernetes</c> finds the scheduler in the catalog.</summary>
+public sealed class KubernetesCatalogTests
+{
+    [Fact]
+    public void SchedulerCatalog_Kubernetes_CreatesTheKubernetesScheduler()
+    {
+        SchedulerCatalog.Names.ShouldContain("kubernetes");
+        IScheduler sut = SchedulerCatalog.Create("kubernetes", new SchedulerContext { StateDirectory = Path.GetTempPath(), GetEnvironmentVariable = _ => null });
+        sut.ShouldBeOfType<KubernetesScheduler>().Name.ShouldBe("kubernetes");
+    }
+
+    [Fact]
+    public async Task SchedulerCatalog_Kubernetes_LooksForKubeconfigThroughTheContextsEnvironment()
+    {
+        string home = Path.Combine(Path.GetTempPath(), "kiln-home-" + Guid.NewGuid().ToString("N")[..12]);
+        IScheduler sut = SchedulerCatalog.Create("kubernetes", new SchedulerContext
+        {
+            StateDirectory = Path.GetTempPath(),
+            GetEnvironmentVariable = v => v switch { "KUBECONFIG" => "/nonexistent/kiln-test-config", "HOME" => home, _ => null },
+        });
+        LaunchException ex = await Should.ThrowAsync<LaunchException>(() => sut.ListAsync(default));
+        ex.Message.ShouldContain("/nonexistent/kiln-test-config");
+        ex.Message.ShouldContain(Path.Combine(home, ".kube", "config"));
+    }
+}

@@ -12,11 +12,11 @@ internal sealed class KubeconfigLocator
     private readonly Func<string, string?> _environment;
     private readonly string _home;
 
-    /// <summary>Creates a locator over an environment (tests pass their own).</summary>
+    /// <summary>Creates a locator over an environment (tests pass their own); the home folder is <paramref name="home"/>, else <c>$HOME</c> of that environment, else the user's profile.</summary>
     public KubeconfigLocator(Func<string, string?>? environment = null, string? home = null)
     {
         _environment = environment ?? Environment.GetEnvironmentVariable;
-        _home = home ?? Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);
+        _home = home ?? (_environment("HOME") is { Length: > 0 } fromEnvironment ? fromEnvironment : Environment.GetFolderPath(Environment.SpecialFolder.UserProfile));
     }
 
     /// <summary>The client configuration.</summary>
