@@ -1,30 +1,42 @@
 #!/usr/bin/env bash
 # Stops the daemons eng/slurm/start.sh started, by the pids it recorded in FOLDER (default $KILN_SLURM_HOME or
-# /tmp/kiln-slurm): the slurmd of every virtual node, then slurmctld, then munged. Leaves the folder (logs, state) in place.
+# /tmp/kiln-slurm): the slurmd of every virtual node and slurmctld together, then munged (which they authenticate with).
+# SIGTERM first, SIGKILL for one still alive after 10 s. Leaves the folder (logs, state) in place.
 set -uo pipefail
 
 home=${1:-${KILN_SLURM_HOME:-/tmp/kiln-slurm}}
 
+# stop NAME…: TERM to each recorded, living pid, wait for all of them, KILL the stragglers, remove the pid files.
 stop() {
-  local pidfile="$home/$1.pid" pid
-  [ -s "$pidfile" ] || return 0
-  pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
+  local name pid pids=()
+  for name in "$@"; do
+    [ -s "$home/$name.pid" ] || continue
+    pid=$(cat "$home/$name.pid")
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+    fi
+  done
+  for _ in $(seq 1 100); do
+    local alive=0
+    for pid in "${pids[@]}"; do
+      kill -0 "$pid" 2>/dev/null && alive=1
     done
+    [ "$alive" -eq 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-  fi
-  rm -f "$pidfile"
+  done
+  for name in "$@"; do
+    rm -f "$home/$name.pid"
+  done
 }
 
 shopt -s nullglob
+slurm=(slurmctld)
 for pidfile in "$home"/slurmd-*.pid; do
-  name=$(basename "$pidfile" .pid)
-  stop "$name"
+  slurm+=("$(basename "$pidfile" .pid)")
 done
-stop slurmctld
+stop "${slurm[@]}"
 stop munged
 exit 0

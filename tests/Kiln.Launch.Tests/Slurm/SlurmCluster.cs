@@ -58,6 +58,25 @@ public sealed class SlurmCluster : IAsyncLifetime
         return dir;
     }
 
+    /// <summary>Runs <c>scontrol ARGS</c> against the test cluster.</summary>
+    public async Task ScontrolAsync(IEnumerable<string> arguments, CancellationToken cancellationToken)
+    {
+        var start = new ProcessStartInfo("scontrol") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string argument in arguments)
+        {
+            start.ArgumentList.Add(argument);
+        }
+        start.Environment["SLURM_CONF"] = SlurmConf;
+        using var process = Process.Start(start)!;
+        Task<string> stdout = process.StandardOutput.ReadToEndAsync(cancellationToken);
+        Task<string> stderr = process.StandardError.ReadToEndAsync(cancellationToken);
+        await process.WaitForExitAsync(cancellationToken);
+        if (process.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"scontrol {string.Join(' ', start.ArgumentList)} failed: {await stdout}{await stderr}");
+        }
+    }
+
     private async Task<(int Code, string Output)> RunAsync(string script)
     {
         var start = new ProcessStartInfo("bash")

@@ -34,6 +34,7 @@ public sealed class SlurmClusterTests(SlurmCluster cluster)
         }
         List<string> matching = await ToListAsync(sut.LogAsync(handle.AppId, "echo", null, new LogQuery { Regex = "from 1" }, timeout.Token));
         matching.ShouldBe([$"hello from 1 of {handle.AppId}"]);
+        sut.UseSqueueJson.ShouldBeTrue(); // Debian 12's squeue 22.05 has --json; the text format has its own test
     }
 
     [Fact]
@@ -114,6 +115,47 @@ public sealed class SlurmClusterTests(SlurmCluster cluster)
 
         lines.ShouldBe(["line 1", "line 2", "line 3"]);
         (await sut.DescribeAsync(handle.AppId, timeout.Token)).ShouldNotBeNull().State.ShouldBe(AppState.Succeeded);
+    }
+
+    [Fact]
+    public async Task Describe_WithSqueueText_ReadsTheSameStatesAndLists()
+    {
+        SlurmScheduler sut = new(cluster.SlurmConf) { UseSqueueJson = false };
+        AppDef app = Echo("plain", replicas: 2, "echo text mode $KILN_REPLICA_ID");
+        using var timeout = new CancellationTokenSource(s_wait);
+
+        AppHandle handle = await SubmitAsync(sut, app, "text");
+        AppStatus status = await WaitForTerminalAsync(sut, handle.AppId, timeout.Token);
+
+        status.State.ShouldBe(AppState.Succeeded, status.Message);
+        status.Roles.Single().Replicas.Select(r => (r.State, r.Hostname.StartsWith("kiln-", StringComparison.Ordinal))).ShouldBe([(AppState.Succeeded, true), (AppState.Succeeded, true)]);
+        (await sut.ListAsync(timeout.Token)).ShouldContain(a => a.Handle.AppId == handle.AppId && a.State == AppState.Succeeded && a.Name == "plain");
+        (await sut.DescribeAsync("987654", timeout.Token)).ShouldBeNull();
+    }
+
+    [Fact]
+    public async Task Submit_MaxRetries_RequeuesTheJobOnceThenFails()
+    {
+        SlurmScheduler sut = CreateSut();
+        var app = new AppDef
+        {
+            Name = "retry",
+            Roles = [Role("retry", 1, "echo attempt ${SLURM_RESTART_COUNT:-0}; exit 3") with { MaxRetries = 1 }],
+        };
+        using var timeout = new CancellationTokenSource(s_wait);
+
+        AppHandle handle = await SubmitAsync(sut, app, "retry");
+        // Slurm holds a requeued job back for a while (reason BeginTime); the test cluster lets it start now.
+        AppStatus requeued = await WaitForAsync(sut, handle.AppId, s => s.Message.Contains("BeginTime", StringComparison.Ordinal) || s.State.IsTerminal(), timeout.Token);
+        requeued.State.ShouldBe(AppState.Pending, requeued.Message);
+        await cluster.ScontrolAsync(["update", "JobId=" + handle.AppId, "StartTime=now"], timeout.Token);
+        AppStatus status = await WaitForTerminalAsync(sut, handle.AppId, timeout.Token);
+
+        status.State.ShouldBe(AppState.Failed, status.Message);
+        status.NumRestarts.ShouldBe(1);
+        status.Roles.Single().Replicas.Single().ExitCode.ShouldBe(3);
+        List<string> lines = await ToListAsync(sut.LogAsync(handle.AppId, "retry", 0, new LogQuery { Stream = "stdout" }, timeout.Token));
+        lines.ShouldBe(["attempt 0", "attempt 1"]);
     }
 
     [Fact]

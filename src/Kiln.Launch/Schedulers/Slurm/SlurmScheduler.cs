@@ -42,6 +42,13 @@ internal sealed class SlurmScheduler : IScheduler
         _currentDirectory = currentDirectory ?? Directory.GetCurrentDirectory;
     }
 
+    /// <summary>False: never use <c>squeue --json</c>, read squeue's <c>-o</c> text (for squeue builds without JSON, and tests).</summary>
+    public bool UseSqueueJson
+    {
+        get => _jsonWorks?.Value ?? true;
+        init => _jsonWorks = value ? null : new StrongBox<bool>(false);
+    }
+
     /// <inheritdoc />
     public string Name => "slurm";
 
@@ -215,14 +222,11 @@ internal sealed class SlurmScheduler : IScheduler
     {
         string user = Environment.UserName;
         var records = new List<SlurmJobRecord>();
-        if (await SqueueJsonWorksAsync(cancellationToken).ConfigureAwait(false))
+        // 22.05 ignores filters with --json and prints every job: keep the user's own.
+        List<SlurmJobRecord>? fromJson = await SqueueJsonAsync(["--me"], cancellationToken).ConfigureAwait(false);
+        if (fromJson is not null)
         {
-            // 22.05 ignores filters with --json and prints every job: keep the user's own.
-            CommandResult json = await _commands.RunAsync("squeue", ["--json", "--me"], cancellationToken).ConfigureAwait(false);
-            if (json.Succeeded)
-            {
-                records.AddRange(SlurmJobRecords.ParseSqueueJson(json.Stdout).Where(r => r.User == user));
-            }
+            records.AddRange(fromJson.Where(r => r.User == user));
         }
         else
         {
@@ -258,13 +262,8 @@ internal sealed class SlurmScheduler : IScheduler
         {
             throw new LaunchException($"\"{appId}\" is not a Slurm job id");
         }
-        List<SlurmJobRecord> records;
-        if (await SqueueJsonWorksAsync(cancellationToken).ConfigureAwait(false))
-        {
-            CommandResult json = await _commands.RunAsync("squeue", ["--json", "--jobs=" + appId], cancellationToken).ConfigureAwait(false);
-            records = json.Succeeded ? SlurmJobRecords.ParseSqueueJson(json.Stdout) : [];
-        }
-        else
+        List<SlurmJobRecord>? records = await SqueueJsonAsync(["--jobs=" + appId], cancellationToken).ConfigureAwait(false);
+        if (records is null)
         {
             CommandResult text = await _commands.RunAsync(
                 "squeue", ["--noheader", "--states=all", "--jobs=" + appId, "--format=" + SlurmJobRecords.SqueueFormat], cancellationToken).ConfigureAwait(false);
@@ -342,29 +341,37 @@ internal sealed class SlurmScheduler : IScheduler
         return state;
     }
 
-    private async Task<bool> SqueueJsonWorksAsync(CancellationToken cancellationToken)
+    /// <summary>
+    /// Runs <c>squeue --json ARGS</c>; null when this squeue has no JSON (then remembered, and callers read the text
+    /// format), an empty list when squeue refuses the job id (a job it no longer knows).
+    /// </summary>
+    private async Task<List<SlurmJobRecord>?> SqueueJsonAsync(string[] arguments, CancellationToken cancellationToken)
     {
-        if (_jsonWorks is { } known)
+        if (_jsonWorks is { Value: false })
         {
-            return known.Value;
+            return null;
         }
-        // squeue built without the JSON serializer prints an error; an old squeue does not know --json at all.
-        CommandResult probe = await _commands.RunAsync("squeue", ["--json", "--jobs=0"], cancellationToken).ConfigureAwait(false);
-        bool works = false;
-        if (probe.Stdout.TrimStart().StartsWith('{'))
+        CommandResult result = await _commands.RunAsync("squeue", ["--json", .. arguments], cancellationToken).ConfigureAwait(false);
+        if (result.Stdout.TrimStart().StartsWith('{'))
         {
             try
             {
-                using JsonDocument document = JsonDocument.Parse(probe.Stdout);
-                works = document.RootElement.TryGetProperty("jobs", out _);
+                List<SlurmJobRecord> records = SlurmJobRecords.ParseSqueueJson(result.Stdout);
+                _jsonWorks ??= new StrongBox<bool>(true);
+                return records;
             }
             catch (JsonException)
             {
-                works = false;
+                // Not JSON after all: an squeue without the serializer plugin.
             }
         }
-        _jsonWorks = new StrongBox<bool>(works);
-        return works;
+        if (result.Stderr.Contains("Invalid job id", StringComparison.OrdinalIgnoreCase))
+        {
+            return [];
+        }
+        // squeue built without the JSON serializer prints an error; an old squeue does not know --json at all.
+        _jsonWorks = new StrongBox<bool>(false);
+        return null;
     }
 
     /// <summary>The roles file's roles, or one role per component named <c>roleN</c> with one replica when it is gone.</summary>
