@@ -100,7 +100,7 @@ public sealed class InferenceApiTests
     {
         await using ServerHarness harness = await ServerHarness.StartAsync();
         await harness.RegisterAsync(await harness.LinearArchiveAsync("idle"), "initial_workers=0");
-        using HttpResponseMessage noWorker = await harness.Inference.PostAsJsonAsync("predictions/idle", new { data = s_row });
+        using HttpResponseMessage noWorker = await harness.Inference.PostAsJsonAsync("predictions/idle", new { data = s_row, shape = new[] { 1, s_row.Length } });
         (await ServerHarness.ShouldBeErrorAsync(noWorker, 503, "ServiceUnavailableException")).GetProperty("message").GetString()!.ShouldContain("has no worker");
         noWorker.Headers.RetryAfter.ShouldNotBeNull();
 

@@ -70,6 +70,18 @@ public sealed class ServingPolicyTests
     }
 
     [Fact]
+    public async Task TensorBodies_AreDecodedOnTheRequestThread_SoABadOneIs400EvenWhenTheQueueCouldNotTakeIt()
+    {
+        await using ServerHarness harness = await ServerHarness.StartAsync();
+        await harness.RegisterAsync(await harness.LinearArchiveAsync("idle"), "initial_workers=0");
+        // No worker: a good body is 503, a malformed one is refused before it would be queued.
+        using HttpResponseMessage bad = await harness.Inference.PostAsync("predictions/idle", new StringContent("{\"data\": [1, 2,"));
+        await ServerHarness.ShouldBeErrorAsync(bad, 400, "BadRequestException");
+        using HttpResponseMessage good = await harness.Inference.PostAsJsonAsync("predictions/idle", new { data = s_x, shape = new[] { 1, 4 } });
+        await ServerHarness.ShouldBeErrorAsync(good, 503, "ServiceUnavailableException");
+    }
+
+    [Fact]
     public async Task ResponseOverMaxResponseSize_Is413_AndTheServerKeepsServing()
     {
         // The linear model's JSON for one row is ~60 bytes, for 64 rows far more.

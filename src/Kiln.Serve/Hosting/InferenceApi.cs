@@ -41,7 +41,8 @@ internal sealed class InferenceApi(ModelRegistry registry, ServeOptions options,
         try
         {
             byte[] body = await HttpIo.ReadBodyAsync(context.Request, options.MaxRequestSize, cancellationToken).ConfigureAwait(false);
-            var job = new InferenceJob(body, context.Request.ContentType, explain);
+            object? prepared = host.Handler.Prepare(body, context.Request.ContentType);
+            var job = new InferenceJob(body, context.Request.ContentType, explain, prepared);
             if (!host.TryEnqueue(job))
             {
                 ServeLog.QueueFull(logger, host.Name, host.Version, host.Settings.JobQueueSize);

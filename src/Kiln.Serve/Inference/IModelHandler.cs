@@ -12,6 +12,13 @@ internal interface IModelHandler : IDisposable
     /// <summary>Where the handler's model runs, as TorchServe's describe output says it: <c>cpu</c> or <c>gpu</c>.</summary>
     public string DeviceType => "cpu";
 
+    /// <summary>
+    /// Optional work done on the request's own thread before it is queued (decoding, validation), so that it runs in
+    /// parallel across requests instead of on the model's few workers. The result reaches <see cref="Handle"/> as
+    /// <see cref="HandlerInput.Prepared"/>; a <see cref="ServeException"/> fails the request without queueing it.
+    /// </summary>
+    public object? Prepare(ReadOnlyMemory<byte> body, string? contentType) => null;
+
     /// <summary>Whether <c>/explanations</c> works: inputs then arrive with <see cref="HandlerInput.Explain"/> set.</summary>
     public bool SupportsExplanations => false;
 }

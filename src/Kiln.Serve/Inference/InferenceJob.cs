@@ -8,8 +8,9 @@ internal sealed class InferenceJob
 {
     private readonly TaskCompletionSource<byte[]> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    public InferenceJob(ReadOnlyMemory<byte> body, string? contentType, bool explain = false)
+    public InferenceJob(ReadOnlyMemory<byte> body, string? contentType, bool explain = false, object? prepared = null)
     {
+        Prepared = prepared;
         Body = body;
         ContentType = contentType;
         Explain = explain;
@@ -19,6 +20,9 @@ internal sealed class InferenceJob
     public ReadOnlyMemory<byte> Body { get; }
 
     public string? ContentType { get; }
+
+    /// <summary>What the handler's <see cref="IModelHandler.Prepare"/> made of the body on the request's thread, if anything.</summary>
+    public object? Prepared { get; }
 
     /// <summary>True for <c>/explanations</c>: the handler explains instead of predicting.</summary>
     public bool Explain { get; }
@@ -68,7 +72,7 @@ internal sealed class InferenceJob
 }
 
 /// <summary>One input of a batch as a handler sees it; <paramref name="Explain"/> asks for an explanation instead of a prediction.</summary>
-internal readonly record struct HandlerInput(ReadOnlyMemory<byte> Body, string? ContentType, bool Explain = false);
+internal readonly record struct HandlerInput(ReadOnlyMemory<byte> Body, string? ContentType, bool Explain = false, object? Prepared = null);
 
 /// <summary>The outcome for one input: JSON bytes (or, from a custom handler, bytes of <see cref="ContentType"/>) or an error.</summary>
 internal readonly record struct HandlerOutput(byte[]? Json, ServeException? Error)

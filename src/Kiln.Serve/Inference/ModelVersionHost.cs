@@ -238,7 +238,7 @@ internal sealed class ModelVersionHost : IDisposable
         foreach (InferenceJob job in batch)
         {
             _metrics.QueueTime(Name, Version, job.EnqueuedAt, dequeuedAt);
-            inputs.Add(new HandlerInput(job.Body, job.ContentType, job.Explain));
+            inputs.Add(new HandlerInput(job.Body, job.ContentType, job.Explain, job.Prepared));
         }
         try
         {

@@ -158,9 +158,16 @@ internal static class TensorCodec
             throw ServeException.BadRequest($".npy shape ({shapeText}) needs {count * sizeof(float)} data bytes; the body has {payload.Length}.");
         }
         float[] data = new float[count];
-        for (int i = 0; i < data.Length; i++)
+        if (BitConverter.IsLittleEndian)
         {
-            data[i] = BinaryPrimitives.ReadSingleLittleEndian(payload[(i * sizeof(float))..]);
+            System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(payload).CopyTo(data);
+        }
+        else
+        {
+            for (int i = 0; i < data.Length; i++)
+            {
+                data[i] = BinaryPrimitives.ReadSingleLittleEndian(payload[(i * sizeof(float))..]);
+            }
         }
         return new FloatTensor(data, shape);
     }

@@ -11,6 +11,14 @@ internal sealed class TensorHandler(ModelBackend model) : IModelHandler
 
     public string DeviceType => model.DeviceType;
 
+    /// <summary>Decodes and checks the tensor on the request's thread; a bad body is a 400 before it is queued.</summary>
+    public object? Prepare(ReadOnlyMemory<byte> body, string? contentType)
+    {
+        FloatTensor tensor = TensorCodec.Read(body.Span, contentType);
+        model.Validate(tensor);
+        return tensor;
+    }
+
     public HandlerOutput[] Handle(IReadOnlyList<HandlerInput> batch)
     {
         var outputs = new HandlerOutput[batch.Count];
@@ -20,8 +28,11 @@ internal sealed class TensorHandler(ModelBackend model) : IModelHandler
         {
             try
             {
-                FloatTensor tensor = TensorCodec.Read(batch[i].Body.Span, batch[i].ContentType);
-                model.Validate(tensor);
+                if (batch[i].Prepared is not FloatTensor tensor)
+                {
+                    tensor = TensorCodec.Read(batch[i].Body.Span, batch[i].ContentType);
+                    model.Validate(tensor);
+                }
                 tensors.Add(tensor);
                 indices.Add(i);
             }

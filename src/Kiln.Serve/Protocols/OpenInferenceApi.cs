@@ -220,7 +220,8 @@ internal sealed class OpenInferenceApi(ModelRegistry registry, ServeOptions opti
     /// <summary>Queues one tensor as a <c>.npy</c> job for the tensor handler and decodes its JSON result.</summary>
     internal async Task<FloatTensor[]> RunAsync(ModelVersionHost host, ModelBackend model, FloatTensor input, CancellationToken cancellationToken)
     {
-        var job = new InferenceJob(TensorJson.Npy(input), "application/x-npy");
+        model.Validate(input);
+        var job = new InferenceJob(ReadOnlyMemory<byte>.Empty, "application/x-npy", prepared: input);
         if (!host.TryEnqueue(job))
         {
             ServeLog.QueueFull(logger, host.Name, host.Version, host.Settings.JobQueueSize);

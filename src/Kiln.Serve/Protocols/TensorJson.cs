@@ -1,5 +1,3 @@
-using System.Globalization;
-using System.Text;
 using System.Text.Json;
 using Kiln.Serve.Inference;
 
@@ -84,26 +82,6 @@ internal static class TensorJson
             WriteNested(writer, data.Slice(i * stride, stride), shape[1..]);
         }
         writer.WriteEndArray();
-    }
-
-    /// <summary>A float32 C-ordered <c>.npy</c> (format 1.0) of <paramref name="tensor"/>, which the tensor handler reads exactly.</summary>
-    public static byte[] Npy(FloatTensor tensor)
-    {
-        string dims = tensor.Shape.Length == 1
-            ? tensor.Shape[0].ToString(CultureInfo.InvariantCulture) + ","
-            : string.Join(", ", tensor.Shape.Select(d => d.ToString(CultureInfo.InvariantCulture)));
-        string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + dims + "), }";
-        int padded = ((10 + header.Length + 1 + 63) / 64 * 64) - 10;
-        header = header.PadRight(padded - 1) + "\n";
-        byte[] npy = new byte[10 + header.Length + (tensor.Data.Length * sizeof(float))];
-        npy[0] = 0x93;
-        Encoding.ASCII.GetBytes("NUMPY", npy.AsSpan(1));
-        npy[6] = 1;
-        npy[7] = 0;
-        System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(npy.AsSpan(8), (ushort)header.Length);
-        Encoding.ASCII.GetBytes(header, npy.AsSpan(10));
-        Little(tensor.Data).CopyTo(npy.AsSpan(10 + header.Length));
-        return npy;
     }
 
     /// <summary>Floats as little-endian bytes (the binary tensor extension's and <c>.npy</c>'s layout).</summary>
