@@ -72,11 +72,7 @@ internal sealed class ElasticAgent
             rendezvous = new ElasticRendezvous(store, Settings(), _nodeId, _logger);
             heartbeats = rendezvous.RunHeartbeatsAsync(heartbeatStop.Token);
             AgentResult result = await LoopAsync(rendezvous, heartbeats, cancellationToken).ConfigureAwait(false);
-            if (server is not null && result.State == "SUCCEEDED" && _round is not null)
-            {
-                // Stay up until the other nodes have left the exit barrier: they read the store to leave it.
-                await rendezvous.WaitForOthersToLeaveAsync(_round, TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
-            }
+            await LeaveAsync(rendezvous, server is not null).ConfigureAwait(false);
             return result;
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
@@ -87,7 +83,12 @@ internal sealed class ElasticAgent
         }
         catch (LaunchException ex)
         {
-            return Fail(ex.Message, null);
+            AgentResult result = Fail(ex.Message, null);
+            if (rendezvous is not null)
+            {
+                await LeaveAsync(rendezvous, server is not null).ConfigureAwait(false);
+            }
+            return result;
         }
         catch (Exception ex) when (ex is IOException or SocketException or InvalidOperationException)
         {
@@ -113,6 +114,27 @@ internal sealed class ElasticAgent
             {
                 await server.DisposeAsync().ConfigureAwait(false);
             }
+        }
+    }
+
+    /// <summary>
+    /// Counts this node out; the store's host then stays up (at most 5 s) until the round's other nodes have left,
+    /// since they read the outcome from its store. Best effort: the store may already be gone.
+    /// </summary>
+    private async Task LeaveAsync(ElasticRendezvous rendezvous, bool hosting)
+    {
+        try
+        {
+            using var bound = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            await rendezvous.LeaveAsync(bound.Token).ConfigureAwait(false);
+            if (hosting && _round is not null)
+            {
+                await rendezvous.WaitForOthersToLeaveAsync(_round.GroupWorldSize, TimeSpan.FromSeconds(5), bound.Token).ConfigureAwait(false);
+            }
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or SocketException or InvalidOperationException)
+        {
+            // Leaving is a courtesy to the other nodes.
         }
     }
 

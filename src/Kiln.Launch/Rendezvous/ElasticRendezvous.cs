@@ -86,6 +86,7 @@ internal sealed class ElasticRendezvous
     private readonly ILogger _logger;
     private readonly string _prefix;
     private readonly Dictionary<string, (string Value, long SeenAt)> _heartbeatsSeen = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _lostNodes = new(StringComparer.Ordinal);
     private long _lastHeartbeatCheck;
 
     public ElasticRendezvous(IKeyValueStore store, RendezvousSettings settings, string nodeId, ILogger? logger = null)
@@ -270,17 +271,21 @@ internal sealed class ElasticRendezvous
             }
             await Task.Delay(_settings.PollInterval * 5, cancellationToken).ConfigureAwait(false);
         }
-        await _store.AddAsync(Key($"r{round.Round}/left"), 1, cancellationToken).ConfigureAwait(false);
         return RoundAction.Continue;
     }
 
-    /// <summary>For the node hosting the store: waits (bounded) until every node of the round has left the barrier.</summary>
-    public async Task WaitForOthersToLeaveAsync(RendezvousRound round, TimeSpan timeout, CancellationToken cancellationToken)
+    /// <summary>Counts this node out of the job (it has read what it needs from the store and will exit).</summary>
+    public Task LeaveAsync(CancellationToken cancellationToken) => _store.AddAsync(Key("left"), 1, cancellationToken);
+
+    /// <summary>
+    /// For the node hosting the store: waits (bounded) until <paramref name="nodes"/> nodes, this one included, have
+    /// left, so that the others can still read the outcome (success, or why the job failed) before the store goes.
+    /// </summary>
+    public async Task WaitForOthersToLeaveAsync(int nodes, TimeSpan timeout, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(round);
         long start = Stopwatch.GetTimestamp();
         while (Stopwatch.GetElapsedTime(start) < timeout
-            && await GetCounterAsync($"r{round.Round}/left", cancellationToken).ConfigureAwait(false) < round.GroupWorldSize)
+            && await GetCounterAsync("left", cancellationToken).ConfigureAwait(false) < nodes - _lostNodes.Count)
         {
             await Task.Delay(_settings.PollInterval, cancellationToken).ConfigureAwait(false);
         }
@@ -461,6 +466,7 @@ internal sealed class ElasticRendezvous
             {
                 StoreLog.NodeLost(_logger, _settings.RunId, node, Math.Round(silent, 2));
                 lost.Add(node);
+                _lostNodes.Add(node);
             }
         }
         return lost;
