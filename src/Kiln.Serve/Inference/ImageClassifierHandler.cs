@@ -56,6 +56,9 @@ internal sealed class ImageClassifierHandler : IModelHandler
 
     public string DeviceType => _model.DeviceType;
 
+    /// <summary>Decodes, resizes and normalises on the request's thread; an undecodable image is a 400 before it is queued.</summary>
+    public object? Prepare(ReadOnlyMemory<byte> body, string? contentType) => ImageTransforms.ResizeCropNormalize(ImageTransforms.Decode(body.Span), _height, _width);
+
     public HandlerOutput[] Handle(IReadOnlyList<HandlerInput> batch) => ImageTransforms.RunBatch(
         batch,
         image => ImageTransforms.ResizeCropNormalize(image, _height, _width),

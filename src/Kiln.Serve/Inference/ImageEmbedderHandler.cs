@@ -55,6 +55,10 @@ internal sealed class ImageEmbedderHandler : IModelHandler
 
     public string DeviceType => _model.DeviceType;
 
+    /// <summary>Decodes and resizes on the request's thread; an undecodable image is a 400 before it is queued.</summary>
+    public object? Prepare(ReadOnlyMemory<byte> body, string? contentType) =>
+        ImageTransforms.DecodeResized(body.Span, _height, _width, normalize: _preprocess is null);
+
     public HandlerOutput[] Handle(IReadOnlyList<HandlerInput> batch)
     {
         var outputs = new HandlerOutput[batch.Count];
@@ -64,7 +68,7 @@ internal sealed class ImageEmbedderHandler : IModelHandler
         {
             try
             {
-                tensors.Add(ImageTransforms.DecodeResized(batch[i].Body.Span, _height, _width, normalize: _preprocess is null));
+                tensors.Add(batch[i].Prepared as FloatTensor ?? ImageTransforms.DecodeResized(batch[i].Body.Span, _height, _width, normalize: _preprocess is null));
                 indices.Add(i);
             }
             catch (ServeException ex)

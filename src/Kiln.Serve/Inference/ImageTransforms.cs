@@ -434,7 +434,7 @@ internal static class ImageTransforms
         {
             try
             {
-                prepared.Add(prepare(Decode(batch[i].Body.Span)));
+                prepared.Add(batch[i].Prepared is T early ? early : prepare(Decode(batch[i].Body.Span)));
                 indices.Add(i);
             }
             catch (ServeException ex)

@@ -101,6 +101,9 @@ internal sealed class ObjectDetectorHandler : IModelHandler
         throw new ServeException(400, "ModelException", $"{Name} needs a model with boxes, labels and scores outputs (float32 or int64/int32 labels); this one has {string.Join(", ", names)}.");
     }
 
+    /// <summary>Decodes on the request's thread; an undecodable image is a 400 before it is queued.</summary>
+    public object? Prepare(ReadOnlyMemory<byte> body, string? contentType) => Prepare(ImageTransforms.Decode(body.Span));
+
     public HandlerOutput[] Handle(IReadOnlyList<HandlerInput> batch) => ImageTransforms.RunBatch(
         batch,
         Prepare,
