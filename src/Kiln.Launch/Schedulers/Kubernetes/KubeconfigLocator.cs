@@ -53,7 +53,7 @@ internal sealed class KubeconfigLocator
                 throw new LaunchException($"kubernetes: the in-cluster service account is unusable: {ex.Message}", ex);
             }
         }
-        string looked = variable is null ? "$KUBECONFIG (unset)" : $"$KUBECONFIG ({variable})";
+        string looked = string.IsNullOrWhiteSpace(variable) ? "$KUBECONFIG (unset)" : $"$KUBECONFIG ({variable})";
         throw new LaunchException($"kubernetes: no kubeconfig found; looked at {looked}, {home} and the in-cluster service account. Pass --scheduler-args kubeconfig=PATH or set KUBECONFIG.");
     }
 

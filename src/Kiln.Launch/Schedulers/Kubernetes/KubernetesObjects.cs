@@ -211,7 +211,7 @@ internal static partial class KubernetesObjects
     {
         if (string.IsNullOrWhiteSpace(role.Image))
         {
-            throw new LaunchException($"kubernetes: role {role.Name} has no image; Kubernetes runs containers (set the role's image).");
+            throw new LaunchException($"kubernetes: role {role.Name} has no image; Kubernetes runs containers (set the role's image; --image IMAGE for the built-in components).");
         }
         if (string.IsNullOrWhiteSpace(role.Entrypoint))
         {
