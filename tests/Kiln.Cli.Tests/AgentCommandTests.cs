@@ -104,8 +104,10 @@ public sealed partial class AgentCommandTests : IDisposable
     [Fact]
     public async Task Agent_Sigterm_StopsTheWorkersAndExits143()
     {
-        string script = Script("echo $$ > \"$OUT/pid_$LOCAL_RANK\"; sleep 30 & wait");
-        using Process agent = StartAgent("--standalone", "--nproc-per-node", "2", "--", script);
+        string script = Script("env > \"$OUT/env_$LOCAL_RANK\"; echo $$ > \"$OUT/pid_$LOCAL_RANK\"; sleep 30 & wait");
+        string replica = Path.Combine(_root, "replica");
+        // As Kiln's local scheduler starts a replica: KILN_ERROR_FILE, no --log-dir.
+        using Process agent = StartAgent(new Dictionary<string, string> { ["KILN_ERROR_FILE"] = Path.Combine(replica, "error.json") }, "--standalone", "--nproc-per-node", "2", "--", script);
         var clock = Stopwatch.StartNew();
         while (Directory.GetFiles(Out, "pid_*").Length < 2)
         {
@@ -122,6 +124,9 @@ public sealed partial class AgentCommandTests : IDisposable
         {
             File.Exists($"/proc/{pid}/stat").ShouldBeFalse($"worker {pid} survived the agent");
         }
+        JsonNode state = JsonNode.Parse(File.ReadAllText(Path.Combine(replica, "agent-state.json")))!;
+        state["state"]!.GetValue<string>().ShouldBe("STOPPED");
+        File.ReadAllText(Path.Combine(Out, "env_0")).ShouldNotContain("KILN_ERROR_FILE=");
     }
 
     [Theory]
@@ -173,7 +178,9 @@ public sealed partial class AgentCommandTests : IDisposable
         return path;
     }
 
-    private Process StartAgent(params string[] args)
+    private Process StartAgent(params string[] args) => StartAgent(new Dictionary<string, string>(), args);
+
+    private Process StartAgent(Dictionary<string, string> env, params string[] args)
     {
         var start = new ProcessStartInfo("dotnet")
         {
@@ -183,6 +190,10 @@ public sealed partial class AgentCommandTests : IDisposable
         };
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "kiln.dll"));
         start.ArgumentList.Add("agent");
+        foreach ((string name, string value) in env)
+        {
+            start.Environment[name] = value;
+        }
         foreach (string arg in args)
         {
             start.ArgumentList.Add(arg);

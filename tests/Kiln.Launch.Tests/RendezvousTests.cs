@@ -75,7 +75,7 @@ public sealed class RendezvousTests
         }
         check.Action.ShouldBe(RoundAction.Restart);
         check.Reason!.ShouldContain("n2");
-        clock.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(1.5));
+        clock.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(3)); // 0.5 s timeout + a beat; slack for a loaded CI machine
 
         RendezvousRound[] survivors = await Task.WhenAll(nodes[0].NextRoundAsync(default), nodes[1].NextRoundAsync(default)).WaitAsync(TimeSpan.FromSeconds(5));
         survivors.ShouldAllBe(r => r.GroupWorldSize == 2 && r.Round == 1);

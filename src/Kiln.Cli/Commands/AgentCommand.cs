@@ -78,6 +78,7 @@ internal static class AgentCommand
                     Role = parse.GetValue(role)!,
                     LogDirectory = parse.GetValue(logDir) is { } dir ? Path.GetFullPath(dir) : null,
                     ErrorFile = Environment.GetEnvironmentVariable("TORCHELASTIC_ERROR_FILE"),
+                    LauncherErrorFile = Environment.GetEnvironmentVariable("KILN_ERROR_FILE"),
                     StopGracePeriod = Seconds("--stop-grace-period", parse.GetValue(grace)),
                 };
                 if (!options.Standalone && options.Backend is not ("c10d" or "static") && !RendezvousStores.TryGet(options.Backend, out _))

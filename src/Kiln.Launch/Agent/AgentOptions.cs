@@ -60,6 +60,15 @@ internal sealed record AgentOptions
     /// <summary>The agent's own error file (its TORCHELASTIC_ERROR_FILE when a launcher set one).</summary>
     public string? ErrorFile { get; init; }
 
+    /// <summary>
+    /// The error file Kiln's local scheduler gives a replica (KILN_ERROR_FILE). The agent writes its error.json there
+    /// too and, without <see cref="LogDirectory"/>, its agent-state.json beside it. Workers do not inherit the variable.
+    /// </summary>
+    public string? LauncherErrorFile { get; init; }
+
+    /// <summary>Where agent-state.json goes: the log folder, else the folder of <see cref="LauncherErrorFile"/>.</summary>
+    public string? StateDirectory => LogDirectory ?? (LauncherErrorFile is { } file ? Path.GetDirectoryName(Path.GetFullPath(file)) : null);
+
     /// <summary>SIGTERM→SIGKILL grace when stopping workers (<c>--stop-grace-period</c>, default 5 s).</summary>
     public TimeSpan StopGracePeriod { get; init; } = TimeSpan.FromSeconds(5);
 

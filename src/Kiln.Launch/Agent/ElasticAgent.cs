@@ -233,15 +233,17 @@ internal sealed class ElasticAgent
         int worldSize = round.GroupWorldSize * nproc;
         string? attemptLogs = _options.LogDirectory is null ? null : Path.Combine(_options.LogDirectory, $"attempt_{round.RestartCount}");
         string attemptFiles = Path.Combine(_workerFiles, $"attempt_{round.RestartCount}");
-        var environments = new List<IReadOnlyDictionary<string, string>>();
+        var environments = new List<IReadOnlyDictionary<string, string?>>();
         var ranks = new List<int>();
         var errorFiles = new List<string>();
         for (int localRank = 0; localRank < nproc; localRank++)
         {
             int rank = (round.GroupRank * nproc) + localRank;
             string errorFile = Path.Combine(attemptFiles, localRank.ToString(CultureInfo.InvariantCulture), "error.json");
-            var env = new Dictionary<string, string>(StringComparer.Ordinal)
+            var env = new Dictionary<string, string?>(StringComparer.Ordinal)
             {
+                // The launcher's error file is the agent's, not the workers'.
+                ["KILN_ERROR_FILE"] = null,
                 ["RANK"] = Text(rank),
                 ["LOCAL_RANK"] = Text(localRank),
                 ["WORLD_SIZE"] = Text(worldSize),
@@ -339,7 +341,7 @@ internal sealed class ElasticAgent
         {
             WriteAtomically(Path.Combine(logs, "error.json"), json);
         }
-        if (_options.ErrorFile is { } file)
+        foreach (string file in new[] { _options.ErrorFile, _options.LauncherErrorFile }.OfType<string>().Distinct(StringComparer.Ordinal))
         {
             WriteAtomically(file, json);
         }
@@ -348,7 +350,7 @@ internal sealed class ElasticAgent
     /// <summary>Writes <c>&lt;log-dir&gt;/agent-state.json</c>: {state, restarts, round, group_rank, group_world_size, error, pid, updated}.</summary>
     private void WriteState(string state)
     {
-        if (_options.LogDirectory is not { } logs)
+        if (_options.StateDirectory is not { } logs)
         {
             return;
         }

@@ -48,11 +48,11 @@ internal sealed class WorkerGroup : IAsyncDisposable
 
     /// <summary>Starts the workers.</summary>
     /// <param name="entrypoint">The program and its arguments.</param>
-    /// <param name="environments">One environment (added to the agent's own) per local rank.</param>
+    /// <param name="environments">One environment (added to the agent's own; null removes a variable) per local rank.</param>
     /// <param name="ranks">RANK per local rank.</param>
     /// <param name="logDirectory">The folder of this attempt's logs (<c>LOCAL_RANK/stdout.log</c>, <c>stderr.log</c>), or null to inherit the agent's streams.</param>
     /// <param name="errorFiles">TORCHELASTIC_ERROR_FILE per local rank.</param>
-    public static WorkerGroup Start(IReadOnlyList<string> entrypoint, IReadOnlyList<IReadOnlyDictionary<string, string>> environments, IReadOnlyList<int> ranks, string? logDirectory, IReadOnlyList<string> errorFiles)
+    public static WorkerGroup Start(IReadOnlyList<string> entrypoint, IReadOnlyList<IReadOnlyDictionary<string, string?>> environments, IReadOnlyList<int> ranks, string? logDirectory, IReadOnlyList<string> errorFiles)
     {
         ArgumentNullException.ThrowIfNull(entrypoint);
         ArgumentNullException.ThrowIfNull(environments);
@@ -72,9 +72,16 @@ internal sealed class WorkerGroup : IAsyncDisposable
                 {
                     start.ArgumentList.Add(argument);
                 }
-                foreach ((string name, string value) in environments[localRank])
+                foreach ((string name, string? value) in environments[localRank])
                 {
-                    start.Environment[name] = value;
+                    if (value is null)
+                    {
+                        start.Environment.Remove(name);
+                    }
+                    else
+                    {
+                        start.Environment[name] = value;
+                    }
                 }
                 string? folder = null;
                 if (logDirectory is not null)
