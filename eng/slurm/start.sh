@@ -7,6 +7,10 @@
 #
 # Prints, as its last two lines, "SLURM_CONF=<FOLDER>/slurm.conf" and either "started" (this call started the daemons;
 # stop them with eng/slurm/stop.sh) or "running" (they were already up). Needs root (slurmd runs jobs as their users).
+#
+# Sharing: with KILN_SLURM_LEASE=PID (a process that uses the cluster, e.g. a test run), the call records a lease in
+# FOLDER/leases/PID, and "KILN_SLURM_LEASE=PID stop.sh" stops the daemons only when no other living process holds one
+# (test runs in parallel share one cluster). Daemons started without a lease are left alone by leased stops.
 # Nodes: KILN_SLURM_NODES (default 4) virtual nodes kiln-1..kiln-N, each a slurmd on this machine with its CPUs and an
 # equal share of its memory, so that heterogeneous jobs (whose components Slurm puts on different nodes) can run here.
 # Ports: KILN_SLURM_PORT (slurmctld, default 16817), then one per slurmd; away from a system Slurm's 6817/6818.
@@ -29,9 +33,15 @@ for tool in munged mungekey slurmctld slurmd sinfo; do
 done
 
 mkdir -p "$home"
-# One start at a time (test runs in parallel share the cluster).
+# One start or stop at a time (test runs in parallel share the cluster).
 exec 9>"$home/start.lock"
 flock -w 60 9
+lease() {
+  if [ -n "${KILN_SLURM_LEASE:-}" ]; then
+    mkdir -p "$home/leases"
+    : >"$home/leases/$KILN_SLURM_LEASE"
+  fi
+}
 
 alive() { [ -s "$home/$1.pid" ] && kill -0 "$(cat "$home/$1.pid")" 2>/dev/null; }
 all_alive() {
@@ -44,15 +54,15 @@ nodes_up() {
 }
 
 if [ -f "$conf" ] && all_alive && [ "$(nodes_up)" -eq "$nodes" ]; then
+  lease
   echo "SLURM_CONF=$conf"
   echo "running"
   exit 0
 fi
 
 # Anything half-started by an earlier call goes first (only the pids this script recorded).
-if [ -x "$(dirname "$0")/stop.sh" ] || [ -f "$(dirname "$0")/stop.sh" ]; then
-  bash "$(dirname "$0")/stop.sh" "$home" >/dev/null 2>&1 || true
-fi
+KILN_SLURM_LOCKED=1 KILN_SLURM_LEASE= bash "$(dirname "$0")/stop.sh" "$home" >/dev/null 2>&1 || true
+rm -rf "$home/leases" "$home/keep"
 
 mkdir -p "$home/state" "$home/spool" "$home/log" "$home/munge"
 chmod 700 "$home/munge"
@@ -139,5 +149,10 @@ until [ "$(nodes_up)" -eq "$nodes" ]; do
   fi
   sleep 0.2
 done
+if [ -n "${KILN_SLURM_LEASE:-}" ]; then
+  lease
+else
+  : >"$home/keep"
+fi
 echo "SLURM_CONF=$conf"
 echo "started"

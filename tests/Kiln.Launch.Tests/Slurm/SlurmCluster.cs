@@ -4,14 +4,14 @@ namespace Kiln.Launch.Tests.Slurm;
 
 /// <summary>
 /// A real single-node Slurm (munged, slurmctld and four virtual slurmd nodes) started once for the "Slurm" collection by
-/// eng/slurm/start.sh and stopped by eng/slurm/stop.sh when this run started it. Needs root and Debian's
-/// slurmctld, slurmd, slurm-client and munge (eng/test.sh installs them); without them the tests fail, they do not skip.
+/// eng/slurm/start.sh and stopped by eng/slurm/stop.sh at the end, both with this process as a lease holder
+/// (<c>KILN_SLURM_LEASE</c>): test runs in parallel share the cluster, and the last one out stops it. Needs root and
+/// Debian's slurmctld, slurmd, slurm-client and munge (eng/test.sh installs them); without them the tests fail, they do
+/// not skip.
 /// </summary>
 public sealed class SlurmCluster : IAsyncLifetime
 {
     private static readonly TimeSpan s_startTimeout = TimeSpan.FromSeconds(60);
-
-    private bool _started;
 
     /// <summary>The folder of the cluster's configuration, state and logs.</summary>
     public string Home { get; } = Environment.GetEnvironmentVariable("KILN_SLURM_HOME") ?? "/tmp/kiln-slurm";
@@ -32,15 +32,11 @@ public sealed class SlurmCluster : IAsyncLifetime
         }
         string[] lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         SlurmConf = lines.Last(l => l.StartsWith("SLURM_CONF=", StringComparison.Ordinal))["SLURM_CONF=".Length..];
-        _started = lines[^1] == "started";
     }
 
     public async Task DisposeAsync()
     {
-        if (_started)
-        {
-            await RunAsync("stop.sh");
-        }
+        await RunAsync("stop.sh");
         try
         {
             Directory.Delete(JobRoot, recursive: true);
@@ -87,6 +83,7 @@ public sealed class SlurmCluster : IAsyncLifetime
         };
         start.ArgumentList.Add(Path.Combine(RepositoryRoot(), "eng", "slurm", script));
         start.ArgumentList.Add(Home);
+        start.Environment["KILN_SLURM_LEASE"] = Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture);
         using var process = Process.Start(start)!;
         Task<string> stdout = process.StandardOutput.ReadToEndAsync();
         Task<string> stderr = process.StandardError.ReadToEndAsync();

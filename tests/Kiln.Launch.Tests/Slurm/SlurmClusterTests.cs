@@ -148,6 +148,7 @@ public sealed class SlurmClusterTests(SlurmCluster cluster)
         // Slurm holds a requeued job back for a while (reason BeginTime); the test cluster lets it start now.
         AppStatus requeued = await WaitForAsync(sut, handle.AppId, s => s.Message.Contains("BeginTime", StringComparison.Ordinal) || s.State.IsTerminal(), timeout.Token);
         requeued.State.ShouldBe(AppState.Pending, requeued.Message);
+        await Task.Delay(TimeSpan.FromSeconds(2), timeout.Token); // the first run's step and batch script clean up (what the delay is for)
         await cluster.ScontrolAsync(["update", "JobId=" + handle.AppId, "StartTime=now"], timeout.Token);
         AppStatus status = await WaitForTerminalAsync(sut, handle.AppId, timeout.Token);
 
