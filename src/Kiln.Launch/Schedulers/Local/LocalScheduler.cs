@@ -24,6 +24,9 @@ internal sealed class LocalScheduler : IScheduler, IAsyncDisposable
 
     private const string LogDirOption = "log_dir";
     private const string CancelGraceOption = "cancel_grace";
+    private const string SuperviseOption = "supervise";
+    private const string Detached = "detached";
+    private const string Inline = "inline";
     private const double DefaultCancelGraceSeconds = 10;
 
     private static readonly TimeSpan s_statePoll = TimeSpan.FromMilliseconds(50);
@@ -51,7 +54,11 @@ internal sealed class LocalScheduler : IScheduler, IAsyncDisposable
     [
         new(LogDirOption, "Folder for replica logs (LOG_DIR/APP_ID/ROLE/REPLICA/{stdout.log,stderr.log,combined.jsonl}); default: the state folder ($KILN_STATE_DIR/local or ~/.kiln/local)."),
         new(CancelGraceOption, "Seconds between SIGTERM and SIGKILL when replicas are stopped (cancel, restarts, failures).", DefaultCancelGraceSeconds.ToString(CultureInfo.InvariantCulture)),
+        new(SuperviseOption, "detached: a supervisor process of its own watches the replicas and outlives the submitter; inline: the submitting process watches them (one process start less; the app is cancelled when it ends early; kiln run --wait only).", Detached),
     ];
+
+    /// <summary>True when the request asks the submitting process to supervise the app itself (run option <c>supervise=inline</c>).</summary>
+    public static bool IsInline(DryRunInfo request) => request?.Options.TryGetValue(SuperviseOption, out string? mode) == true && mode == Inline;
 
     /// <summary>The folder of this app's state files.</summary>
     public string AppDirectory(string appId) => Path.Combine(_options.StateDirectory, appId);
@@ -167,7 +174,7 @@ internal sealed class LocalScheduler : IScheduler, IAsyncDisposable
         {
             files.WriteSpec(spec);
             files.WriteState(LocalAppState.Initial(spec));
-            StartSupervisor(files, spec.AppId);
+            StartSupervisor(files, spec.AppId, IsInline(request));
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or System.ComponentModel.Win32Exception or LaunchException)
         {
@@ -458,9 +465,9 @@ internal sealed class LocalScheduler : IScheduler, IAsyncDisposable
         _stopInProcess.Dispose();
     }
 
-    private void StartSupervisor(LocalAppFiles files, string appId)
+    private void StartSupervisor(LocalAppFiles files, string appId, bool inline)
     {
-        if (_options.SupervisorCommand is not { Count: > 0 } command)
+        if (inline || _options.SupervisorCommand is not { Count: > 0 } command)
         {
             files.WriteSupervisor(PosixProcesses.Identify(Environment.ProcessId) ?? new ProcessIdentity(Environment.ProcessId, 0));
             ILogger logger = _logger;
@@ -508,6 +515,7 @@ internal sealed class LocalScheduler : IScheduler, IAsyncDisposable
         var resolved = new Dictionary<string, string>(StringComparer.Ordinal)
         {
             [CancelGraceOption] = DefaultCancelGraceSeconds.ToString(CultureInfo.InvariantCulture),
+            [SuperviseOption] = Detached,
         };
         foreach ((string key, string value) in options)
         {
@@ -520,6 +528,10 @@ internal sealed class LocalScheduler : IScheduler, IAsyncDisposable
         if (!double.TryParse(resolved[CancelGraceOption], NumberStyles.Float, CultureInfo.InvariantCulture, out double grace) || grace < 0 || grace > 3600)
         {
             throw new LaunchException($"local: {CancelGraceOption}={resolved[CancelGraceOption]} is not a number of seconds between 0 and 3600.");
+        }
+        if (resolved[SuperviseOption] is not (Detached or Inline))
+        {
+            throw new LaunchException($"local: {SuperviseOption}={resolved[SuperviseOption]} is neither {Detached} nor {Inline}.");
         }
         if (resolved.TryGetValue(LogDirOption, out string? logDir) && string.IsNullOrWhiteSpace(logDir))
         {
