@@ -19,7 +19,6 @@ internal sealed class EtcdStore : IKeyValueStore
     private readonly EtcdGateway _etcd;
     private readonly byte[] _prefix;
     private readonly byte[] _prefixEnd;
-    private readonly byte[] _watchFrom;
     private readonly SemaphoreSlim _leaseLock = new(1, 1);
     private readonly CancellationTokenSource _disposed = new();
     private long _lease;
@@ -45,8 +44,6 @@ internal sealed class EtcdStore : IKeyValueStore
         };
         _etcd = new EtcdGateway(_http, options.Endpoints, options.RequestTimeout);
         _prefix = Encoding.UTF8.GetBytes(options.Prefix);
-        // Without a prefix the store spans every key: etcd reads [\0, \0) as "all keys".
-        _watchFrom = _prefix.Length > 0 ? _prefix : [0];
         _prefixEnd = _prefix.Length > 0 ? RangeEnd(_prefix) : [0];
     }
 
@@ -140,7 +137,8 @@ internal sealed class EtcdStore : IKeyValueStore
                 {
                     return;
                 }
-                await foreach (EtcdWatchEvent e in _etcd.WatchAsync(_watchFrom, _prefixEnd, revision + 1, deadline.Token).ConfigureAwait(false))
+                (byte[] from, byte[] to) = WatchRange(missing);
+                await foreach (EtcdWatchEvent e in _etcd.WatchAsync(from, to, revision + 1, deadline.Token).ConfigureAwait(false))
                 {
                     if (!e.IsDelete && missing.Remove(Convert.ToBase64String(e.Key)) && missing.Count == 0)
                     {
@@ -209,6 +207,31 @@ internal sealed class EtcdStore : IKeyValueStore
             }
         }
         return [0];
+    }
+
+    /// <summary>
+    /// The narrowest prefix range that holds every missing key (their longest common prefix), so that a wait watches
+    /// only its own keys' neighbourhood, not a whole shared etcd; [\0, \0) — every key — when they share nothing.
+    /// </summary>
+    internal static (byte[] From, byte[] To) WatchRange(IReadOnlyCollection<string> base64Keys)
+    {
+        byte[]? common = null;
+        foreach (string encoded in base64Keys)
+        {
+            byte[] key = Convert.FromBase64String(encoded);
+            if (common is null)
+            {
+                common = key;
+                continue;
+            }
+            int n = 0;
+            while (n < common.Length && n < key.Length && common[n] == key[n])
+            {
+                n++;
+            }
+            common = common[..n];
+        }
+        return common is { Length: > 0 } ? (common, RangeEnd(common)) : ([0], [0]);
     }
 
     private byte[] FullKey(string key)

@@ -147,6 +147,19 @@ public sealed class EtcdStoreOptionsTests
     }
 
     [Fact]
+    public void WatchRange_IsTheMissingKeysCommonPrefix()
+    {
+        static string Key(string text) => Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes(text));
+        (byte[] from, byte[] to) = EtcdStore.WatchRange([Key("/kiln/rdzv/r1/a/0"), Key("/kiln/rdzv/r1/a/1"), Key("/kiln/rdzv/r1/b")]);
+        from.ShouldBe("/kiln/rdzv/r1/"u8.ToArray());
+        to.ShouldBe("/kiln/rdzv/r10"u8.ToArray());
+        EtcdStore.WatchRange([Key("/x/one")]).From.ShouldBe("/x/one"u8.ToArray());
+        (byte[] allFrom, byte[] allTo) = EtcdStore.WatchRange([Key("a"), Key("b")]);
+        allFrom.ShouldBe(new byte[] { 0 });
+        allTo.ShouldBe(new byte[] { 0 });
+    }
+
+    [Fact]
     public async Task Set_NoEtcdListening_ThrowsLaunchExceptionNamingTheEndpoint()
     {
         await using var sut = new EtcdStore(new EtcdStoreOptions { Endpoints = [new Uri("http://127.0.0.1:1")], RunId = "down", RequestTimeout = TimeSpan.FromSeconds(2) });
