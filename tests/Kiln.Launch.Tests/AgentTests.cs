@@ -111,6 +111,61 @@ public sealed class AgentTests
     }
 
     [Fact]
+    public async Task LateNode_IsAdmittedByRestartingTheRunningGroup_WithoutCountingARestart()
+    {
+        using var scratch = new AgentScratch();
+        // Alone (GROUP_WORLD_SIZE=1) a worker runs until stopped; in a group of two it finishes.
+        string script = scratch.Script("""
+            env > "$OUT/env_${GROUP_WORLD_SIZE}_$RANK"
+            if [ "$GROUP_WORLD_SIZE" = 1 ]; then sleep 30 & wait; fi
+            """);
+        string endpoint = $"127.0.0.1:{AgentScratch.FreePort()}";
+        AgentOptions elastic = Options(script, endpoint: endpoint, conf: "last_call_timeout=0.2") with { MinNodes = 1, MaxNodes = 2 };
+        Task<AgentResult> first = new ElasticAgent(elastic).RunAsync(CancellationToken.None);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!File.Exists(Path.Combine(scratch.Out, "env_1_0")))
+        {
+            clock.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(10), "the first node never ran alone");
+            await Task.Delay(20);
+        }
+        AgentResult[] results = await Task.WhenAll(first, new ElasticAgent(elastic).RunAsync(CancellationToken.None)).WaitAsync(TimeSpan.FromSeconds(20));
+
+        results.ShouldAllBe(r => r.ExitCode == 0 && r.Restarts == 0);
+        scratch.ReadEnv("env_2_0")["TORCHELASTIC_RESTART_COUNT"].ShouldBe("0");
+        scratch.ReadEnv("env_2_1")["WORLD_SIZE"].ShouldBe("2");
+    }
+
+    [Fact]
+    public async Task Static_TwoNodes_UseTheirNodeRanksAndTheGivenMaster()
+    {
+        using var scratch = new AgentScratch();
+        string script = scratch.Script("env > \"$OUT/env_$RANK\"");
+        int masterPort = AgentScratch.FreePort();
+        AgentOptions node(int rank) => Options(script, nproc: 1) with
+        {
+            Backend = "static",
+            Standalone = false,
+            MinNodes = 2,
+            MaxNodes = 2,
+            NodeRank = rank,
+            MasterPort = masterPort,
+            Endpoint = $"127.0.0.1:{AgentScratch.FreePort()}",
+        };
+        AgentOptions rank1 = node(1);
+        AgentOptions rank0 = node(0) with { Endpoint = rank1.Endpoint };
+        AgentResult[] results = await Task.WhenAll(new ElasticAgent(rank1).RunAsync(CancellationToken.None), new ElasticAgent(rank0).RunAsync(CancellationToken.None)).WaitAsync(TimeSpan.FromSeconds(20));
+
+        results.ShouldAllBe(r => r.ExitCode == 0);
+        for (int rank = 0; rank < 2; rank++)
+        {
+            Dictionary<string, string> env = scratch.ReadEnv($"env_{rank}");
+            env["GROUP_RANK"].ShouldBe(rank.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            env["MASTER_ADDR"].ShouldBe("127.0.0.1");
+            env["MASTER_PORT"].ShouldBe(masterPort.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
+    }
+
+    [Fact]
     public async Task ExhaustedRestarts_FailsWithTheCauseInTheErrorFile()
     {
         using var scratch = new AgentScratch();
