@@ -82,8 +82,8 @@ public sealed class SlurmClusterTests(SlurmCluster cluster)
             Name = "twoRoles",
             Roles =
             [
-                Role("trainer", 2, "echo trainer $KILN_REPLICA_ID rank0=$(printenv ${rank0_env}) on $SLURMD_NODENAME"),
-                Role("reader", 1, "echo reader rank0=$(printenv ${rank0_env}) on $SLURMD_NODENAME"),
+                Role("trainer", 2, "echo trainer $KILN_REPLICA_ID rank0=$(printenv ${rank0_env}) $KILN_RANK0_NODE on $SLURMD_NODENAME"),
+                Role("reader", 1, "echo reader rank0=$(printenv ${rank0_env}) $KILN_RANK0_NODE on $SLURMD_NODENAME"),
             ],
         };
         using var timeout = new CancellationTokenSource(s_wait);
@@ -96,11 +96,13 @@ public sealed class SlurmClusterTests(SlurmCluster cluster)
         status.Roles.SelectMany(r => r.Replicas).ShouldAllBe(r => r.State == AppState.Succeeded);
         string trainer0 = (await ToListAsync(sut.LogAsync(handle.AppId, "trainer", 0, new LogQuery { Stream = "stdout" }, timeout.Token))).Single();
         string reader0 = (await ToListAsync(sut.LogAsync(handle.AppId, "reader", 0, new LogQuery { Stream = "stdout" }, timeout.Token))).Single();
-        string rank0 = trainer0.Split("rank0=")[1].Split(' ')[0];
-        rank0.ShouldStartWith("kiln-");
-        trainer0.ShouldEndWith("on " + rank0); // replica 0 of the first role runs on the rank-0 host
-        reader0.ShouldContain("rank0=" + rank0);
-        reader0.ShouldNotEndWith("on " + rank0); // components of a heterogeneous job get nodes of their own
+        string[] words = trainer0.Split("rank0=")[1].Split(' ');
+        (string rank0Host, string rank0Node) = (words[0], words[1]);
+        rank0Host.ShouldBe("127.0.0.1"); // the node's NodeAddr in the test cluster
+        rank0Node.ShouldStartWith("kiln-");
+        trainer0.ShouldEndWith("on " + rank0Node); // replica 0 of the first role runs on the rank-0 node
+        reader0.ShouldContain($"rank0={rank0Host} {rank0Node}");
+        reader0.ShouldNotEndWith("on " + rank0Node); // components of a heterogeneous job get nodes of their own
     }
 
     [Fact]

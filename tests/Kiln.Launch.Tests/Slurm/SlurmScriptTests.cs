@@ -42,12 +42,13 @@ public sealed class SlurmScriptTests
         script.ShouldContain("#SBATCH --time=1:00:00\n");
         script.ShouldNotContain("hetjob");
         script.ShouldNotContain("--het-group");
-        script.ShouldContain("srun --ntasks=1 --exact --nodelist=\"$KILN_RANK0_HOST\" --chdir=/home/me/project");
+        script.ShouldContain("srun --nodes=1 --ntasks=1 --exact --nodelist=\"$KILN_RANK0_NODE\" --chdir=/home/me/project");
         script.ShouldContain("--output=\"$kiln_job_dir/slurm-$SLURM_JOB_ID-worker-0.out\" --error=\"$kiln_job_dir/slurm-$SLURM_JOB_ID-worker-0.err\"");
         script.ShouldContain("--output=\"$kiln_job_dir/slurm-$SLURM_JOB_ID-worker-1.out\"");
         script.ShouldContain("KILN_APP_ID=\"$SLURM_JOB_ID\" MASTER=KILN_RANK0_HOST \\\n    python train.py --rank 0 --run run-\"$SLURM_JOB_ID\" 'it'\\''s' &\n");
         script.ShouldContain("python train.py --rank 1 --run run-\"$SLURM_JOB_ID\"");
-        script.ShouldContain("export KILN_RANK0_HOST=\"$(scontrol show hostnames \"${SLURM_JOB_NODELIST_HET_GROUP_0:-$SLURM_JOB_NODELIST}\" | head -n 1)\"");
+        script.ShouldContain("export KILN_RANK0_NODE=\"$(scontrol show hostnames \"${SLURM_JOB_NODELIST_HET_GROUP_0:-$SLURM_JOB_NODELIST}\" | head -n 1)\"");
+        script.ShouldContain("export KILN_RANK0_HOST=\"${kiln_rank0_addr:-$KILN_RANK0_NODE}\"");
         script.ShouldContain("for _ in $(seq 1 2); do");
         script.ShouldContain("kiln_max_retries=0\n");
         info.AppId.ShouldStartWith("train-");
@@ -86,9 +87,9 @@ public sealed class SlurmScriptTests
         components[0].ShouldContain("#SBATCH --constraint=a100&ib\n#SBATCH --exclusive\n");
         components[1].ShouldStartWith("# component 1: role server, 1 replica(s)\n#SBATCH --ntasks=1 --cpus-per-task=1 --mem-per-cpu=512M\n");
         components[1].ShouldContain("#SBATCH --exclusive\n");
-        script.ShouldContain("srun --het-group=0 --ntasks=1 --exact --nodelist=\"$KILN_RANK0_HOST\"");
-        script.ShouldContain("srun --het-group=0 --ntasks=1 --exact --chdir=/home/me/project");
-        script.ShouldContain("srun --het-group=1 --ntasks=1 --exact --chdir=/opt");
+        script.ShouldContain("srun --het-group=0 --nodes=1 --ntasks=1 --exact --nodelist=\"$KILN_RANK0_NODE\"");
+        script.ShouldContain("srun --het-group=0 --nodes=1 --ntasks=1 --exact --chdir=/home/me/project");
+        script.ShouldContain("srun --het-group=1 --nodes=1 --ntasks=1 --exact --chdir=/opt");
         script.ShouldContain("slurm-$SLURM_JOB_ID-server-0.err");
         script.ShouldContain("for _ in $(seq 1 4); do");
         script.ShouldContain("kiln_max_retries=2\n");

@@ -21,6 +21,9 @@ internal static partial class SlurmScript
     /// <summary>The environment variable that holds the rank-0 host (the first node of the first role) in every replica.</summary>
     public const string Rank0Env = "KILN_RANK0_HOST";
 
+    /// <summary>The environment variable that holds the Slurm node name of the rank-0 host.</summary>
+    public const string Rank0NodeEnv = "KILN_RANK0_NODE";
+
     /// <summary>Stands for <c>${app_id}</c> until quoting turns it into <c>"$SLURM_JOB_ID"</c> (the app id is the job id).</summary>
     private const string AppIdToken = "\u0001SLURM_JOB_ID\u0001";
 
@@ -149,8 +152,11 @@ internal static partial class SlurmScript
         s.Append("# A restarted (requeued) job starts with no exit files; the roles file tells describe and logs the replicas.\n");
         s.Append("rm -f \"$kiln_job_dir/slurm-$SLURM_JOB_ID-\"*.exit \"$kiln_job_dir/slurm-$SLURM_JOB_ID.failure\"\n");
         s.Append(CultureInfo.InvariantCulture, $"printf '%s' {Quote(RolesText(app))} > \"$kiln_job_dir/slurm-$SLURM_JOB_ID.roles\"\n");
-        s.Append("# The rank-0 host: the first node of the first role; replica 0 of that role runs there.\n");
-        s.Append(CultureInfo.InvariantCulture, $"export {Rank0Env}=\"$(scontrol show hostnames \"${{SLURM_JOB_NODELIST_HET_GROUP_0:-$SLURM_JOB_NODELIST}}\" | head -n 1)\"\n");
+        s.Append("# The rank-0 node: the first node of the first role; replica 0 of that role runs there. The rank-0 host is its\n");
+        s.Append("# address as Slurm reaches it (NodeAddr; the node name where Slurm does not say).\n");
+        s.Append(CultureInfo.InvariantCulture, $"export {Rank0NodeEnv}=\"$(scontrol show hostnames \"${{SLURM_JOB_NODELIST_HET_GROUP_0:-$SLURM_JOB_NODELIST}}\" | head -n 1)\"\n");
+        s.Append(CultureInfo.InvariantCulture, $"kiln_rank0_addr=\"$(scontrol show node \"${Rank0NodeEnv}\" --oneliner 2>/dev/null | tr ' ' '\\n' | sed -n 's/^NodeAddr=//p')\"\n");
+        s.Append(CultureInfo.InvariantCulture, $"export {Rank0Env}=\"${{kiln_rank0_addr:-${Rank0NodeEnv}}}\"\n");
         s.Append('\n');
         s.Append("# Runs one replica's step (kiln_replica ROLE REPLICA srun …) and records its exit code; the first replica to fail\n");
         s.Append("# also writes the failure file (created exclusively: set -C).\n");
@@ -183,10 +189,10 @@ internal static partial class SlurmScript
                 {
                     s.Append(CultureInfo.InvariantCulture, $" --het-group={i}");
                 }
-                s.Append(" --ntasks=1 --exact");
+                s.Append(" --nodes=1 --ntasks=1 --exact");
                 if (i == 0 && replica == 0)
                 {
-                    s.Append(CultureInfo.InvariantCulture, $" --nodelist=\"${Rank0Env}\"");
+                    s.Append(CultureInfo.InvariantCulture, $" --nodelist=\"${Rank0NodeEnv}\"");
                 }
                 s.Append(CultureInfo.InvariantCulture, $" --chdir={Quote(imageRoot)} --open-mode=append \\\n");
                 s.Append(CultureInfo.InvariantCulture, $"    --output={stem}.out\" --error={stem}.err\" \\\n");
