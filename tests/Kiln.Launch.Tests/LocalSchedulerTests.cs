@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Text.Json;
 using Kiln.Launch.Schedulers;
 using Kiln.Launch.Schedulers.Local;
 using Kiln.Launch.Specs;
@@ -255,5 +254,5 @@ public sealed class LocalSchedulerTests
 
     private static List<LocalLogLine> ReadCombined(LocalSandbox box, AppHandle handle, string role, int replica) =>
         [.. File.ReadAllLines(Path.Combine(box.Scheduler.AppDirectory(handle.AppId), role, replica.ToString(System.Globalization.CultureInfo.InvariantCulture), "combined.jsonl"))
-            .Select(l => JsonSerializer.Deserialize(l, LocalLogJsonContext.Default.LocalLogLine)!)];
+            .Select(l => LocalJson.ReadLogLine(System.Text.Encoding.UTF8.GetBytes(l))!)];
 }

@@ -1,5 +1,4 @@
 using System.Text.Json;
-using System.Text.Json.Serialization;
 using Kiln.Launch.Specs;
 
 namespace Kiln.Launch.Schedulers.Local;
@@ -122,20 +121,6 @@ internal sealed class LocalAppState
 /// <summary>One line of a replica's <c>combined.jsonl</c>: when it arrived, its stream (<c>stdout</c>/<c>stderr</c>) and its text.</summary>
 internal sealed record LocalLogLine(DateTimeOffset T, string S, string L);
 
-[JsonSourceGenerationOptions(
-    WriteIndented = true,
-    PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower,
-    UseStringEnumConverter = true,
-    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
-[JsonSerializable(typeof(LocalAppSpec))]
-[JsonSerializable(typeof(LocalAppState))]
-[JsonSerializable(typeof(ProcessIdentity))]
-internal sealed partial class LocalJsonContext : JsonSerializerContext;
-
-[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
-[JsonSerializable(typeof(LocalLogLine))]
-internal sealed partial class LocalLogJsonContext : JsonSerializerContext;
-
 /// <summary>
 /// The files of one local app: <c>STATE_DIR/APP_ID/{spec.json, state.json, supervisor.json, supervisor.log, cancel}</c>
 /// and per replica <c>LOG_DIR/APP_ID/ROLE/REPLICA/{stdout.log, stderr.log, combined.jsonl}</c>.
@@ -163,38 +148,38 @@ internal sealed class LocalAppFiles(string directory)
 
     public static string CombinedPath(string replicaLogDirectory) => Path.Combine(replicaLogDirectory, "combined.jsonl");
 
-    public LocalAppSpec? ReadSpec() => Read(SpecPath, LocalJsonContext.Default.LocalAppSpec);
+    public LocalAppSpec? ReadSpec() => Read(SpecPath, LocalJson.ReadSpec);
 
-    public LocalAppState? ReadState() => Read(StatePath, LocalJsonContext.Default.LocalAppState);
+    public LocalAppState? ReadState() => Read(StatePath, LocalJson.ReadState);
 
-    public ProcessIdentity? ReadSupervisor() => Read(SupervisorPath, LocalJsonContext.Default.ProcessIdentity);
+    public ProcessIdentity? ReadSupervisor() => Read(SupervisorPath, LocalJson.ReadIdentity);
 
-    public void WriteSpec(LocalAppSpec spec) => Write(SpecPath, spec, LocalJsonContext.Default.LocalAppSpec);
+    public void WriteSpec(LocalAppSpec spec) => Write(SpecPath, LocalJson.Write(spec));
 
-    public void WriteState(LocalAppState state) => Write(StatePath, state, LocalJsonContext.Default.LocalAppState);
+    public void WriteState(LocalAppState state) => Write(StatePath, LocalJson.Write(state));
 
-    public void WriteSupervisor(ProcessIdentity supervisor) => Write(SupervisorPath, supervisor, LocalJsonContext.Default.ProcessIdentity);
+    public void WriteSupervisor(ProcessIdentity supervisor) => Write(SupervisorPath, LocalJson.Write(supervisor));
 
     /// <summary>Writes to a temporary file and renames it over the target, so readers never see half a file.</summary>
-    private static void Write<T>(string path, T value, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type)
+    private static void Write(string path, byte[] json)
     {
         string temporary = $"{path}.{Environment.ProcessId}.tmp";
-        File.WriteAllBytes(temporary, JsonSerializer.SerializeToUtf8Bytes(value, type));
+        File.WriteAllBytes(temporary, json);
         File.Move(temporary, path, overwrite: true);
     }
 
-    private static T? Read<T>(string path, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type)
+    private static T? Read<T>(string path, Func<byte[], T> parse)
         where T : class
     {
         try
         {
-            return JsonSerializer.Deserialize(File.ReadAllBytes(path), type);
+            return parse(File.ReadAllBytes(path));
         }
         catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
         {
             return null;
         }
-        catch (JsonException ex)
+        catch (Exception ex) when (ex is JsonException or KeyNotFoundException or InvalidOperationException or FormatException or ArgumentException)
         {
             throw new LaunchException($"{path} is not a local app file Kiln can read: {ex.Message}", ex);
         }

@@ -3,7 +3,7 @@ using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
 using System.Text;
-using System.Text.Json;
+using System.Runtime.InteropServices;
 using Kiln.Launch.Specs;
 using Microsoft.Extensions.Logging;
 
@@ -140,7 +140,7 @@ internal sealed class LocalScheduler : IScheduler, IAsyncDisposable
         }
         return new DryRunInfo(appId, app, Describe(spec))
         {
-            Artifacts = new Dictionary<string, string> { ["spec.json"] = JsonSerializer.Serialize(spec, LocalJsonContext.Default.LocalAppSpec) },
+            Artifacts = new Dictionary<string, string> { ["spec.json"] = Encoding.UTF8.GetString(LocalJson.Write(spec)) },
             Options = resolved,
         };
     }
@@ -154,7 +154,7 @@ internal sealed class LocalScheduler : IScheduler, IAsyncDisposable
         {
             throw new LaunchException("local: the request was not made by the local scheduler's dry run.");
         }
-        LocalAppSpec spec = JsonSerializer.Deserialize(json, LocalJsonContext.Default.LocalAppSpec)!;
+        LocalAppSpec spec = LocalJson.ReadSpec(Encoding.UTF8.GetBytes(json));
         spec.Submitted = _options.TimeProvider.GetUtcNow();
         var files = new LocalAppFiles(AppDirectory(spec.AppId));
         try
@@ -351,7 +351,7 @@ internal sealed class LocalScheduler : IScheduler, IAsyncDisposable
                     start = i + 1;
                     if (pending.Count > 0)
                     {
-                        LocalLogLine? line = JsonSerializer.Deserialize(pending.ToArray(), LocalLogJsonContext.Default.LocalLogLine);
+                        LocalLogLine? line = LocalJson.ReadLogLine(CollectionsMarshal.AsSpan(pending));
                         if (line is not null)
                         {
                             lines.Add(line);

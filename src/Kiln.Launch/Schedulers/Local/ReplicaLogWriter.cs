@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Text;
-using System.Text.Json;
 
 namespace Kiln.Launch.Schedulers.Local;
 
@@ -110,12 +109,8 @@ internal sealed class ReplicaLogWriter : IDisposable
         {
             bytes = bytes[..^1];
         }
-        var line = new LocalLogLine(time, isStderr ? "stderr" : "stdout", Encoding.UTF8.GetString(bytes));
         _json.ResetWrittenCount();
-        using (var writer = new Utf8JsonWriter(_json))
-        {
-            JsonSerializer.Serialize(writer, line, LocalLogJsonContext.Default.LocalLogLine);
-        }
+        LocalJson.WriteLogLine(_json, time, isStderr ? "stderr" : "stdout", Encoding.UTF8.GetString(bytes));
         _json.Write("\n"u8);
         _combined.Write(_json.WrittenSpan);
         pending.ResetWrittenCount();
