@@ -6,7 +6,8 @@ namespace Kiln.Serve.Inference;
 /// <summary>One request waiting in a model's queue: its body, and the completion its HTTP call awaits.</summary>
 internal sealed class InferenceJob
 {
-    private readonly TaskCompletionSource<byte[]> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    // The outcome: response bytes, or a DeferredResponse that the caller's thread renders.
+    private readonly TaskCompletionSource<object> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public InferenceJob(ReadOnlyMemory<byte> body, string? contentType, bool explain = false, object? prepared = null)
     {
@@ -29,9 +30,6 @@ internal sealed class InferenceJob
 
     public long EnqueuedAt { get; }
 
-    /// <summary>The JSON response, or a <see cref="ServeException"/>.</summary>
-    public Task<byte[]> Completion => _completion.Task;
-
     /// <summary>True once the job has an outcome (e.g. its caller timed out and gave up).</summary>
     public bool IsDone => _completion.Task.IsCompleted;
 
@@ -44,6 +42,9 @@ internal sealed class InferenceJob
         _completion.TrySetResult(json);
     }
 
+    /// <summary>Completes the job with a result that the waiting caller turns into bytes on its own thread.</summary>
+    public void SucceedLater(DeferredResponse response) => _completion.TrySetResult(response);
+
     public void Fail(Exception error) => _completion.TrySetException(error);
 
     /// <summary>
@@ -52,10 +53,26 @@ internal sealed class InferenceJob
     /// </summary>
     public async Task<byte[]> WaitAsync(ModelVersionHost host, ILogger logger, CancellationToken cancellationToken)
     {
+        object outcome = await WaitResultAsync(host, logger, cancellationToken).ConfigureAwait(false);
+        byte[] body = outcome as byte[] ?? ((DeferredResponse)outcome).Render();
+        if (body.Length > host.Settings.MaxResponseSize)
+        {
+            throw new ServeException(413, "ResponseTooLargeException",
+                $"The response of model \"{host.Name}\" version {host.Version} is {body.Length} bytes, over max_response_size ({host.Settings.MaxResponseSize} bytes); raise max_response_size in the server configuration to allow it.");
+        }
+        return body;
+    }
+
+    /// <summary>
+    /// Like <see cref="WaitAsync"/> but returns the outcome as the handler left it: response bytes, or a
+    /// <see cref="DeferredResponse"/> whose <see cref="DeferredResponse.Payload"/> a protocol may use without rendering.
+    /// </summary>
+    public async Task<object> WaitResultAsync(ModelVersionHost host, ILogger logger, CancellationToken cancellationToken)
+    {
         int seconds = host.Settings.ResponseTimeoutSeconds;
         try
         {
-            return await Completion.WaitAsync(TimeSpan.FromSeconds(seconds), cancellationToken).ConfigureAwait(false);
+            return await _completion.Task.WaitAsync(TimeSpan.FromSeconds(seconds), cancellationToken).ConfigureAwait(false);
         }
         catch (TimeoutException ex)
         {
@@ -69,6 +86,7 @@ internal sealed class InferenceJob
             throw;
         }
     }
+
 }
 
 /// <summary>One input of a batch as a handler sees it; <paramref name="Explain"/> asks for an explanation instead of a prediction.</summary>
@@ -84,5 +102,19 @@ internal readonly record struct HandlerOutput(byte[]? Json, ServeException? Erro
 
     public static HandlerOutput Ok(byte[] body, string contentType) => new(body, null) { ContentType = contentType };
 
+    /// <summary>A result rendered to bytes later, on the waiting request's thread (keeps serialization off the workers).</summary>
+    public DeferredResponse? Deferred { get; init; }
+
+    public static HandlerOutput Later(DeferredResponse response) => new(null, null) { Deferred = response };
+
     public static HandlerOutput Failed(ServeException error) => new(null, error);
+}
+
+/// <summary>A handler's result for one request and how to turn it into the JSON response.</summary>
+internal sealed class DeferredResponse(object payload, Func<object, byte[]> render)
+{
+    /// <summary>The result as the handler produced it (e.g. the output tensors).</summary>
+    public object Payload => payload;
+
+    public byte[] Render() => render(payload);
 }

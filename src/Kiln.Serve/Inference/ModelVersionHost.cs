@@ -248,13 +248,11 @@ internal sealed class ModelVersionHost : IDisposable
             {
                 if (outputs[i].Json is { } json)
                 {
-                    if (json.Length > Settings.MaxResponseSize)
-                    {
-                        batch[i].Fail(new ServeException(413, "ResponseTooLargeException",
-                            $"The response of model \"{Name}\" version {Version} is {json.Length} bytes, over max_response_size ({Settings.MaxResponseSize} bytes); raise max_response_size in the server configuration to allow it."));
-                        continue;
-                    }
                     batch[i].Succeed(json, outputs[i].ContentType);
+                }
+                else if (outputs[i].Deferred is { } deferred)
+                {
+                    batch[i].SucceedLater(deferred);
                 }
                 else
                 {

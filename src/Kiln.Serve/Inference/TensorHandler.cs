@@ -7,6 +7,8 @@ namespace Kiln.Serve.Inference;
 internal sealed class TensorHandler(ModelBackend model) : IModelHandler
 {
     /// <summary>The model the handler runs (for protocol metadata).</summary>
+    private Func<object, byte[]>? _render;
+
     public ModelBackend Model => model;
 
     public string DeviceType => model.DeviceType;
@@ -48,7 +50,9 @@ internal sealed class TensorHandler(ModelBackend model) : IModelHandler
         (FloatTensor[]? Outputs, ServeException? Error)[] results = model.RunEach(tensors);
         for (int k = 0; k < indices.Count; k++)
         {
-            outputs[indices[k]] = results[k].Outputs is { } tensorsOut ? HandlerOutput.Ok(Write(tensorsOut)) : HandlerOutput.Failed(results[k].Error!);
+            outputs[indices[k]] = results[k].Outputs is { } tensorsOut
+                ? HandlerOutput.Later(new DeferredResponse(tensorsOut, _render ??= tensors => Write((FloatTensor[])tensors)))
+                : HandlerOutput.Failed(results[k].Error!);
         }
         return outputs;
     }

@@ -227,7 +227,7 @@ internal sealed class OpenInferenceApi(ModelRegistry registry, ServeOptions opti
             ServeLog.QueueFull(logger, host.Name, host.Version, host.Settings.JobQueueSize);
             throw ServeException.Unavailable($"Model \"{host.Name}\" has no worker to serve the request, or its job queue of {host.Settings.JobQueueSize} is full: retry later.");
         }
-        byte[] json = await job.WaitAsync(host, logger, cancellationToken).ConfigureAwait(false);
-        return TensorJson.ReadHandlerOutputs(json, model);
+        object outcome = await job.WaitResultAsync(host, logger, cancellationToken).ConfigureAwait(false);
+        return outcome is DeferredResponse { Payload: FloatTensor[] tensors } ? tensors : TensorJson.ReadHandlerOutputs((byte[])outcome, model);
     }
 }
