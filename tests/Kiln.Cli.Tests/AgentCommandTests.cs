@@ -104,7 +104,12 @@ public sealed partial class AgentCommandTests : IDisposable
     [Fact]
     public async Task Agent_Sigterm_StopsTheWorkersAndExits143()
     {
-        string script = Script("env > \"$OUT/env_$LOCAL_RANK\"; echo $$ > \"$OUT/pid_$LOCAL_RANK\"; sleep 30 & wait");
+        string script = Script("""
+            env > "$OUT/env_$LOCAL_RANK"
+            trap 'echo "$LOCAL_RANK" > "$OUT/term_$LOCAL_RANK"; exit 0' TERM
+            echo $$ > "$OUT/pid_$LOCAL_RANK"
+            sleep 30 & wait
+            """);
         string replica = Path.Combine(_root, "replica");
         // As Kiln's local scheduler starts a replica: KILN_ERROR_FILE, no --log-dir.
         using Process agent = StartAgent(new Dictionary<string, string> { ["KILN_ERROR_FILE"] = Path.Combine(replica, "error.json") }, "--standalone", "--nproc-per-node", "2", "--", script);
@@ -127,6 +132,9 @@ public sealed partial class AgentCommandTests : IDisposable
         JsonNode state = JsonNode.Parse(File.ReadAllText(Path.Combine(replica, "agent-state.json")))!;
         state["state"]!.GetValue<string>().ShouldBe("STOPPED");
         File.ReadAllText(Path.Combine(Out, "env_0")).ShouldNotContain("KILN_ERROR_FILE=");
+        // The workers got SIGTERM first (time to checkpoint), not an outright SIGKILL.
+        File.Exists(Path.Combine(Out, "term_0")).ShouldBeTrue();
+        File.Exists(Path.Combine(Out, "term_1")).ShouldBeTrue();
     }
 
     [Theory]

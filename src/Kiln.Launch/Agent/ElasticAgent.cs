@@ -150,7 +150,18 @@ internal sealed class ElasticAgent
             await using (group.ConfigureAwait(false))
             {
                 WriteState("RUNNING");
-                (string outcome, string? reason) = await MonitorAsync(rendezvous, round, group, heartbeats, cancellationToken).ConfigureAwait(false);
+                string outcome;
+                string? reason;
+                try
+                {
+                    (outcome, reason) = await MonitorAsync(rendezvous, round, group, heartbeats, cancellationToken).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+                {
+                    // SIGTERM to the agent: SIGTERM to the workers (time to checkpoint), SIGKILL after the grace period.
+                    await group.StopAsync(_options.StopGracePeriod, CancellationToken.None).ConfigureAwait(false);
+                    throw;
+                }
                 switch (outcome)
                 {
                     case "succeeded":
