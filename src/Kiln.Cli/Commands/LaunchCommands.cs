@@ -80,7 +80,7 @@ internal static class LaunchCommands
                     {
                         return LaunchSupport.SucceededExitCode;
                     }
-                    return await WaitAsync(sut, handle, run.Log, output, error, cancellationToken).ConfigureAwait(false);
+                    return await WaitAsync(sut, handle, run.Log, LocalScheduler.IsInline(request), output, error, cancellationToken).ConfigureAwait(false);
                 }
                 finally
                 {
@@ -101,7 +101,7 @@ internal static class LaunchCommands
     }
 
     /// <summary>Waits for the app's end, printing state changes on stderr (and with <paramref name="follow"/>, every replica's output on stdout).</summary>
-    private static async Task<int> WaitAsync(IScheduler scheduler, AppHandle handle, bool follow, TextWriter output, TextWriter error, CancellationToken cancellationToken)
+    private static async Task<int> WaitAsync(IScheduler scheduler, AppHandle handle, bool follow, bool inline, TextWriter output, TextWriter error, CancellationToken cancellationToken)
     {
         using var stopLogs = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         Task logs = follow ? FollowAsync(scheduler, handle, null, null, new LogQuery { Tail = true }, output, stopLogs.Token) : Task.CompletedTask;
@@ -131,7 +131,9 @@ internal static class LaunchCommands
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
-            await error.WriteLineAsync($"kiln: stopped waiting; {handle} goes on (kiln cancel {handle} stops it)").ConfigureAwait(false);
+            await error.WriteLineAsync(inline
+                ? $"kiln: stopped; {handle} is cancelled (supervise=inline)"
+                : $"kiln: stopped waiting; {handle} goes on (kiln cancel {handle} stops it)").ConfigureAwait(false);
             return LaunchSupport.CancelledExitCode;
         }
         if (follow)
