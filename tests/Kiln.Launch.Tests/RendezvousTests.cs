@@ -112,6 +112,31 @@ public sealed class RendezvousTests
     }
 
     [Fact]
+    public async Task FinishedNode_ThatLeftAfterItsExitBarrier_IsNotTakenForLost()
+    {
+        var store = new MemoryKeyValueStore();
+        using var beats = new CancellationTokenSource();
+        using var finishedBeats = new CancellationTokenSource();
+        var a = new ElasticRendezvous(store, Settings(2, 2, heartbeat: 0.3), "a");
+        var b = new ElasticRendezvous(store, Settings(2, 2, heartbeat: 0.3), "b");
+        Task beatA = a.RunHeartbeatsAsync(beats.Token);
+        Task beatB = b.RunHeartbeatsAsync(finishedBeats.Token);
+        RendezvousRound[] rounds = await Task.WhenAll(a.NextRoundAsync(default), b.NextRoundAsync(default)).WaitAsync(TimeSpan.FromSeconds(5));
+
+        // b's workers succeeded; its barrier times out while a still runs, and b exits.
+        (await b.ExitBarrierAsync(rounds[1], TimeSpan.FromMilliseconds(100), default)).ShouldBe(RoundAction.Continue);
+        await finishedBeats.CancelAsync();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (clock.Elapsed < TimeSpan.FromSeconds(1))
+        {
+            (await a.CheckAsync(rounds[0], default)).Action.ShouldBe(RoundAction.Continue);
+            await Task.Delay(20);
+        }
+        await beats.CancelAsync();
+        await Task.WhenAll(beatA, beatB);
+    }
+
+    [Fact]
     public async Task Failures_AreCountedOncePerRoundForTheJob_UntilTheBudgetIsUsedUp()
     {
         var store = new MemoryKeyValueStore();

@@ -198,7 +198,7 @@ internal sealed class ElasticRendezvous
             return (RoundAction.Continue, null);
         }
         _lastHeartbeatCheck = now;
-        List<string> lost = await FindLostNodesAsync(round.Participants, cancellationToken).ConfigureAwait(false);
+        List<string> lost = await FindLostNodesAsync(round, cancellationToken).ConfigureAwait(false);
         if (lost.Count == 0)
         {
             return (RoundAction.Continue, null);
@@ -256,6 +256,7 @@ internal sealed class ElasticRendezvous
     public async Task<RoundAction> ExitBarrierAsync(RendezvousRound round, TimeSpan timeout, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(round);
+        await _store.SetAsync(Key($"r{round.Round}/finished/{NodeId}"), Encode("1"), cancellationToken).ConfigureAwait(false);
         await _store.AddAsync(Key($"r{round.Round}/done"), 1, cancellationToken).ConfigureAwait(false);
         long start = Stopwatch.GetTimestamp();
         while (Stopwatch.GetElapsedTime(start) < timeout)
@@ -445,11 +446,11 @@ internal sealed class ElasticRendezvous
         }
     }
 
-    private async Task<List<string>> FindLostNodesAsync(IReadOnlyList<string> participants, CancellationToken cancellationToken)
+    private async Task<List<string>> FindLostNodesAsync(RendezvousRound round, CancellationToken cancellationToken)
     {
         var lost = new List<string>();
         long now = Stopwatch.GetTimestamp();
-        foreach (string node in participants)
+        foreach (string node in round.Participants)
         {
             if (node == NodeId)
             {
@@ -462,8 +463,10 @@ internal sealed class ElasticRendezvous
                 continue;
             }
             double silent = Stopwatch.GetElapsedTime(seen.SeenAt, now).TotalSeconds;
-            if (silent >= _settings.HeartbeatTimeout.TotalSeconds)
+            if (silent >= _settings.HeartbeatTimeout.TotalSeconds
+                && await GetStringAsync($"r{round.Round}/finished/{node}", cancellationToken).ConfigureAwait(false) is null)
             {
+                // Silent, and not a node whose workers succeeded and which left after its exit barrier timed out.
                 StoreLog.NodeLost(_logger, _settings.RunId, node, Math.Round(silent, 2));
                 lost.Add(node);
                 _lostNodes.Add(node);
