@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 
 namespace Kiln.Cli.Tests;
@@ -9,7 +10,7 @@ namespace Kiln.Cli.Tests;
 /// variable is process-wide) and every app they start is over or cancelled when the test ends.
 /// </summary>
 [Collection(LaunchCollectionDefinition.Name)]
-public sealed class LaunchCommandTests : IAsyncLifetime
+public sealed partial class LaunchCommandTests : IAsyncLifetime
 {
     private readonly string _root = Path.Combine(Path.GetTempPath(), "kiln-cli-launch-" + Guid.NewGuid().ToString("N")[..10]);
 
@@ -81,6 +82,46 @@ public sealed class LaunchCommandTests : IAsyncLifetime
         Alive(pid).ShouldBeFalse();
         (await EventuallyAsync(() => !Alive(supervisor))).ShouldBeTrue("the supervisor ends with its app");
     }
+
+    [Theory]
+    [InlineData("detached", "RUNNING")]
+    [InlineData("inline", "CANCELLED")]
+    public async Task RunWait_CtrlC_StopsWaiting_TheAppGoesOnOnlyWhenDetached(string supervise, string stateAfter)
+    {
+        var start = new ProcessStartInfo(Path.Combine(AppContext.BaseDirectory, "kiln"))
+        {
+            ArgumentList = { "run", "--wait", "-cfg", $"supervise={supervise},cancel_grace=2", "utils.sh", "--", "exec sleep 30" },
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            Environment = { ["KILN_STATE_DIR"] = StateDirectory },
+        };
+        using Process kiln = Process.Start(start)!;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        Task<string> errors = kiln.StandardError.ReadToEndAsync(timeout.Token);
+        string handle;
+        try
+        {
+            handle = (await kiln.StandardOutput.ReadLineAsync(timeout.Token)).ShouldNotBeNull();
+            await WaitForStateAsync(handle, "RUNNING");
+            Kill(kiln.Id, 2).ShouldBe(0);
+            await kiln.WaitForExitAsync(timeout.Token);
+        }
+        finally
+        {
+            if (!kiln.HasExited)
+            {
+                kiln.Kill();
+            }
+        }
+
+        kiln.ExitCode.ShouldBe(130);
+        (await errors).ShouldContain(supervise == "inline" ? "is cancelled (supervise=inline)" : "goes on (kiln cancel");
+        (await RunProcessAsync("status", handle)).Output.ShouldContain($"state: {stateAfter}");
+    }
+
+    [LibraryImport("libc", EntryPoint = "kill")]
+    private static partial int Kill(int pid, int signal);
 
     [Fact]
     public async Task RunWait_ExitCodeFollowsTheApp_AndStateChangesGoToStderr()
