@@ -163,6 +163,36 @@ public sealed partial class LaunchCommandTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task RunLog_ComponentFileOfTwoRolesAndFiveReplicas_FollowsThemAll()
+    {
+        string component = Path.Combine(_root, "pair.json");
+        File.WriteAllText(component, """
+            {
+              "name": "pair",
+              "roles": [
+                {"name": "a", "entrypoint": "/bin/sh", "args": ["-c", "echo a$KILN_REPLICA_ID; sleep 0.2; echo a$KILN_REPLICA_ID done"], "num_replicas": 2},
+                {"name": "b", "entrypoint": "/bin/sh", "args": ["-c", "echo b${replica_id} >&2"], "num_replicas": 3}
+              ]
+            }
+            """);
+
+        (int code, string output, string error) = await RunAsync("run", "--log", component);
+
+        code.ShouldBe(0, error);
+        string[] lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        string handle = lines[0];
+        lines.Skip(1).ShouldBe(["a/0 a0", "a/0 a0 done", "a/1 a1", "a/1 a1 done", "b/0 b0", "b/1 b1", "b/2 b2"], ignoreOrder: true);
+        string status = (await RunProcessAsync("status", handle)).Output;
+        status.ShouldContain("state: SUCCEEDED");
+        foreach (string replica in new[] { "a[0]", "a[1]", "b[0]", "b[1]", "b[2]" })
+        {
+            status.ShouldContain($"{replica}: SUCCEEDED exit 0");
+        }
+        (await RunAsync("log", handle + "/b")).Output.ShouldBe("b/0 b0\nb/1 b1\nb/2 b2\n");
+        (await RunAsync("log", handle + "/a/1", "--regex", "done")).Output.ShouldBe("a/1 a1 done\n");
+    }
+
+    [Fact]
     public async Task DryRun_PrintsTheRequest_AndStartsNothing()
     {
         (int code, string output, string error) = await RunAsync("run", "--dryrun", "utils.echo", "--msg", "hi");
