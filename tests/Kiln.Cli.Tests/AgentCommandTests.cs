@@ -102,6 +102,34 @@ public sealed partial class AgentCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task Agent_EndpointNamingTheRank0HostVariable_IsExpandedFromTheEnvironment()
+    {
+        // What dist.ddp passes on several nodes: no shell runs between the scheduler and the agent.
+        string script = Script("""echo "$RANK $WORLD_SIZE" > "$OUT/rank_$RANK" """);
+        string endpoint = "${KILN_RANK0_HOST}:" + FreePort().ToString(CultureInfo.InvariantCulture);
+        var env = new Dictionary<string, string> { ["KILN_RANK0_HOST"] = "127.0.0.1" };
+        string[] common = ["--nnodes", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "expand", "--monitor-interval", "0.05"];
+        using Process first = StartAgent(env, [.. common, "--node-rank", "0", "--", script]);
+        using Process second = StartAgent(env, [.. common, "--node-rank", "1", "--", script]);
+        (int code0, _, string stderr0) = await FinishAsync(first, TimeSpan.FromSeconds(30));
+        (int code1, _, string stderr1) = await FinishAsync(second, TimeSpan.FromSeconds(30));
+        code0.ShouldBe(0, stderr0);
+        code1.ShouldBe(0, stderr1);
+        File.ReadAllText(Path.Combine(Out, "rank_0")).Trim().ShouldBe("0 2");
+        File.ReadAllText(Path.Combine(Out, "rank_1")).Trim().ShouldBe("1 2");
+    }
+
+    [Fact]
+    public async Task Agent_EndpointNamingAnUnsetVariable_IsAOneLineErrorWithExitCode2()
+    {
+        var error = new StringWriter();
+        int code = await KilnCommandLine.InvokeAsync(
+            ["agent", "--nnodes", "2", "--rdzv-endpoint", "${KILN_TEST_UNSET_HOST_VARIABLE}:29500", "--", "/bin/true"], new StringWriter(), error, CancellationToken.None);
+        code.ShouldBe(2);
+        error.ToString().ShouldContain("KILN_TEST_UNSET_HOST_VARIABLE is not set");
+    }
+
+    [Fact]
     public async Task Agent_Sigterm_StopsTheWorkersAndExits143()
     {
         string script = Script("""

@@ -65,14 +65,14 @@ internal static class AgentCommand
                     MinNodes = min,
                     MaxNodes = max,
                     Backend = parse.GetValue(backend)!,
-                    Endpoint = parse.GetValue(endpoint),
+                    Endpoint = ExpandVariables("--rdzv-endpoint", parse.GetValue(endpoint)),
                     RunId = parse.GetValue(runId)!,
                     Standalone = parse.GetValue(standalone),
                     Conf = rdzvConf,
                     MaxRestarts = NonNegative("--max-restarts", parse.GetValue(maxRestarts)),
                     MonitorInterval = Seconds("--monitor-interval", parse.GetValue(monitorInterval)),
                     NodeRank = parse.GetValue(nodeRank),
-                    MasterAddress = parse.GetValue(masterAddr)!,
+                    MasterAddress = ExpandVariables("--master-addr", parse.GetValue(masterAddr))!,
                     MasterPort = parse.GetValue(masterPort),
                     LocalAddress = parse.GetValue(localAddr),
                     Role = parse.GetValue(role)!,
@@ -183,5 +183,38 @@ internal static class AgentCommand
                 writer.Flush();
             }
         }
+    }
+
+    /// <summary>
+    /// Replaces <c>${NAME}</c> with the environment variable NAME: schedulers pass the rank-0 host that way
+    /// (<c>--rdzv-endpoint ${KILN_RANK0_HOST}:29500</c>) because no shell runs between them and the agent.
+    /// </summary>
+    /// <exception cref="LaunchException">A named variable is not set.</exception>
+    internal static string? ExpandVariables(string flag, string? text)
+    {
+        if (text is null || !text.Contains("${", StringComparison.Ordinal))
+        {
+            return text;
+        }
+        var result = new System.Text.StringBuilder(text.Length);
+        int at = 0;
+        while (at < text.Length)
+        {
+            int start = text.IndexOf("${", at, StringComparison.Ordinal);
+            int end = start < 0 ? -1 : text.IndexOf('}', start + 2);
+            if (start < 0 || end < 0)
+            {
+                result.Append(text, at, text.Length - at);
+                break;
+            }
+            result.Append(text, at, start - at);
+            string name = text[(start + 2)..end];
+            string value = Environment.GetEnvironmentVariable(name) is { Length: > 0 } set
+                ? set
+                : throw new LaunchException($"{flag} {text}: the environment variable {name} is not set (the scheduler sets it to the rank-0 host).");
+            result.Append(value);
+            at = end + 1;
+        }
+        return result.ToString();
     }
 }
