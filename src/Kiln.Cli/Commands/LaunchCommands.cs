@@ -96,6 +96,10 @@ internal static class LaunchCommands
                 await error.WriteLineAsync($"kiln run: {FirstLine(ex.Message)}").ConfigureAwait(false);
                 return LaunchSupport.UsageExitCode;
             }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                return LaunchSupport.CancelledExitCode;
+            }
         });
         return command;
     }
@@ -393,6 +397,11 @@ internal static class LaunchCommands
         {
             await parse.InvocationConfiguration.Error.WriteLineAsync($"kiln {verb}: {FirstLine(ex.Message)}").ConfigureAwait(false);
             return LaunchSupport.UsageExitCode;
+        }
+        catch (OperationCanceledException)
+        {
+            // Ctrl+C during kiln log --tail (or a slow cancel): Program reports the signal's exit code.
+            return LaunchSupport.CancelledExitCode;
         }
     }
 
