@@ -63,6 +63,44 @@ public sealed partial class LaunchCommandTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task DistDdp_OneWorkerOfFourKilled_RestartsTheGroup_FinishesAndStatusCountsTheRestart()
+    {
+        string script = WorkerScript("""
+            if [ "$TORCHELASTIC_RESTART_COUNT" = 0 ] && [ "$RANK" = 2 ]; then sleep 0.3; echo "rank 2 dies" >&2; kill -9 $$; fi
+            if [ "$TORCHELASTIC_RESTART_COUNT" = 0 ]; then sleep 30 & wait; fi
+            echo "rank $RANK of $WORLD_SIZE, restart $TORCHELASTIC_RESTART_COUNT"
+            """);
+        (int code, string output, string error) = await RunProcessAsync("run", "dist.ddp", "-j", "1x4", "--max-restarts", "2", "--entrypoint", script);
+        code.ShouldBe(0, error);
+        string status = await WaitForStateAsync(output.Trim(), "SUCCEEDED");
+        status.ShouldContain("restarts: 1");
+    }
+
+    [Fact]
+    public async Task DistDdp_RestartsExhausted_FailsWithTheCauseFromTheErrorFile()
+    {
+        string script = WorkerScript("""
+            if [ "$RANK" = 1 ]; then sleep 0.2; echo "rank 1 gives up" >&2; exit 3; fi
+            sleep 30 & wait
+            """);
+        (int code, string output, string error) = await RunProcessAsync("run", "dist.ddp", "-j", "1x2", "--max-restarts", "1", "--entrypoint", script);
+        code.ShouldBe(0, error);
+        string status = await WaitForStateAsync(output.Trim(), "FAILED");
+        status.ShouldContain("restarts: 1");
+        status.ShouldContain("rank 1 gives up");
+        status.ShouldContain("error file");
+    }
+
+    private string WorkerScript(string body)
+    {
+        Directory.CreateDirectory(_root);
+        string path = Path.Combine(_root, $"worker-{Guid.NewGuid():N}.sh");
+        File.WriteAllText(path, "#!/bin/sh\n" + body + "\n");
+        File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        return path;
+    }
+
+    [Fact]
     public async Task Cancel_FromAnotherProcess_EndsTheAppCancelled_AndItsProcessesAreGone()
     {
         (int code, string output, string error) = await RunProcessAsync("run", "-cfg", "cancel_grace=2", "utils.sh", "--", "sleep 30 & sleep 30; wait");

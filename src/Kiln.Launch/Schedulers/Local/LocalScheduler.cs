@@ -198,11 +198,37 @@ internal sealed class LocalScheduler : IScheduler, IAsyncDisposable
         LocalAppState state = app.State;
         return Task.FromResult<AppStatus?>(new AppStatus(state.State)
         {
-            NumRestarts = state.NumRestarts,
+            NumRestarts = state.NumRestarts + AgentRestarts(app.Spec),
             Message = state.Message,
             StructuredError = state.StructuredError,
             Roles = [.. state.Roles.Select(r => new RoleStatus(r.Name, [.. r.Replicas.Select(p => new ReplicaStatus(p.Id, p.State, r.Name, "localhost") { ExitCode = p.ExitCode })]))],
         });
+    }
+
+    /// <summary>
+    /// Whole-group restarts done by <c>kiln agent</c> replicas (dist.ddp): each agent writes agent-state.json beside its
+    /// KILN_ERROR_FILE, in the replica's log folder, with the job's restart count (shared by every node, so the largest).
+    /// </summary>
+    private static int AgentRestarts(LocalAppSpec spec)
+    {
+        int restarts = 0;
+        foreach (LocalReplicaSpec replica in spec.Roles.SelectMany(r => r.Replicas))
+        {
+            string path = Path.Combine(replica.LogDirectory, "agent-state.json");
+            try
+            {
+                using System.Text.Json.JsonDocument json = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(path));
+                if (json.RootElement.TryGetProperty("restarts", out System.Text.Json.JsonElement count) && count.TryGetInt32(out int value))
+                {
+                    restarts = Math.Max(restarts, value);
+                }
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or System.Text.Json.JsonException)
+            {
+                // No agent in this replica, or its file is being replaced right now.
+            }
+        }
+        return restarts;
     }
 
     /// <summary>The app as submitted (its roles, before macros), or null for an unknown app.</summary>
