@@ -27,7 +27,7 @@ internal static class KilnCommandLine
     }
 
     /// <summary>Parses <paramref name="args"/> and runs the verb, writing to the given streams.</summary>
-    /// <returns>The verb's exit code: 0 on success, 1 for usage errors and failures.</returns>
+    /// <returns>The verb's exit code: 0 on success, 1 for failures, 2 for command lines that do not parse (as argparse, and so torchrun and TorchX, do).</returns>
     public static Task<int> InvokeAsync(string[] args, TextWriter output, TextWriter error, CancellationToken cancellationToken)
     {
         var configuration = new InvocationConfiguration
@@ -37,8 +37,18 @@ internal static class KilnCommandLine
             // Program handles SIGINT/SIGTERM itself so that every verb ends with 130/143.
             ProcessTerminationTimeout = null,
         };
-        return Build().Parse(args).InvokeAsync(configuration, cancellationToken);
+        ParseResult parsed = Build().Parse(args);
+        return parsed.Errors.Count > 0 ? ParseErrorAsync(parsed, configuration, cancellationToken) : parsed.InvokeAsync(configuration, cancellationToken);
     }
+
+    private static async Task<int> ParseErrorAsync(ParseResult parsed, InvocationConfiguration configuration, CancellationToken cancellationToken)
+    {
+        await parsed.InvokeAsync(configuration, cancellationToken).ConfigureAwait(false); // prints the errors and the usage
+        return UsageExitCode;
+    }
+
+    /// <summary>The exit code of a command line that does not parse.</summary>
+    public const int UsageExitCode = 2;
 
     private sealed class VersionAction : SynchronousCommandLineAction
     {

@@ -54,8 +54,17 @@ public sealed class KilnCommandLineTests
     {
         (int code, _, string error) = await RunAsync("doctor", option, value);
 
-        code.ShouldBe(1);
+        code.ShouldBe(2);
         error.ShouldContain(message);
+    }
+
+    [Fact]
+    public async Task MissingArgument_IsAUsageErrorWithExitCode2()
+    {
+        (int code, _, string error) = await RunAsync("status");
+
+        code.ShouldBe(2);
+        error.ShouldNotBeNullOrWhiteSpace();
     }
 
     [Fact]
@@ -63,7 +72,7 @@ public sealed class KilnCommandLineTests
     {
         (int code, _, string error) = await RunAsync("bake");
 
-        code.ShouldBe(1);
+        code.ShouldBe(2);
         error.ShouldContain("bake");
     }
 
