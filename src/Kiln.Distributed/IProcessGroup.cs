@@ -1,0 +1,61 @@
+using TorchSharp;
+
+namespace Kiln.Distributed;
+
+/// <summary>
+/// A fixed set of processes (ranks) that run collectives together. Every rank must call the same collectives in the
+/// same order with tensors of the same dtype and element count; collectives block until the group has taken part.
+/// </summary>
+public interface IProcessGroup : IDisposable
+{
+    /// <summary>The backend's name, e.g. "mpi".</summary>
+    public string Backend { get; }
+
+    /// <summary>This process's rank, 0 to <see cref="WorldSize"/> - 1.</summary>
+    public int Rank { get; }
+
+    /// <summary>How many processes the group holds.</summary>
+    public int WorldSize { get; }
+
+    /// <summary>Reduces <paramref name="tensor"/> over all ranks, in place: afterwards every rank holds the result.</summary>
+    /// <param name="tensor">A contiguous tensor on a device the backend supports.</param>
+    /// <param name="op">How values are combined.</param>
+    public void AllReduce(torch.Tensor tensor, ReduceOp op = ReduceOp.Sum);
+
+    /// <summary>Copies <paramref name="tensor"/> of rank <paramref name="root"/> into <paramref name="tensor"/> of every other rank.</summary>
+    /// <param name="tensor">A contiguous tensor: the source on the root, the destination elsewhere.</param>
+    /// <param name="root">The rank whose values are sent.</param>
+    public void Broadcast(torch.Tensor tensor, int root);
+
+    /// <summary>
+    /// Gathers every rank's <paramref name="input"/> into <paramref name="output"/> of every rank, rank 0's first:
+    /// <paramref name="output"/> holds <see cref="WorldSize"/> times as many elements as <paramref name="input"/>.
+    /// </summary>
+    /// <param name="input">This rank's contribution, contiguous.</param>
+    /// <param name="output">A contiguous tensor of the same dtype with WorldSize × input.numel() elements.</param>
+    public void AllGather(torch.Tensor input, torch.Tensor output);
+
+    /// <summary>
+    /// Reduces <paramref name="input"/> over ranks and leaves block r of the result (input.numel() / WorldSize elements)
+    /// in <paramref name="output"/> of rank r.
+    /// </summary>
+    /// <param name="input">A contiguous tensor whose element count is a multiple of <see cref="WorldSize"/>.</param>
+    /// <param name="output">A contiguous tensor of the same dtype with input.numel() / WorldSize elements.</param>
+    /// <param name="op">How values are combined.</param>
+    public void ReduceScatter(torch.Tensor input, torch.Tensor output, ReduceOp op = ReduceOp.Sum);
+
+    /// <summary>Blocks until every rank has called it.</summary>
+    public void Barrier();
+
+    /// <summary>Sends <paramref name="tensor"/> to rank <paramref name="destination"/>, which must call <see cref="Recv"/>.</summary>
+    /// <param name="tensor">A contiguous tensor.</param>
+    /// <param name="destination">The receiving rank.</param>
+    /// <param name="tag">Matches the send with a receive of the same tag.</param>
+    public void Send(torch.Tensor tensor, int destination, int tag = 0);
+
+    /// <summary>Receives into <paramref name="tensor"/> what rank <paramref name="source"/> sent with <see cref="Send"/>.</summary>
+    /// <param name="tensor">A contiguous tensor of the sent dtype and element count.</param>
+    /// <param name="source">The sending rank.</param>
+    /// <param name="tag">Matches the receive with a send of the same tag.</param>
+    public void Recv(torch.Tensor tensor, int source, int tag = 0);
+}

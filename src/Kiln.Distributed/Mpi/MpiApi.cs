@@ -1,0 +1,123 @@
+using System.Text;
+using TorchSharp;
+
+namespace Kiln.Distributed.Mpi;
+
+/// <summary>
+/// The slice of Open MPI's C API Kiln calls, bound by hand: functions from the library's exports, and the predefined
+/// handles (communicators, datatypes, ops) as the addresses of Open MPI's global objects — Open MPI's MPI_Comm,
+/// MPI_Datatype and MPI_Op are pointers to them (<c>&amp;ompi_mpi_comm_world</c>), unlike MPICH's integer handles.
+/// </summary>
+internal sealed unsafe class MpiApi
+{
+    /// <summary>Open MPI's MPI_IN_PLACE: <c>(void *) 1</c>.</summary>
+    public static readonly IntPtr InPlace = 1;
+
+    /// <summary>MPI_THREAD_SERIALIZED: any thread may call MPI, one at a time.</summary>
+    public const int ThreadSerialized = 2;
+
+    private readonly MpiLibraryHandle _library;
+
+    public MpiApi(MpiLibraryHandle library)
+    {
+        _library = library;
+        Initialized = (delegate* unmanaged<int*, int>)library.Export("MPI_Initialized");
+        Finalized = (delegate* unmanaged<int*, int>)library.Export("MPI_Finalized");
+        InitThread = (delegate* unmanaged<int*, byte***, int, int*, int>)library.Export("MPI_Init_thread");
+        Finalize = (delegate* unmanaged<int>)library.Export("MPI_Finalize");
+        CommRank = (delegate* unmanaged<IntPtr, int*, int>)library.Export("MPI_Comm_rank");
+        CommSize = (delegate* unmanaged<IntPtr, int*, int>)library.Export("MPI_Comm_size");
+        Allreduce = (delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, int>)library.Export("MPI_Allreduce");
+        Bcast = (delegate* unmanaged<IntPtr, int, IntPtr, int, IntPtr, int>)library.Export("MPI_Bcast");
+        Allgather = (delegate* unmanaged<IntPtr, int, IntPtr, IntPtr, int, IntPtr, IntPtr, int>)library.Export("MPI_Allgather");
+        ReduceScatterBlock = (delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, int>)library.Export("MPI_Reduce_scatter_block");
+        Barrier = (delegate* unmanaged<IntPtr, int>)library.Export("MPI_Barrier");
+        Send = (delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, int>)library.Export("MPI_Send");
+        Recv = (delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, IntPtr, int>)library.Export("MPI_Recv");
+        ErrorString = (delegate* unmanaged<int, byte*, int*, int>)library.Export("MPI_Error_string");
+
+        CommWorld = library.Export("ompi_mpi_comm_world");
+        Float = library.Export("ompi_mpi_float");
+        Double = library.Export("ompi_mpi_double");
+        Int32 = library.Export("ompi_mpi_int32_t");
+        Int64 = library.Export("ompi_mpi_int64_t");
+        Int8 = library.Export("ompi_mpi_int8_t");
+        UInt8 = library.Export("ompi_mpi_uint8_t");
+        OpSum = library.Export("ompi_mpi_op_sum");
+        OpMin = library.Export("ompi_mpi_op_min");
+        OpMax = library.Export("ompi_mpi_op_max");
+        OpProd = library.Export("ompi_mpi_op_prod");
+    }
+
+    public delegate* unmanaged<int*, int> Initialized { get; }
+    public delegate* unmanaged<int*, int> Finalized { get; }
+    public delegate* unmanaged<int*, byte***, int, int*, int> InitThread { get; }
+    public delegate* unmanaged<int> Finalize { get; }
+    public delegate* unmanaged<IntPtr, int*, int> CommRank { get; }
+    public delegate* unmanaged<IntPtr, int*, int> CommSize { get; }
+    public delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, int> Allreduce { get; }
+    public delegate* unmanaged<IntPtr, int, IntPtr, int, IntPtr, int> Bcast { get; }
+    public delegate* unmanaged<IntPtr, int, IntPtr, IntPtr, int, IntPtr, IntPtr, int> Allgather { get; }
+    public delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, int> ReduceScatterBlock { get; }
+    public delegate* unmanaged<IntPtr, int> Barrier { get; }
+    public delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, int> Send { get; }
+    public delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, IntPtr, int> Recv { get; }
+    public delegate* unmanaged<int, byte*, int*, int> ErrorString { get; }
+
+    public IntPtr CommWorld { get; }
+    public IntPtr Float { get; }
+    public IntPtr Double { get; }
+    public IntPtr Int32 { get; }
+    public IntPtr Int64 { get; }
+    public IntPtr Int8 { get; }
+    public IntPtr UInt8 { get; }
+    public IntPtr OpSum { get; }
+    public IntPtr OpMin { get; }
+    public IntPtr OpMax { get; }
+    public IntPtr OpProd { get; }
+
+    /// <summary>The library, kept open while MPI is in use.</summary>
+    public MpiLibraryHandle Library => _library;
+
+    /// <summary>The MPI datatype of a TorchSharp dtype.</summary>
+    /// <exception cref="NotSupportedException">MPI has no such type (float16, bfloat16, complex, bool).</exception>
+    public IntPtr Datatype(torch.ScalarType dtype) => dtype switch
+    {
+        torch.ScalarType.Float32 => Float,
+        torch.ScalarType.Float64 => Double,
+        torch.ScalarType.Int32 => Int32,
+        torch.ScalarType.Int64 => Int64,
+        torch.ScalarType.Int8 => Int8,
+        torch.ScalarType.Byte => UInt8,
+        torch.ScalarType.Float16 or torch.ScalarType.BFloat16 => throw new NotSupportedException(
+            $"The mpi backend does not support {dtype} tensors: MPI has no 16-bit floating-point type. " +
+            "Convert to float32 for the collective (tensor.to(float32)) and back."),
+        _ => throw new NotSupportedException($"The mpi backend does not support {dtype} tensors."),
+    };
+
+    /// <summary>The MPI op of a <see cref="ReduceOp"/>; <see cref="ReduceOp.Average"/> reduces with a sum.</summary>
+    public IntPtr Op(ReduceOp op) => op switch
+    {
+        ReduceOp.Sum or ReduceOp.Average => OpSum,
+        ReduceOp.Min => OpMin,
+        ReduceOp.Max => OpMax,
+        ReduceOp.Product => OpProd,
+        _ => throw new ArgumentOutOfRangeException(nameof(op), op, "unknown reduce op"),
+    };
+
+    /// <summary>Throws when an MPI call returned an error code other than MPI_SUCCESS (0).</summary>
+    public void Check(int code, string function)
+    {
+        if (code == 0)
+        {
+            return;
+        }
+        // MPI_MAX_ERROR_STRING is 256 in Open MPI.
+        byte* buffer = stackalloc byte[1024];
+        int length = 0;
+        string text = ErrorString(code, buffer, &length) == 0
+            ? Encoding.ASCII.GetString(buffer, Math.Clamp(length, 0, 1024))
+            : "unknown error";
+        throw new DistributedException($"{function} failed with MPI error {code}: {text}");
+    }
+}

@@ -1,0 +1,328 @@
+using System.Globalization;
+using Kiln.Runtime;
+using TorchSharp;
+
+namespace Kiln.Distributed.Mpi;
+
+/// <summary>
+/// The world of an Open MPI job as an <see cref="IProcessGroup"/>. Collectives run in place on the memory of contiguous
+/// CPU tensors (no copies); calls are serialised with a lock (MPI_THREAD_SERIALIZED).
+/// </summary>
+internal sealed unsafe class MpiProcessGroup : IProcessGroup
+{
+    private static readonly Lock CreateLock = new();
+    private static bool s_created;
+
+    private readonly MpiApi _mpi;
+    private readonly bool _ownsInitialization;
+    private readonly Lock _callLock = new();
+    private bool _disposed;
+
+    private MpiProcessGroup(MpiApi mpi, int rank, int worldSize, bool ownsInitialization)
+    {
+        _mpi = mpi;
+        Rank = rank;
+        WorldSize = worldSize;
+        _ownsInitialization = ownsInitialization;
+    }
+
+    /// <inheritdoc />
+    public string Backend => "mpi";
+
+    /// <inheritdoc />
+    public int Rank { get; }
+
+    /// <inheritdoc />
+    public int WorldSize { get; }
+
+    /// <summary>Initialises MPI (unless something else in the process already did) and returns the world group.</summary>
+    public static MpiProcessGroup Create()
+    {
+        lock (CreateLock)
+        {
+            if (s_created)
+            {
+                throw new DistributedException("An MPI process group was already created in this process; MPI initialises once per process.");
+            }
+            TorchRuntime.EnsureInitialized();
+            MpiLibraryHandle library = MpiLibraryHandle.TryOpen()
+                ?? throw new DistributedException("libmpi.so.40 is not on the loader path; install Open MPI (Debian: openmpi-bin, libopenmpi3).");
+            try
+            {
+                var mpi = new MpiApi(library);
+                int flag = 0;
+                mpi.Check(mpi.Finalized(&flag), "MPI_Finalized");
+                if (flag != 0)
+                {
+                    throw new DistributedException("MPI was already finalised in this process and cannot be initialised again.");
+                }
+                mpi.Check(mpi.Initialized(&flag), "MPI_Initialized");
+                bool owns = flag == 0;
+                if (owns)
+                {
+                    int provided = 0;
+                    mpi.Check(mpi.InitThread(null, null, MpiApi.ThreadSerialized, &provided), "MPI_Init_thread");
+                    if (provided < MpiApi.ThreadSerialized)
+                    {
+                        // Kiln serialises its own calls, but may make them from any thread.
+                        _ = mpi.Finalize();
+                        throw new DistributedException($"MPI_Init_thread provided thread level {provided}; Kiln needs MPI_THREAD_SERIALIZED ({MpiApi.ThreadSerialized}).");
+                    }
+                }
+                int rank = 0, size = 0;
+                mpi.Check(mpi.CommRank(mpi.CommWorld, &rank), "MPI_Comm_rank");
+                mpi.Check(mpi.CommSize(mpi.CommWorld, &size), "MPI_Comm_size");
+                CheckLauncherEnvironment(rank, size);
+                s_created = true;
+                return new MpiProcessGroup(mpi, rank, size, owns);
+            }
+            catch
+            {
+                library.Dispose();
+                throw;
+            }
+        }
+    }
+
+    /// <summary>Where a launcher (kiln launch, torchrun) set RANK and WORLD_SIZE, they must match what MPI says.</summary>
+    internal static void CheckLauncherEnvironment(int rank, int size)
+    {
+        CheckVariable("RANK", rank);
+        CheckVariable("WORLD_SIZE", size);
+
+        static void CheckVariable(string name, int mpiValue)
+        {
+            string? text = Environment.GetEnvironmentVariable(name);
+            if (string.IsNullOrEmpty(text))
+            {
+                return;
+            }
+            if (!int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int value))
+            {
+                throw new DistributedException($"{name}={text} is not an integer.");
+            }
+            if (value != mpiValue)
+            {
+                throw new DistributedException(
+                    $"{name}={value} from the launcher's environment, but MPI says {mpiValue}: start every rank with mpirun, " +
+                    "or let the launcher and MPI agree on the world.");
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public void AllReduce(torch.Tensor tensor, ReduceOp op = ReduceOp.Sum)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        IntPtr datatype = CheckTensor(tensor, nameof(tensor));
+        IntPtr mpiOp = _mpi.Op(op);
+        if (op == ReduceOp.Average && !tensor.is_floating_point())
+        {
+            throw new NotSupportedException($"ReduceOp.Average needs a floating-point tensor, not {tensor.dtype}.");
+        }
+        int count = Count(tensor);
+        if (count > 0)
+        {
+            lock (_callLock)
+            {
+                fixed (byte* data = tensor.bytes)
+                {
+                    _mpi.Check(_mpi.Allreduce(MpiApi.InPlace, (IntPtr)data, count, datatype, mpiOp, _mpi.CommWorld), "MPI_Allreduce");
+                }
+            }
+        }
+        if (op == ReduceOp.Average && WorldSize > 1)
+        {
+            tensor.div_(WorldSize);
+        }
+    }
+
+    /// <inheritdoc />
+    public void Broadcast(torch.Tensor tensor, int root)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        CheckRank(root, nameof(root));
+        IntPtr datatype = CheckTensor(tensor, nameof(tensor));
+        int count = Count(tensor);
+        if (count == 0)
+        {
+            return;
+        }
+        lock (_callLock)
+        {
+            fixed (byte* data = tensor.bytes)
+            {
+                _mpi.Check(_mpi.Bcast((IntPtr)data, count, datatype, root, _mpi.CommWorld), "MPI_Bcast");
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public void AllGather(torch.Tensor input, torch.Tensor output)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(output);
+        IntPtr datatype = CheckTensor(input, nameof(input));
+        CheckTensor(output, nameof(output));
+        CheckSameDtype(input, output);
+        int count = Count(input);
+        if (output.numel() != (long)count * WorldSize)
+        {
+            throw new ArgumentException($"output has {output.numel()} elements; all_gather needs world size × input = {WorldSize} × {count}.", nameof(output));
+        }
+        if (count == 0)
+        {
+            return;
+        }
+        lock (_callLock)
+        {
+            fixed (byte* send = input.bytes)
+            fixed (byte* receive = output.bytes)
+            {
+                _mpi.Check(_mpi.Allgather((IntPtr)send, count, datatype, (IntPtr)receive, count, datatype, _mpi.CommWorld), "MPI_Allgather");
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public void ReduceScatter(torch.Tensor input, torch.Tensor output, ReduceOp op = ReduceOp.Sum)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(output);
+        IntPtr datatype = CheckTensor(input, nameof(input));
+        CheckTensor(output, nameof(output));
+        CheckSameDtype(input, output);
+        IntPtr mpiOp = _mpi.Op(op);
+        if (op == ReduceOp.Average && !output.is_floating_point())
+        {
+            throw new NotSupportedException($"ReduceOp.Average needs a floating-point tensor, not {output.dtype}.");
+        }
+        long total = input.numel();
+        if (total % WorldSize != 0)
+        {
+            throw new ArgumentException($"input has {total} elements, not a multiple of the world size {WorldSize}.", nameof(input));
+        }
+        int count = Count(output);
+        if (count != total / WorldSize)
+        {
+            throw new ArgumentException($"output has {count} elements; reduce_scatter needs input / world size = {total / WorldSize}.", nameof(output));
+        }
+        if (count > 0)
+        {
+            lock (_callLock)
+            {
+                fixed (byte* send = input.bytes)
+                fixed (byte* receive = output.bytes)
+                {
+                    _mpi.Check(_mpi.ReduceScatterBlock((IntPtr)send, (IntPtr)receive, count, datatype, mpiOp, _mpi.CommWorld), "MPI_Reduce_scatter_block");
+                }
+            }
+        }
+        if (op == ReduceOp.Average && WorldSize > 1)
+        {
+            output.div_(WorldSize);
+        }
+    }
+
+    /// <inheritdoc />
+    public void Barrier()
+    {
+        ThrowIfDisposed();
+        lock (_callLock)
+        {
+            _mpi.Check(_mpi.Barrier(_mpi.CommWorld), "MPI_Barrier");
+        }
+    }
+
+    /// <inheritdoc />
+    public void Send(torch.Tensor tensor, int destination, int tag = 0)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        CheckRank(destination, nameof(destination));
+        IntPtr datatype = CheckTensor(tensor, nameof(tensor));
+        int count = Count(tensor);
+        lock (_callLock)
+        {
+            fixed (byte* data = tensor.bytes)
+            {
+                _mpi.Check(_mpi.Send((IntPtr)data, count, datatype, destination, tag, _mpi.CommWorld), "MPI_Send");
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public void Recv(torch.Tensor tensor, int source, int tag = 0)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        CheckRank(source, nameof(source));
+        IntPtr datatype = CheckTensor(tensor, nameof(tensor));
+        int count = Count(tensor);
+        lock (_callLock)
+        {
+            fixed (byte* data = tensor.bytes)
+            {
+                // Open MPI's MPI_STATUS_IGNORE is a null pointer.
+                _mpi.Check(_mpi.Recv((IntPtr)data, count, datatype, source, tag, _mpi.CommWorld, IntPtr.Zero), "MPI_Recv");
+            }
+        }
+    }
+
+    /// <summary>Finalises MPI when this group initialised it; the library stays loaded (MPI cannot start again).</summary>
+    public void Dispose()
+    {
+        lock (_callLock)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+            _disposed = true;
+            if (_ownsInitialization)
+            {
+                _mpi.Check(_mpi.Finalize(), "MPI_Finalize");
+            }
+        }
+    }
+
+    private IntPtr CheckTensor(torch.Tensor tensor, string name)
+    {
+        ThrowIfDisposed();
+        if (tensor.device_type != DeviceType.CPU)
+        {
+            throw new NotSupportedException(
+                $"The mpi backend runs collectives on CPU tensors; {name} is on {tensor.device}. " +
+                "Use the nccl backend for CUDA tensors (not yet in Kiln), or copy to the CPU.");
+        }
+        if (!tensor.is_contiguous())
+        {
+            throw new ArgumentException($"{name} is not contiguous; call .contiguous() and copy the result back.", name);
+        }
+        return _mpi.Datatype(tensor.dtype);
+    }
+
+    private static void CheckSameDtype(torch.Tensor input, torch.Tensor output)
+    {
+        if (input.dtype != output.dtype)
+        {
+            throw new ArgumentException($"output is {output.dtype} but input is {input.dtype}.", nameof(output));
+        }
+    }
+
+    private static int Count(torch.Tensor tensor)
+    {
+        long count = tensor.numel();
+        return count <= int.MaxValue
+            ? (int)count
+            : throw new NotSupportedException($"A tensor of {count} elements is over MPI's int count limit ({int.MaxValue}).");
+    }
+
+    private void CheckRank(int rank, string name)
+    {
+        if (rank < 0 || rank >= WorldSize)
+        {
+            throw new ArgumentOutOfRangeException(name, rank, $"a rank must be between 0 and {WorldSize - 1}");
+        }
+    }
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+}

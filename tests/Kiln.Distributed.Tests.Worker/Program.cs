@@ -1,0 +1,44 @@
+using System.Globalization;
+using Kiln.Distributed;
+using TorchSharp;
+
+// Usage: Kiln.Distributed.Tests.Worker <scenario>[,<scenario>…] <float32|float64> <count>[,<count>…]
+// Every rank runs every scenario for every count and checks its result against a reference computed locally from
+// rank-seeded data (any rank can compute any other rank's data). Exit 0: all matched; 1: a mismatch; 2: an error.
+if (args.Length != 3)
+{
+    await Console.Error.WriteLineAsync("usage: <scenario>[,…] <float32|float64> <count>[,…]").ConfigureAwait(false);
+    return 2;
+}
+string[] scenarios = args[0].Split(',');
+torch.ScalarType dtype = args[1] switch
+{
+    "float32" => torch.ScalarType.Float32,
+    "float64" => torch.ScalarType.Float64,
+    _ => throw new ArgumentException($"unknown dtype {args[1]}"),
+};
+int[] counts = [.. args[2].Split(',').Select(c => int.Parse(c, CultureInfo.InvariantCulture))];
+
+using IProcessGroup group = ProcessGroups.InitializeMpi();
+try
+{
+    foreach (string scenario in scenarios)
+    {
+        foreach (int count in counts)
+        {
+            string? failure = Kiln.Distributed.Tests.Worker.Scenarios.Run(group, scenario, dtype, count);
+            if (failure is not null)
+            {
+                await Console.Error.WriteLineAsync($"FAIL rank {group.Rank}/{group.WorldSize} {scenario} {args[1]} {count}: {failure}").ConfigureAwait(false);
+                return 1;
+            }
+            Console.WriteLine($"OK rank {group.Rank}/{group.WorldSize} {scenario} {args[1]} {count}");
+        }
+    }
+}
+catch (Exception e)
+{
+    await Console.Error.WriteLineAsync($"ERROR rank {group.Rank}/{group.WorldSize}: {e}").ConfigureAwait(false);
+    return 2;
+}
+return 0;

@@ -1,0 +1,204 @@
+using TorchSharp;
+
+namespace Kiln.Distributed.Tests.Worker;
+
+/// <summary>The named scenarios; each returns null when the result matches the reference, else what differs.</summary>
+internal static class Scenarios
+{
+    /// <summary>Rank <paramref name="rank"/>'s value at <paramref name="index"/>: eighths below 127 in magnitude, exact in float32 sums.</summary>
+    public static double Value(int rank, long index, int salt = 0) =>
+        (((rank * 7919L) + (index * 31L) + (salt * 101L)) % 1009L / 8.0) - 60.0;
+
+    public static double[] Data(int rank, int count, int salt = 0)
+    {
+        var data = new double[count];
+        for (int i = 0; i < count; i++)
+        {
+            data[i] = Value(rank, i, salt);
+        }
+        return data;
+    }
+
+    public static torch.Tensor Tensor(double[] data, torch.ScalarType dtype) =>
+        torch.tensor(data, dtype: torch.ScalarType.Float64).to_type(dtype).contiguous();
+
+    public static double[] Read(torch.Tensor tensor) =>
+        tensor.to_type(torch.ScalarType.Float64).contiguous().data<double>().ToArray();
+
+    public static string? Run(IProcessGroup group, string scenario, torch.ScalarType dtype, int count)
+    {
+        int rank = group.Rank, size = group.WorldSize;
+        switch (scenario)
+        {
+            case "allreduce-sum":
+            case "allreduce-avg":
+            case "allreduce-min":
+            case "allreduce-max":
+            {
+                ReduceOp op = scenario[10..] switch
+                {
+                    "sum" => ReduceOp.Sum,
+                    "avg" => ReduceOp.Average,
+                    "min" => ReduceOp.Min,
+                    _ => ReduceOp.Max,
+                };
+                using torch.Tensor tensor = Tensor(Data(rank, count), dtype);
+                group.AllReduce(tensor, op);
+                return Compare(Read(tensor), Reduce(size, count, op, salt: 0), dtype);
+            }
+            case "broadcast":
+            {
+                int root = size - 1;
+                using torch.Tensor tensor = Tensor(Data(rank, count, salt: 3), dtype);
+                group.Broadcast(tensor, root);
+                return Compare(Read(tensor), Data(root, count, salt: 3), dtype);
+            }
+            case "allgather":
+            {
+                using torch.Tensor input = Tensor(Data(rank, count, salt: 5), dtype);
+                using torch.Tensor output = torch.full(size * (long)count, double.NaN, dtype: dtype);
+                group.AllGather(input, output);
+                double[] expected = [.. Enumerable.Range(0, size).SelectMany(r => Data(r, count, salt: 5))];
+                return Compare(Read(output), expected, dtype);
+            }
+            case "reducescatter":
+            {
+                int total = count * size;
+                using torch.Tensor input = Tensor(Data(rank, total, salt: 7), dtype);
+                using torch.Tensor output = torch.full(count, double.NaN, dtype: dtype);
+                group.ReduceScatter(input, output, ReduceOp.Sum);
+                double[] all = Reduce(size, total, ReduceOp.Sum, salt: 7);
+                return Compare(Read(output), all[(rank * count)..((rank + 1) * count)], dtype);
+            }
+            case "sendrecv":
+            {
+                // A ring: every rank sends its data to the next and receives the previous one's.
+                int next = (rank + 1) % size, previous = (rank + size - 1) % size;
+                using torch.Tensor mine = Tensor(Data(rank, count, salt: 9), dtype);
+                using torch.Tensor received = torch.full(count, double.NaN, dtype: dtype);
+                if (rank % 2 == 0)
+                {
+                    group.Send(mine, next, tag: 4);
+                    group.Recv(received, previous, tag: 4);
+                }
+                else
+                {
+                    group.Recv(received, previous, tag: 4);
+                    group.Send(mine, next, tag: 4);
+                }
+                return Compare(Read(received), Data(previous, count, salt: 9), dtype);
+            }
+            case "barrier":
+            {
+                // Rank 0 arrives late by count milliseconds: every other rank must wait for it.
+                group.Barrier();
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                if (rank == 0)
+                {
+                    Thread.Sleep(count);
+                }
+                group.Barrier();
+                long waited = clock.ElapsedMilliseconds;
+                return rank != 0 && waited < count * 8 / 10 ? $"left the barrier after {waited} ms, before rank 0 ({count} ms late)" : null;
+            }
+            case "errors":
+                return Errors(group);
+            default:
+                throw new ArgumentException($"unknown scenario {scenario}");
+        }
+    }
+
+    private static double[] Reduce(int size, int count, ReduceOp op, int salt)
+    {
+        var result = new double[count];
+        for (int i = 0; i < count; i++)
+        {
+            double acc = Value(0, i, salt);
+            for (int r = 1; r < size; r++)
+            {
+                double v = Value(r, i, salt);
+                acc = op switch
+                {
+                    ReduceOp.Min => Math.Min(acc, v),
+                    ReduceOp.Max => Math.Max(acc, v),
+                    _ => acc + v,
+                };
+            }
+            result[i] = op == ReduceOp.Average ? acc / size : acc;
+        }
+        return result;
+    }
+
+    private static string? Compare(double[] actual, double[] expected, torch.ScalarType dtype)
+    {
+        if (actual.Length != expected.Length)
+        {
+            return $"length {actual.Length}, expected {expected.Length}";
+        }
+        double tolerance = dtype == torch.ScalarType.Float32 ? 1e-6 : 1e-12;
+        for (int i = 0; i < actual.Length; i++)
+        {
+            if (!(Math.Abs(actual[i] - expected[i]) <= tolerance * Math.Max(1.0, Math.Abs(expected[i]))))
+            {
+                return $"element {i}: {actual[i]}, expected {expected[i]}";
+            }
+        }
+        return null;
+    }
+
+    /// <summary>Local argument checks: each must throw before any MPI call, so ranks need not agree.</summary>
+    private static string? Errors(IProcessGroup group)
+    {
+        using torch.Tensor half = torch.zeros(4, dtype: torch.ScalarType.Float16);
+        string? e = Expect<NotSupportedException>(() => group.AllReduce(half), "16-bit");
+        if (e is not null)
+        {
+            return e;
+        }
+        using torch.Tensor bf16 = torch.zeros(4, dtype: torch.ScalarType.BFloat16);
+        e = Expect<NotSupportedException>(() => group.Broadcast(bf16, 0), "16-bit");
+        if (e is not null)
+        {
+            return e;
+        }
+        using torch.Tensor matrix = torch.zeros(3, 4);
+        using torch.Tensor transposed = matrix.t();
+        e = Expect<ArgumentException>(() => group.AllReduce(transposed), "contiguous");
+        if (e is not null)
+        {
+            return e;
+        }
+        using torch.Tensor small = torch.zeros(4);
+        using torch.Tensor wrong = torch.zeros(5);
+        e = Expect<ArgumentException>(() => group.AllGather(small, wrong), "world size");
+        if (e is not null)
+        {
+            return e;
+        }
+        using torch.Tensor ints = torch.zeros(4, dtype: torch.ScalarType.Int32);
+        e = Expect<NotSupportedException>(() => group.AllReduce(ints, ReduceOp.Average), "floating-point");
+        if (e is not null)
+        {
+            return e;
+        }
+        return Expect<ArgumentOutOfRangeException>(() => group.Broadcast(small, group.WorldSize), "rank");
+    }
+
+    private static string? Expect<T>(Action action, string messagePart)
+        where T : Exception
+    {
+        try
+        {
+            action();
+        }
+        catch (T e) when (e.Message.Contains(messagePart, StringComparison.Ordinal))
+        {
+            return null;
+        }
+        catch (Exception e)
+        {
+            return $"expected {typeof(T).Name} mentioning '{messagePart}', got {e.GetType().Name}: {e.Message}";
+        }
+        return $"expected {typeof(T).Name} mentioning '{messagePart}', nothing was thrown";
+    }
+}
