@@ -22,7 +22,7 @@ internal static class ImageTransforms
     public const double ResizeRatio = 256.0 / 224.0;
 
     /// <summary>The archive file holding class labels, as TorchServe names it.</summary>
-    public const string LabelFile = "index_to_name.json";
+    public const string LabelFile = IndexToName.FileName;
 
     /// <summary>PIL's <c>Image.MAX_IMAGE_PIXELS</c>: larger images are refused before decoding (decompression bombs).</summary>
     public const long MaxPixels = 89_478_485;
@@ -307,67 +307,9 @@ internal static class ImageTransforms
         return result;
     }
 
-    /// <summary>
-    /// Reads the archive's <c>index_to_name.json</c>: <c>{"0":"tench",…}</c>, <c>{"0":["n01440764","tench"],…}</c> (the
-    /// last element is the label, as TorchServe takes it), <c>{"object_type_names":["__background__",…]}</c> (older
-    /// TorchServe examples) or a plain list <c>["tench",…]</c>. Null when the archive has none.
-    /// </summary>
+    /// <summary>Reads the archive's <c>index_to_name.json</c> (see <see cref="IndexToName"/>). Null when the archive has none.</summary>
     /// <exception cref="ServeException">400 <c>ModelException</c>: the file is not such JSON.</exception>
-    public static IReadOnlyDictionary<long, string>? ReadLabels(HandlerContext context)
-    {
-        ArgumentNullException.ThrowIfNull(context);
-        if (context.ExtraFile(LabelFile) is not { } path)
-        {
-            return null;
-        }
-        try
-        {
-            using JsonDocument document = JsonDocument.Parse(File.ReadAllBytes(path));
-            var labels = new Dictionary<long, string>();
-            JsonElement root = document.RootElement;
-            if (root.ValueKind == JsonValueKind.Object && root.TryGetProperty("object_type_names", out JsonElement names) && names.ValueKind == JsonValueKind.Array)
-            {
-                root = names; // older TorchServe examples: {"object_type_names": ["__background__", "person", …]}
-            }
-            if (root.ValueKind == JsonValueKind.Object)
-            {
-                foreach (JsonProperty entry in root.EnumerateObject())
-                {
-                    if (!long.TryParse(entry.Name, NumberStyles.Integer, CultureInfo.InvariantCulture, out long index))
-                    {
-                        throw new ServeException(400, "ModelException", $"{LabelFile}: key \"{entry.Name}\" is not a class index.");
-                    }
-                    labels[index] = Label(entry.Value, entry.Name);
-                }
-            }
-            else if (root.ValueKind == JsonValueKind.Array)
-            {
-                int index = 0;
-                foreach (JsonElement entry in root.EnumerateArray())
-                {
-                    labels[index] = Label(entry, index.ToString(CultureInfo.InvariantCulture));
-                    index++;
-                }
-            }
-            else
-            {
-                throw new ServeException(400, "ModelException", $"{LabelFile} must be an object {{\"0\": \"label\", …}} or a list of labels.");
-            }
-            return labels;
-        }
-        catch (JsonException ex)
-        {
-            throw new ServeException(400, "ModelException", $"{LabelFile} is not valid JSON: {ex.Message}", ex);
-        }
-    }
-
-    private static string Label(JsonElement value, string key) => value.ValueKind switch
-    {
-        JsonValueKind.String => value.GetString()!,
-        JsonValueKind.Number => value.GetRawText(),
-        JsonValueKind.Array when value.GetArrayLength() > 0 => Label(value[value.GetArrayLength() - 1], key),
-        _ => throw new ServeException(400, "ModelException", $"{LabelFile}: the label of class {key} is neither a string nor a list ending in one."),
-    };
+    public static IReadOnlyDictionary<long, string>? ReadLabels(HandlerContext context) => IndexToName.Read(context);
 
     /// <summary>The label of class <paramref name="index"/>, or the index itself as text when there is no mapping for it.</summary>
     public static string LabelOf(IReadOnlyDictionary<long, string>? labels, long index) =>

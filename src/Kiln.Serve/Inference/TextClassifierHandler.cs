@@ -14,7 +14,7 @@ namespace Kiln.Serve.Inference;
 internal sealed class TextClassifierHandler : IModelHandler
 {
     internal const int DefaultMaxLength = 512;
-    internal const string LabelFile = "index_to_name.json";
+    internal const string LabelFile = IndexToName.FileName;
 
     private readonly TextModel _model;
     private readonly TextTokenizer _tokenizer;
@@ -90,64 +90,20 @@ internal sealed class TextClassifierHandler : IModelHandler
     }
 
     /// <summary>
-    /// Reads <c>index_to_name.json</c>: <c>{"0": "World", …}</c> or <c>{"0": ["id", "World"], …}</c> (TorchServe takes the
-    /// last element) or a list <c>["World", …]</c>. Empty when the archive has none.
+    /// Reads <c>index_to_name.json</c> (see <see cref="IndexToName"/>): <c>{"0": "World", …}</c> or <c>{"0": ["id", "World"], …}</c>
+    /// (TorchServe takes the last element) or a list <c>["World", …]</c>. Empty when the archive has none.
     /// </summary>
     /// <exception cref="ServeException">400 <c>ModelException</c>: not such JSON, or two classes with one name.</exception>
     private static Dictionary<int, string> ReadLabels(HandlerContext context)
     {
-        var labels = new Dictionary<int, string>();
-        if (context.ExtraFile(LabelFile) is not { } path)
-        {
-            return labels;
-        }
-        try
-        {
-            using JsonDocument document = JsonDocument.Parse(File.ReadAllBytes(path));
-            JsonElement root = document.RootElement;
-            if (root.ValueKind == JsonValueKind.Object)
-            {
-                foreach (JsonProperty entry in root.EnumerateObject())
-                {
-                    if (!int.TryParse(entry.Name, NumberStyles.None, CultureInfo.InvariantCulture, out int index))
-                    {
-                        throw new ServeException(400, "ModelException", $"{LabelFile}: key \"{entry.Name}\" is not a class index (0, 1, …).");
-                    }
-                    labels[index] = Label(entry.Value, entry.Name);
-                }
-            }
-            else if (root.ValueKind == JsonValueKind.Array)
-            {
-                int index = 0;
-                foreach (JsonElement entry in root.EnumerateArray())
-                {
-                    labels[index] = Label(entry, index.ToString(CultureInfo.InvariantCulture));
-                    index++;
-                }
-            }
-            else
-            {
-                throw new ServeException(400, "ModelException", $"{LabelFile} must be an object {{\"0\": \"label\", …}} or a list of labels.");
-            }
-        }
-        catch (JsonException ex)
-        {
-            throw new ServeException(400, "ModelException", $"{LabelFile} is not valid JSON: {ex.Message}", ex);
-        }
+        Dictionary<int, string> labels = IndexToName.Read(context, NumberStyles.None, int.MaxValue, " (0, 1, …)")?
+            .ToDictionary(l => (int)l.Key, l => l.Value) ?? [];
         if (labels.GroupBy(l => l.Value, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } duplicate)
         {
             throw new ServeException(400, "ModelException", $"{LabelFile} names classes {string.Join(" and ", duplicate.Select(l => l.Key))} both \"{duplicate.Key}\"; the response keys classes by name, so each needs its own.");
         }
         return labels;
     }
-
-    private static string Label(JsonElement value, string key) => value.ValueKind switch
-    {
-        JsonValueKind.String => value.GetString()!,
-        JsonValueKind.Number => value.GetRawText(),
-        JsonValueKind.Array when value.GetArrayLength() > 0 => Label(value[value.GetArrayLength() - 1], key),
-        _ => throw new ServeException(400, "ModelException", $"{LabelFile}: the label of class {key} is neither a string nor a list ending in one."),
-    };
 
     public void Dispose() => _model.Dispose();
 }
