@@ -1,3 +1,5 @@
+using static Kiln.Serve.Tests.OnnxWire;
+
 namespace Kiln.Serve.Tests;
 
 /// <summary>
@@ -63,100 +65,37 @@ internal static class TextOnnx
     }
 
     public static byte[] Encoder() => Model(
-        [Node("Gather", ["E", "input_ids"], "last_hidden_state")],
-        [Tensor("E", [Vocab.Length, Width], EmbeddingTable())],
-        Output("last_hidden_state", 1, ["N", "T", Width]));
+        [Node("Gather", ["E", "input_ids"], ["last_hidden_state"])],
+        [FloatTensor("E", [Vocab.Length, Width], EmbeddingTable())],
+        ValueInfo("last_hidden_state", Float, ["N", "T", Width]));
 
     public static byte[] Classifier() => Model(
         [
-            Node("Gather", ["E", "input_ids"], "emb"),
-            Node("Cast", ["attention_mask"], "maskf", IntAttribute("to", 1)),
-            Node("Unsqueeze", ["maskf", "axis2"], "mask3"),
-            Node("Mul", ["emb", "mask3"], "masked"),
-            Node("ReduceSum", ["masked", "axis1"], "sum", IntAttribute("keepdims", 0)),
-            Node("ReduceSum", ["mask3", "axis1"], "count", IntAttribute("keepdims", 0)),
-            Node("Div", ["sum", "count"], "pooled"),
-            Node("MatMul", ["pooled", "W"], "xw"),
-            Node("Add", ["xw", "B"], "logits"),
+            Node("Gather", ["E", "input_ids"], ["emb"]),
+            Node("Cast", ["attention_mask"], ["maskf"], OnnxWire.Attribute("to", 1)),
+            Node("Unsqueeze", ["maskf", "axis2"], ["mask3"]),
+            Node("Mul", ["emb", "mask3"], ["masked"]),
+            Node("ReduceSum", ["masked", "axis1"], ["sum"], OnnxWire.Attribute("keepdims", 0)),
+            Node("ReduceSum", ["mask3", "axis1"], ["count"], OnnxWire.Attribute("keepdims", 0)),
+            Node("Div", ["sum", "count"], ["pooled"]),
+            Node("MatMul", ["pooled", "W"], ["xw"]),
+            Node("Add", ["xw", "B"], ["logits"]),
         ],
         [
-            Tensor("E", [Vocab.Length, Width], EmbeddingTable()),
-            Tensor("W", [Width, Classes], Weights()),
-            Tensor("B", [Classes], Bias()),
+            FloatTensor("E", [Vocab.Length, Width], EmbeddingTable()),
+            FloatTensor("W", [Width, Classes], Weights()),
+            FloatTensor("B", [Classes], Bias()),
             Int64Tensor("axis1", [1], [1]),
             Int64Tensor("axis2", [1], [2]),
         ],
-        Output("logits", 1, ["N", Classes]));
+        ValueInfo("logits", Float, ["N", Classes]));
 
     private static float[] EmbeddingTable() => [.. Enumerable.Range(0, Vocab.Length).SelectMany(Embedding)];
 
-    private static byte[] Model(byte[][] nodes, byte[][] initializers, byte[] output)
-    {
-        byte[] graph = Concat(
-            Concat([.. nodes.Select(n => Bytes(1, n))]),
-            String(2, "text"),
-            Concat([.. initializers.Select(t => Bytes(5, t))]),
-            Bytes(11, ValueInfo("input_ids", 7, ["N", "T"])),
-            Bytes(11, ValueInfo("attention_mask", 7, ["N", "T"])),
-            Bytes(11, ValueInfo("token_type_ids", 7, ["N", "T"])),
-            Bytes(12, output));
-        return Concat(
-            Varint(1, 8),                                   // ir_version
-            Bytes(8, Concat(String(1, ""), Varint(2, 13))),  // opset_import: default domain, opset 13
-            Bytes(7, graph));
-    }
-
-    private static byte[] Output(string name, int elementType, object[] dims) => ValueInfo(name, elementType, dims);
-
-    private static byte[] Node(string op, string[] inputs, string output, byte[]? attribute = null) =>
-        Concat([.. inputs.Select(i => String(1, i)), String(2, output), String(4, op), attribute is null ? [] : Bytes(5, attribute)]);
-
-    /// <summary>An AttributeProto of type INT: name (1), i (3), type (20) = 2.</summary>
-    private static byte[] IntAttribute(string name, long value) => Concat(String(1, name), Varint(3, (ulong)value), Varint(20, 2));
-
-    /// <summary>A TensorProto with raw_data: dims (1), data_type (2), name (8), raw_data (9).</summary>
-    private static byte[] Tensor(string name, long[] dims, float[] values)
-    {
-        byte[] data = new byte[values.Length * 4];
-        Buffer.BlockCopy(values, 0, data, 0, data.Length);
-        return Concat([.. dims.Select(d => Varint(1, (ulong)d)), Varint(2, 1), String(8, name), Bytes(9, data)]);
-    }
-
-    private static byte[] Int64Tensor(string name, long[] dims, long[] values)
-    {
-        byte[] data = new byte[values.Length * 8];
-        Buffer.BlockCopy(values, 0, data, 0, data.Length);
-        return Concat([.. dims.Select(d => Varint(1, (ulong)d)), Varint(2, 7), String(8, name), Bytes(9, data)]);
-    }
-
-    /// <summary>A ValueInfoProto: name, TypeProto.tensor_type { elem_type, shape { dim: dim_value | dim_param } }.</summary>
-    private static byte[] ValueInfo(string name, int elementType, object[] dims)
-    {
-        byte[] shape = Concat([.. dims.Select(d => Bytes(1, d is int v ? Varint(1, (ulong)v) : String(2, (string)d)))]);
-        byte[] tensorType = Concat(Varint(1, (ulong)elementType), Bytes(2, shape));
-        return Concat(String(1, name), Bytes(2, Bytes(1, tensorType)));
-    }
-
-    private static byte[] String(int field, string value) => Bytes(field, System.Text.Encoding.UTF8.GetBytes(value));
-
-    private static byte[] Bytes(int field, byte[] payload) => Concat(Key(field, 2), RawVarint((ulong)payload.Length), payload);
-
-    private static byte[] Varint(int field, ulong value) => Concat(Key(field, 0), RawVarint(value));
-
-    private static byte[] Key(int field, int wireType) => RawVarint((ulong)((field << 3) | wireType));
-
-    private static byte[] RawVarint(ulong value)
-    {
-        var bytes = new List<byte>();
-        do
-        {
-            byte b = (byte)(value & 0x7F);
-            value >>= 7;
-            bytes.Add(value != 0 ? (byte)(b | 0x80) : b);
-        }
-        while (value != 0);
-        return [.. bytes];
-    }
-
-    private static byte[] Concat(params byte[][] parts) => [.. parts.SelectMany(p => p)];
+    private static byte[] Model(byte[][] nodes, byte[][] initializers, byte[] output) => OnnxWire.Model(
+        "text",
+        nodes,
+        initializers,
+        [ValueInfo("input_ids", OnnxWire.Int64, ["N", "T"]), ValueInfo("attention_mask", OnnxWire.Int64, ["N", "T"]), ValueInfo("token_type_ids", OnnxWire.Int64, ["N", "T"])],
+        [output]);
 }

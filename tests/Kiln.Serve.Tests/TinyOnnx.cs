@@ -33,59 +33,10 @@ internal static class TinyOnnx
         return y;
     }
 
-    public static byte[] Linear(float scale)
-    {
-        byte[] graph = Concat(
-            Bytes(1, Node("MatMul", ["X", "W"], "XW")),
-            Bytes(1, Node("Add", ["XW", "B"], "Y")),
-            String(2, "linear"),
-            Bytes(5, Tensor("W", [Inputs, Outputs], Weights(scale))),
-            Bytes(5, Tensor("B", [Outputs], Bias(scale))),
-            Bytes(11, ValueInfo("X", [null, Inputs])),
-            Bytes(12, ValueInfo("Y", [null, Outputs])));
-        return Concat(
-            Varint(1, 8),                                   // ir_version
-            Bytes(8, Concat(String(1, ""), Varint(2, 13))),  // opset_import: default domain, opset 13
-            Bytes(7, graph));
-    }
-
-    private static byte[] Node(string op, string[] inputs, string output) =>
-        Concat([.. inputs.Select(i => String(1, i)), String(2, output), String(4, op)]);
-
-    private static byte[] Tensor(string name, long[] dims, float[] values)
-    {
-        byte[] data = new byte[values.Length * 4];
-        Buffer.BlockCopy(values, 0, data, 0, data.Length);
-        return Concat([.. dims.Select(d => Varint(1, (ulong)d)), Varint(2, 1), Bytes(4, data), String(8, name)]);
-    }
-
-    private static byte[] ValueInfo(string name, long?[] dims)
-    {
-        byte[] shape = Concat([.. dims.Select(d => Bytes(1, d is { } v ? Varint(1, (ulong)v) : String(2, "N")))]);
-        byte[] tensorType = Concat(Varint(1, 1), Bytes(2, shape));
-        return Concat(String(1, name), Bytes(2, Bytes(1, tensorType)));
-    }
-
-    private static byte[] String(int field, string value) => Bytes(field, System.Text.Encoding.UTF8.GetBytes(value));
-
-    private static byte[] Bytes(int field, byte[] payload) => Concat(Key(field, 2), RawVarint((ulong)payload.Length), payload);
-
-    private static byte[] Varint(int field, ulong value) => Concat(Key(field, 0), RawVarint(value));
-
-    private static byte[] Key(int field, int wireType) => RawVarint((ulong)((field << 3) | wireType));
-
-    private static byte[] RawVarint(ulong value)
-    {
-        var bytes = new List<byte>();
-        do
-        {
-            byte b = (byte)(value & 0x7F);
-            value >>= 7;
-            bytes.Add(value != 0 ? (byte)(b | 0x80) : b);
-        }
-        while (value != 0);
-        return [.. bytes];
-    }
-
-    private static byte[] Concat(params byte[][] parts) => [.. parts.SelectMany(p => p)];
+    public static byte[] Linear(float scale) => OnnxWire.Model(
+        "linear",
+        [OnnxWire.Node("MatMul", ["X", "W"], ["XW"]), OnnxWire.Node("Add", ["XW", "B"], ["Y"])],
+        [OnnxWire.FloatTensor("W", [Inputs, Outputs], Weights(scale)), OnnxWire.FloatTensor("B", [Outputs], Bias(scale))],
+        [OnnxWire.ValueInfo("X", OnnxWire.Float, ["N", Inputs])],
+        [OnnxWire.ValueInfo("Y", OnnxWire.Float, ["N", Outputs])]);
 }
