@@ -42,16 +42,7 @@ internal sealed class ImageClassifierHandler : IModelHandler
     internal static IModelHandler Create(HandlerContext context, ModelBackend model)
     {
         ArgumentNullException.ThrowIfNull(context);
-        ArgumentNullException.ThrowIfNull(model);
-        try
-        {
-            return new ImageClassifierHandler(model, context);
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        return ImageTransforms.Over(model, m => new ImageClassifierHandler(m, context));
     }
 
     public string DeviceType => _model.DeviceType;

@@ -41,16 +41,7 @@ internal sealed class ImageSegmenterHandler : IModelHandler
     internal static IModelHandler Create(HandlerContext context, ModelBackend model)
     {
         ArgumentNullException.ThrowIfNull(context);
-        ArgumentNullException.ThrowIfNull(model);
-        try
-        {
-            return new ImageSegmenterHandler(model);
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        return ImageTransforms.Over(model, m => new ImageSegmenterHandler(m));
     }
 
     public string DeviceType => _model.DeviceType;

@@ -307,6 +307,22 @@ internal static class ImageTransforms
         return result;
     }
 
+    /// <summary>Creates a handler over an opened model; disposes the model when <paramref name="create"/> throws.</summary>
+    public static IModelHandler Over(ModelBackend model, Func<ModelBackend, IModelHandler> create)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(create);
+        try
+        {
+            return create(model);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>Reads the archive's <c>index_to_name.json</c> (see <see cref="IndexToName"/>). Null when the archive has none.</summary>
     /// <exception cref="ServeException">400 <c>ModelException</c>: the file is not such JSON.</exception>
     public static IReadOnlyDictionary<long, string>? ReadLabels(HandlerContext context) => IndexToName.Read(context);

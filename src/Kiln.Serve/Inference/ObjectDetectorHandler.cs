@@ -45,16 +45,7 @@ internal sealed class ObjectDetectorHandler : IModelHandler
     internal static IModelHandler Create(HandlerContext context, ModelBackend model)
     {
         ArgumentNullException.ThrowIfNull(context);
-        ArgumentNullException.ThrowIfNull(model);
-        try
-        {
-            return new ObjectDetectorHandler(model, context);
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        return ImageTransforms.Over(model, m => new ObjectDetectorHandler(m, context));
     }
 
     public string DeviceType => _model.DeviceType;
