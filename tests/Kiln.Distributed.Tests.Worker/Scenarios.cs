@@ -5,9 +5,18 @@ namespace Kiln.Distributed.Tests.Worker;
 /// <summary>The named scenarios; each returns null when the result matches the reference, else what differs.</summary>
 internal static class Scenarios
 {
+    /// <summary>Whether the run's dtype is an integer type: values are then whole numbers.</summary>
+    public static bool Integer { get; set; }
+
+    /// <summary>What output tensors start as, so that an element a collective missed shows.</summary>
+    private static double Sentinel => Integer ? -999.0 : double.NaN;
+
     /// <summary>Rank <paramref name="rank"/>'s value at <paramref name="index"/>: eighths below 127 in magnitude, exact in float32 sums.</summary>
-    public static double Value(int rank, long index, int salt = 0) =>
-        (((rank * 7919L) + (index * 31L) + (salt * 101L)) % 1009L / 8.0) - 60.0;
+    public static double Value(int rank, long index, int salt = 0)
+    {
+        double value = (((rank * 7919L) + (index * 31L) + (salt * 101L)) % 1009L / 8.0) - 60.0;
+        return Integer ? Math.Truncate(value) : value;
+    }
 
     public static double[] Data(int rank, int count, int salt = 0)
     {
@@ -56,7 +65,7 @@ internal static class Scenarios
             case "allgather":
             {
                 using torch.Tensor input = Tensor(Data(rank, count, salt: 5), dtype);
-                using torch.Tensor output = torch.full(size * (long)count, double.NaN, dtype: dtype);
+                using torch.Tensor output = torch.full(size * (long)count, Sentinel, dtype: dtype);
                 group.AllGather(input, output);
                 double[] expected = [.. Enumerable.Range(0, size).SelectMany(r => Data(r, count, salt: 5))];
                 return Compare(Read(output), expected, dtype);
@@ -65,7 +74,7 @@ internal static class Scenarios
             {
                 int total = count * size;
                 using torch.Tensor input = Tensor(Data(rank, total, salt: 7), dtype);
-                using torch.Tensor output = torch.full(count, double.NaN, dtype: dtype);
+                using torch.Tensor output = torch.full(count, Sentinel, dtype: dtype);
                 group.ReduceScatter(input, output, ReduceOp.Sum);
                 double[] all = Reduce(size, total, ReduceOp.Sum, salt: 7);
                 return Compare(Read(output), all[(rank * count)..((rank + 1) * count)], dtype);
@@ -75,7 +84,7 @@ internal static class Scenarios
                 // A ring: every rank sends its data to the next and receives the previous one's.
                 int next = (rank + 1) % size, previous = (rank + size - 1) % size;
                 using torch.Tensor mine = Tensor(Data(rank, count, salt: 9), dtype);
-                using torch.Tensor received = torch.full(count, double.NaN, dtype: dtype);
+                using torch.Tensor received = torch.full(count, Sentinel, dtype: dtype);
                 if (rank % 2 == 0)
                 {
                     group.Send(mine, next, tag: 4);

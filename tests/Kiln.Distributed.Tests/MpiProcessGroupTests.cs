@@ -35,6 +35,21 @@ public sealed class MpiProcessGroupTests
     public Task ReduceScatter_and_Send_Recv_ring_match_the_reference(int ranks, string dtype) =>
         RunScenariosAsync(ranks, "reducescatter,sendrecv", dtype);
 
+    [Theory]
+    [InlineData(2, "int64")]
+    [InlineData(3, "int32")]
+    public Task Integer_AllReduce_Broadcast_and_AllGather_match_the_reference(int ranks, string dtype) =>
+        RunScenariosAsync(ranks, "allreduce-sum,allreduce-min,allreduce-max,broadcast,allgather", dtype, "1,7,100003");
+
+    [Fact]
+    public async Task Without_mpirun_the_worker_is_a_world_of_one()
+    {
+        MpiRun.Result result = await MpiRun.RunAsync(0, ["allreduce-sum,allreduce-avg,broadcast,allgather,reducescatter,barrier", "float32", "1,7"]);
+        result.ExitCode.ShouldBe(0, result.ToString());
+        result.OkLines.ShouldBe(12, result.ToString());
+        result.Stdout.ShouldContain("OK rank 0/1 ");
+    }
+
     [Fact]
     public Task Barrier_waits_for_the_late_rank() =>
         RunScenariosAsync(3, "barrier", "float32", "300");

@@ -24,23 +24,28 @@ internal static class MpiRun
         }
     }
 
+    /// <summary>Runs the worker under mpirun with <paramref name="ranks"/> ranks, or on its own (no mpirun) when 0.</summary>
     public static async Task<Result> RunAsync(int ranks, IEnumerable<string> workerArgs, IEnumerable<string>? mpirunArgs = null, int timeoutSeconds = 60)
     {
-        var start = new ProcessStartInfo("mpirun")
+        string host = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } h ? h : "dotnet";
+        var start = new ProcessStartInfo(ranks == 0 ? host : "mpirun")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (string a in (string[])["--allow-run-as-root", "--oversubscribe", "-n", ranks.ToString(System.Globalization.CultureInfo.InvariantCulture)])
+        if (ranks > 0)
         {
-            start.ArgumentList.Add(a);
+            foreach (string a in (string[])["--allow-run-as-root", "--oversubscribe", "-n", ranks.ToString(System.Globalization.CultureInfo.InvariantCulture)])
+            {
+                start.ArgumentList.Add(a);
+            }
+            foreach (string a in mpirunArgs ?? [])
+            {
+                start.ArgumentList.Add(a);
+            }
+            start.ArgumentList.Add(host);
         }
-        foreach (string a in mpirunArgs ?? [])
-        {
-            start.ArgumentList.Add(a);
-        }
-        start.ArgumentList.Add(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet");
         start.ArgumentList.Add(WorkerPath);
         foreach (string a in workerArgs)
         {
