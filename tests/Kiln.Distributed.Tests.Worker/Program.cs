@@ -2,12 +2,12 @@ using System.Globalization;
 using Kiln.Distributed;
 using TorchSharp;
 
-// Usage: Kiln.Distributed.Tests.Worker <scenario>[,<scenario>…] <float32|float64|int32|int64> <count>[,<count>…]
+// Usage: Kiln.Distributed.Tests.Worker <scenario>[,<scenario>…] <float32|float64|float16|bfloat16|int32|int64> <count>[,<count>…]
 // Every rank runs every scenario for every count and checks its result against a reference computed locally from
 // rank-seeded data (any rank can compute any other rank's data). Exit 0: all matched; 1: a mismatch; 2: an error.
 if (args.Length != 3)
 {
-    await Console.Error.WriteLineAsync("usage: <scenario>[,…] <float32|float64|int32|int64> <count>[,…]").ConfigureAwait(false);
+    await Console.Error.WriteLineAsync("usage: <scenario>[,…] <float32|float64|float16|bfloat16|int32|int64> <count>[,…]").ConfigureAwait(false);
     return 2;
 }
 string[] scenarios = args[0].Split(',');
@@ -17,9 +17,12 @@ torch.ScalarType dtype = args[1] switch
     "float64" => torch.ScalarType.Float64,
     "int32" => torch.ScalarType.Int32,
     "int64" => torch.ScalarType.Int64,
+    "float16" => torch.ScalarType.Float16,
+    "bfloat16" => torch.ScalarType.BFloat16,
     _ => throw new ArgumentException($"unknown dtype {args[1]}"),
 };
-Kiln.Distributed.Tests.Worker.Scenarios.Integer = !torch.is_floating_point(torch.empty(0, dtype: dtype));
+Kiln.Distributed.Tests.Worker.Scenarios.Integer = !torch.is_floating_point(torch.empty(0, dtype: dtype))
+    || dtype is torch.ScalarType.Float16 or torch.ScalarType.BFloat16;
 int[] counts = [.. args[2].Split(',').Select(c => int.Parse(c, CultureInfo.InvariantCulture))];
 
 using IProcessGroup group = ProcessGroups.InitializeMpi();

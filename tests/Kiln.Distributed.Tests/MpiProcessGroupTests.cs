@@ -41,6 +41,12 @@ public sealed class MpiProcessGroupTests
     public Task Integer_AllReduce_Broadcast_and_AllGather_match_the_reference(int ranks, string dtype) =>
         RunScenariosAsync(ranks, "allreduce-sum,allreduce-min,allreduce-max,broadcast,allgather", dtype, "1,7,100003");
 
+    [Theory]
+    [InlineData(2, "float16")]
+    [InlineData(3, "bfloat16")]
+    public Task Half_types_move_as_bits_and_reduce_through_float32(int ranks, string dtype) =>
+        RunScenariosAsync(ranks, "allreduce-sum,allreduce-avg,allreduce-max,broadcast,allgather,reducescatter,sendrecv", dtype, "1,7,100003");
+
     [Fact]
     public async Task Without_mpirun_the_worker_is_a_world_of_one()
     {
@@ -55,7 +61,7 @@ public sealed class MpiProcessGroupTests
         RunScenariosAsync(3, "barrier", "float32", "300");
 
     [Fact]
-    public Task Half_types_non_contiguous_and_bad_arguments_fail_clearly() =>
+    public Task Bool_non_contiguous_and_bad_arguments_fail_clearly() =>
         RunScenariosAsync(2, "errors", "float32", "1");
 
     [Fact]

@@ -41,6 +41,7 @@ internal sealed unsafe class MpiApi
         Double = library.Export("ompi_mpi_double");
         Int32 = library.Export("ompi_mpi_int32_t");
         Int64 = library.Export("ompi_mpi_int64_t");
+        Int16 = library.Export("ompi_mpi_int16_t");
         Int8 = library.Export("ompi_mpi_int8_t");
         UInt8 = library.Export("ompi_mpi_uint8_t");
         OpSum = library.Export("ompi_mpi_op_sum");
@@ -69,6 +70,7 @@ internal sealed unsafe class MpiApi
     public IntPtr Double { get; }
     public IntPtr Int32 { get; }
     public IntPtr Int64 { get; }
+    public IntPtr Int16 { get; }
     public IntPtr Int8 { get; }
     public IntPtr UInt8 { get; }
     public IntPtr OpSum { get; }
@@ -90,10 +92,20 @@ internal sealed unsafe class MpiApi
         torch.ScalarType.Int8 => Int8,
         torch.ScalarType.Byte => UInt8,
         torch.ScalarType.Float16 or torch.ScalarType.BFloat16 => throw new NotSupportedException(
-            $"The mpi backend does not support {dtype} tensors: MPI has no 16-bit floating-point type. " +
-            "Convert to float32 for the collective (tensor.to(float32)) and back."),
+            $"The mpi backend cannot reduce {dtype} tensors directly: MPI has no 16-bit floating-point type."),
         _ => throw new NotSupportedException($"The mpi backend does not support {dtype} tensors."),
     };
+
+    /// <summary>
+    /// The MPI datatype that moves a TorchSharp dtype's bits unchanged (broadcast, gather, send): float16 and bfloat16
+    /// travel as 16-bit integers.
+    /// </summary>
+    public IntPtr MovingDatatype(torch.ScalarType dtype) =>
+        IsHalf(dtype) ? Int16 : Datatype(dtype);
+
+    /// <summary>Whether MPI lacks the dtype for arithmetic: float16 and bfloat16.</summary>
+    public static bool IsHalf(torch.ScalarType dtype) =>
+        dtype is torch.ScalarType.Float16 or torch.ScalarType.BFloat16;
 
     /// <summary>The MPI op of a <see cref="ReduceOp"/>; <see cref="ReduceOp.Average"/> reduces with a sum.</summary>
     public IntPtr Op(ReduceOp op) => op switch

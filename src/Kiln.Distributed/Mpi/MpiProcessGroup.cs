@@ -6,7 +6,8 @@ namespace Kiln.Distributed.Mpi;
 
 /// <summary>
 /// The world of an Open MPI job as an <see cref="IProcessGroup"/>. Collectives run in place on the memory of contiguous
-/// CPU tensors (no copies); calls are serialised with a lock (MPI_THREAD_SERIALIZED).
+/// CPU tensors (no copies); calls are serialised with a lock (MPI_THREAD_SERIALIZED). float16 and bfloat16 move as
+/// 16-bit integers and reduce through a float32 copy (MPI has no 16-bit floats).
 /// </summary>
 internal sealed unsafe class MpiProcessGroup : IProcessGroup
 {
@@ -114,7 +115,16 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
     public void AllReduce(torch.Tensor tensor, ReduceOp op = ReduceOp.Sum)
     {
         ArgumentNullException.ThrowIfNull(tensor);
-        IntPtr datatype = CheckTensor(tensor, nameof(tensor));
+        _ = CheckTensor(tensor, nameof(tensor));
+        if (MpiApi.IsHalf(tensor.dtype))
+        {
+            // MPI has no 16-bit floats: reduce a float32 copy, then round back into the tensor.
+            using torch.Tensor staging = tensor.to_type(torch.ScalarType.Float32);
+            AllReduce(staging, op);
+            tensor.copy_(staging);
+            return;
+        }
+        IntPtr datatype = _mpi.Datatype(tensor.dtype);
         IntPtr mpiOp = _mpi.Op(op);
         if (op == ReduceOp.Average && !tensor.is_floating_point())
         {
@@ -163,7 +173,7 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(output);
         IntPtr datatype = CheckTensor(input, nameof(input));
-        CheckTensor(output, nameof(output));
+        _ = CheckTensor(output, nameof(output));
         CheckSameDtype(input, output);
         int count = Count(input);
         if (output.numel() != (long)count * WorldSize)
@@ -189,9 +199,18 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
     {
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(output);
-        IntPtr datatype = CheckTensor(input, nameof(input));
-        CheckTensor(output, nameof(output));
+        _ = CheckTensor(input, nameof(input));
+        _ = CheckTensor(output, nameof(output));
         CheckSameDtype(input, output);
+        if (MpiApi.IsHalf(input.dtype))
+        {
+            using torch.Tensor input32 = input.to_type(torch.ScalarType.Float32);
+            using torch.Tensor output32 = output.to_type(torch.ScalarType.Float32);
+            ReduceScatter(input32, output32, op);
+            output.copy_(output32);
+            return;
+        }
+        IntPtr datatype = _mpi.Datatype(input.dtype);
         IntPtr mpiOp = _mpi.Op(op);
         if (op == ReduceOp.Average && !output.is_floating_point())
         {
@@ -297,7 +316,7 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
         {
             throw new ArgumentException($"{name} is not contiguous; call .contiguous() and copy the result back.", name);
         }
-        return _mpi.Datatype(tensor.dtype);
+        return _mpi.MovingDatatype(tensor.dtype);
     }
 
     private static void CheckSameDtype(torch.Tensor input, torch.Tensor output)
