@@ -1,4 +1,5 @@
 using System.Text;
+using Kiln.Runtime.Native;
 using TorchSharp;
 
 namespace Kiln.Distributed.Mpi;
@@ -16,38 +17,38 @@ internal sealed unsafe class MpiApi
     /// <summary>MPI_THREAD_SERIALIZED: any thread may call MPI, one at a time.</summary>
     public const int ThreadSerialized = 2;
 
-    private readonly MpiLibraryHandle _library;
+    private readonly NativeLibraryHandle _library;
 
-    public MpiApi(MpiLibraryHandle library)
+    public MpiApi(NativeLibraryHandle library)
     {
         _library = library;
-        Initialized = (delegate* unmanaged<int*, int>)library.Export("MPI_Initialized");
-        Finalized = (delegate* unmanaged<int*, int>)library.Export("MPI_Finalized");
-        InitThread = (delegate* unmanaged<int*, byte***, int, int*, int>)library.Export("MPI_Init_thread");
-        Finalize = (delegate* unmanaged<int>)library.Export("MPI_Finalize");
-        CommRank = (delegate* unmanaged<IntPtr, int*, int>)library.Export("MPI_Comm_rank");
-        CommSize = (delegate* unmanaged<IntPtr, int*, int>)library.Export("MPI_Comm_size");
-        Allreduce = (delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, int>)library.Export("MPI_Allreduce");
-        Bcast = (delegate* unmanaged<IntPtr, int, IntPtr, int, IntPtr, int>)library.Export("MPI_Bcast");
-        Allgather = (delegate* unmanaged<IntPtr, int, IntPtr, IntPtr, int, IntPtr, IntPtr, int>)library.Export("MPI_Allgather");
-        ReduceScatterBlock = (delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, int>)library.Export("MPI_Reduce_scatter_block");
-        Barrier = (delegate* unmanaged<IntPtr, int>)library.Export("MPI_Barrier");
-        Send = (delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, int>)library.Export("MPI_Send");
-        Recv = (delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, IntPtr, int>)library.Export("MPI_Recv");
-        ErrorString = (delegate* unmanaged<int, byte*, int*, int>)library.Export("MPI_Error_string");
+        Initialized = (delegate* unmanaged<int*, int>)Require(library, "MPI_Initialized");
+        Finalized = (delegate* unmanaged<int*, int>)Require(library, "MPI_Finalized");
+        InitThread = (delegate* unmanaged<int*, byte***, int, int*, int>)Require(library, "MPI_Init_thread");
+        Finalize = (delegate* unmanaged<int>)Require(library, "MPI_Finalize");
+        CommRank = (delegate* unmanaged<IntPtr, int*, int>)Require(library, "MPI_Comm_rank");
+        CommSize = (delegate* unmanaged<IntPtr, int*, int>)Require(library, "MPI_Comm_size");
+        Allreduce = (delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, int>)Require(library, "MPI_Allreduce");
+        Bcast = (delegate* unmanaged<IntPtr, int, IntPtr, int, IntPtr, int>)Require(library, "MPI_Bcast");
+        Allgather = (delegate* unmanaged<IntPtr, int, IntPtr, IntPtr, int, IntPtr, IntPtr, int>)Require(library, "MPI_Allgather");
+        ReduceScatterBlock = (delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, int>)Require(library, "MPI_Reduce_scatter_block");
+        Barrier = (delegate* unmanaged<IntPtr, int>)Require(library, "MPI_Barrier");
+        Send = (delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, int>)Require(library, "MPI_Send");
+        Recv = (delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, IntPtr, int>)Require(library, "MPI_Recv");
+        ErrorString = (delegate* unmanaged<int, byte*, int*, int>)Require(library, "MPI_Error_string");
 
-        CommWorld = library.Export("ompi_mpi_comm_world");
-        Float = library.Export("ompi_mpi_float");
-        Double = library.Export("ompi_mpi_double");
-        Int32 = library.Export("ompi_mpi_int32_t");
-        Int64 = library.Export("ompi_mpi_int64_t");
-        Int16 = library.Export("ompi_mpi_int16_t");
-        Int8 = library.Export("ompi_mpi_int8_t");
-        UInt8 = library.Export("ompi_mpi_uint8_t");
-        OpSum = library.Export("ompi_mpi_op_sum");
-        OpMin = library.Export("ompi_mpi_op_min");
-        OpMax = library.Export("ompi_mpi_op_max");
-        OpProd = library.Export("ompi_mpi_op_prod");
+        CommWorld = Require(library, "ompi_mpi_comm_world");
+        Float = Require(library, "ompi_mpi_float");
+        Double = Require(library, "ompi_mpi_double");
+        Int32 = Require(library, "ompi_mpi_int32_t");
+        Int64 = Require(library, "ompi_mpi_int64_t");
+        Int16 = Require(library, "ompi_mpi_int16_t");
+        Int8 = Require(library, "ompi_mpi_int8_t");
+        UInt8 = Require(library, "ompi_mpi_uint8_t");
+        OpSum = Require(library, "ompi_mpi_op_sum");
+        OpMin = Require(library, "ompi_mpi_op_min");
+        OpMax = Require(library, "ompi_mpi_op_max");
+        OpProd = Require(library, "ompi_mpi_op_prod");
     }
 
     public delegate* unmanaged<int*, int> Initialized { get; }
@@ -79,7 +80,12 @@ internal sealed unsafe class MpiApi
     public IntPtr OpProd { get; }
 
     /// <summary>The library, kept open while MPI is in use.</summary>
-    public MpiLibraryHandle Library => _library;
+    public NativeLibraryHandle Library => _library;
+
+    private static IntPtr Require(NativeLibraryHandle library, string symbol) =>
+        library.Export(symbol) is var address && address != IntPtr.Zero
+            ? address
+            : throw new DistributedException($"{library.Name} does not export {symbol}; Kiln needs Open MPI 4 or newer");
 
     /// <summary>The MPI datatype of a TorchSharp dtype.</summary>
     /// <exception cref="NotSupportedException">MPI has no such type (float16, bfloat16, complex, bool).</exception>

@@ -1,5 +1,6 @@
 using System.Globalization;
 using Kiln.Runtime;
+using Kiln.Runtime.Native;
 using TorchSharp;
 
 namespace Kiln.Distributed.Mpi;
@@ -46,7 +47,7 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
                 throw new DistributedException("An MPI process group was already created in this process; MPI initialises once per process.");
             }
             TorchRuntime.EnsureInitialized();
-            MpiLibraryHandle library = MpiLibraryHandle.TryOpen()
+            NativeLibraryHandle library = NativeLibraryHandle.TryOpen(["libmpi.so.40", "libmpi.so"])
                 ?? throw new DistributedException("libmpi.so.40 is not on the loader path; install Open MPI (Debian: openmpi-bin, libopenmpi3).");
             try
             {
