@@ -1,0 +1,222 @@
+using System.Globalization;
+using static TorchSharp.torch;
+
+namespace Kiln.Distributed.Tests.Worker;
+
+/// <summary>
+/// DistributedDataParallel scenarios. Every rank builds the same float64 MLP (fixed seed), perturbs it on ranks other
+/// than 0 (the broadcast at construction must undo that), trains on its shard of a fixed global batch, and compares
+/// the result with a reference trained in-process on the whole global batch: |ddp − ref| ≤ 1e-9 × max(1, |ref|).
+/// The scenario's count is the bucket cap in bytes.
+/// </summary>
+internal static class DdpScenarios
+{
+    private const int GlobalBatch = 12;
+    private const int Inputs = 4;
+    private const int Outputs = 3;
+    private const int Steps = 20;
+    private const double Tolerance = 1e-9;
+
+    public static string? Run(IProcessGroup group, string scenario, int bucketCapBytes) => scenario switch
+    {
+        "ddp-sgd" => Train(group, bucketCapBytes, adamW: false, microBatches: 1, Steps),
+        "ddp-adamw" => Train(group, bucketCapBytes, adamW: true, microBatches: 1, Steps),
+        "ddp-nosync" => Train(group, bucketCapBytes, adamW: false, microBatches: 2, steps: 3),
+        "ddp-partial" => Partial(group, bucketCapBytes),
+        "ddp-mismatch" => Mismatch(group),
+        _ => throw new ArgumentException($"unknown scenario {scenario}"),
+    };
+
+    private sealed class Mlp : nn.Module<Tensor, Tensor>
+    {
+        private readonly nn.Module<Tensor, Tensor> _fc1;
+        private readonly nn.Module<Tensor, Tensor> _fc2;
+        private readonly nn.Module<Tensor, Tensor> _unused;
+
+        public Mlp(int hidden)
+            : base("mlp")
+        {
+            _fc1 = nn.Linear(Inputs, hidden, dtype: ScalarType.Float64);
+            _fc2 = nn.Linear(hidden, Outputs, dtype: ScalarType.Float64);
+            _unused = nn.Linear(Outputs, Outputs, dtype: ScalarType.Float64);
+            register_module("fc1", _fc1);
+            register_module("fc2", _fc2);
+            register_module("unused", _unused);
+        }
+
+        /// <summary>A head used only where a scenario asks for it (a gradient on some ranks only).</summary>
+        public Tensor WithUnused(Tensor x) => _unused.forward(forward(x));
+
+        public override Tensor forward(Tensor input) => _fc2.forward(tanh(_fc1.forward(input)));
+    }
+
+    private static Mlp Build(int hidden = 8)
+    {
+        manual_seed(7);
+        return new Mlp(hidden);
+    }
+
+    private static (Tensor X, Tensor Y) GlobalData()
+    {
+        var x = new double[GlobalBatch * Inputs];
+        var y = new double[GlobalBatch * Outputs];
+        for (int i = 0; i < x.Length; i++)
+        {
+            x[i] = Math.Sin((i * 0.37) + 0.1);
+        }
+        for (int i = 0; i < y.Length; i++)
+        {
+            y[i] = Math.Cos(i * 0.53);
+        }
+        return (tensor(x, dtype: ScalarType.Float64).reshape(GlobalBatch, Inputs), tensor(y, dtype: ScalarType.Float64).reshape(GlobalBatch, Outputs));
+    }
+
+    private static void Perturb(nn.Module model, int rank)
+    {
+        if (rank == 0)
+        {
+            return;
+        }
+        using var noGrad = no_grad();
+        foreach (Tensor p in model.parameters())
+        {
+            p.add_(0.5 * rank);
+        }
+    }
+
+    private static optim.Optimizer Optimizer(nn.Module model, bool adamW) =>
+        adamW ? optim.AdamW(model.parameters(), lr: 0.01) : optim.SGD(model.parameters(), 0.1);
+
+    private static string? Train(IProcessGroup group, int bucketCapBytes, bool adamW, int microBatches, int steps)
+    {
+        int rank = group.Rank, size = group.WorldSize;
+        if (GlobalBatch % (size * microBatches) != 0)
+        {
+            throw new ArgumentException($"the global batch {GlobalBatch} does not split over {size} ranks × {microBatches} micro-batches");
+        }
+        using Mlp model = Build();
+        Perturb(model, rank);
+        var ddp = new DistributedDataParallel(model, group, bucketCapBytes);
+        using Mlp reference = Build();
+        using optim.Optimizer optimizer = Optimizer(model, adamW);
+        using optim.Optimizer referenceOptimizer = Optimizer(reference, adamW);
+        int shard = GlobalBatch / size, micro = shard / microBatches;
+        for (int step = 0; step < steps; step++)
+        {
+            using var scope = NewDisposeScope();
+            (Tensor x, Tensor y) = GlobalData();
+            Tensor xs = x.narrow(0, rank * shard, shard), ys = y.narrow(0, rank * shard, shard);
+
+            optimizer.zero_grad();
+            for (int m = 0; m < microBatches; m++)
+            {
+                Tensor loss = nn.functional.mse_loss(model.forward(xs.narrow(0, m * micro, micro)), ys.narrow(0, m * micro, micro)) / microBatches;
+                if (m < microBatches - 1)
+                {
+                    using IDisposable noSync = ddp.NoSync();
+                    loss.backward();
+                    ddp.SynchronizeGradients(); // does nothing here: the gradients stay local
+                }
+                else
+                {
+                    loss.backward();
+                    ddp.SynchronizeGradients();
+                }
+            }
+            optimizer.step();
+
+            referenceOptimizer.zero_grad();
+            nn.functional.mse_loss(reference.forward(x), y).backward();
+            referenceOptimizer.step();
+        }
+        foreach ((string name, var p) in model.named_parameters())
+        {
+            if (name.StartsWith("unused", StringComparison.Ordinal) && p.grad is not null)
+            {
+                return $"{name} was never used but has a gradient";
+            }
+        }
+        return Compare(model, reference);
+    }
+
+    /// <summary>Rank 0 never uses the extra head, the others do: no hang, and every rank gets sum(others) / world size.</summary>
+    private static string? Partial(IProcessGroup group, int bucketCapBytes)
+    {
+        int rank = group.Rank, size = group.WorldSize;
+        using Mlp model = Build();
+        var ddp = new DistributedDataParallel(model, group, bucketCapBytes);
+        using var scope = NewDisposeScope();
+        (Tensor x, Tensor y) = GlobalData();
+        int shard = GlobalBatch / size;
+        Tensor Loss(Mlp m, int r) => r == 0
+            ? nn.functional.mse_loss(m.forward(x.narrow(0, 0, shard)), y.narrow(0, 0, shard))
+            : nn.functional.mse_loss(m.WithUnused(x.narrow(0, r * shard, shard)), y.narrow(0, r * shard, shard));
+        Loss(model, rank).backward();
+        ddp.SynchronizeGradients();
+
+        // The expected average, from every rank's local gradients computed here on a fresh replica.
+        using Mlp reference = Build();
+        var sums = reference.named_parameters().ToDictionary(p => p.name, p => zeros_like(p.parameter));
+        for (int r = 0; r < size; r++)
+        {
+            reference.zero_grad();
+            Loss(reference, r).backward();
+            foreach ((string name, var p) in reference.named_parameters())
+            {
+                if (p.grad is not null)
+                {
+                    sums[name].add_(p.grad);
+                }
+            }
+        }
+        foreach ((string name, var p) in model.named_parameters())
+        {
+            if (p.grad is null)
+            {
+                return $"{name} has no gradient after synchronisation";
+            }
+            double diff = (p.grad - (sums[name] / size)).abs().max().item<double>();
+            if (!(diff <= Tolerance))
+            {
+                return $"{name}: gradient differs from the average by {diff}";
+            }
+        }
+        return null;
+    }
+
+    /// <summary>Rank 1 has a different hidden size: construction must fail on every rank, naming fc1.weight.</summary>
+    private static string? Mismatch(IProcessGroup group)
+    {
+        using Mlp model = Build(group.Rank == 1 ? 9 : 8);
+        try
+        {
+            _ = new DistributedDataParallel(model, group);
+        }
+        catch (DistributedException e)
+        {
+            Console.Error.WriteLine($"MISMATCH rank {group.Rank}: {e.Message}");
+            group.Barrier(); // every rank has written its message before any exits
+            throw;
+        }
+        return "construction succeeded although rank 1's hidden size differs";
+    }
+
+    private static string? Compare(nn.Module model, nn.Module reference)
+    {
+        var expected = reference.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        double worst = 0;
+        foreach ((string name, var p) in model.named_parameters())
+        {
+            using var scope = NewDisposeScope();
+            Tensor e = expected[name];
+            double err = ((p - e).abs() / e.abs().clamp_min(1.0)).max().item<double>();
+            if (!(err <= Tolerance))
+            {
+                return $"{name}: relative difference {err} from the single-process reference";
+            }
+            worst = Math.Max(worst, err);
+        }
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"max relative difference {worst:E2}"));
+        return null;
+    }
+}

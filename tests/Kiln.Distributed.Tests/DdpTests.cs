@@ -1,0 +1,42 @@
+namespace Kiln.Distributed.Tests;
+
+/// <summary>
+/// DistributedDataParallel under mpirun: every rank trains a float64 MLP (rank ≠ 0 perturbed before wrapping, so the
+/// construction broadcast must fix it) on its shard of a fixed global batch and compares with a single-process run on
+/// the whole batch (|ddp − ref| ≤ 1e-9 × max(1, |ref|)). Sizes are bucket caps: 25 MB (one bucket) and 200 bytes (many).
+/// </summary>
+public sealed class DdpTests
+{
+    private const string BucketCaps = "26214400,200";
+
+    private static async Task RunScenariosAsync(int ranks, string scenarios)
+    {
+        MpiRun.Result result = await MpiRun.RunAsync(ranks, [scenarios, "float64", BucketCaps]);
+        result.ExitCode.ShouldBe(0, result.ToString());
+        result.OkLines.ShouldBe(ranks * scenarios.Split(',').Length * BucketCaps.Split(',').Length, result.ToString());
+    }
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(3)]
+    public Task Sgd_and_AdamW_20_steps_match_the_single_process_run(int ranks) =>
+        RunScenariosAsync(ranks, "ddp-sgd,ddp-adamw");
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(3)]
+    public Task NoSync_accumulation_and_a_gradient_on_some_ranks_only(int ranks) =>
+        RunScenariosAsync(ranks, "ddp-nosync,ddp-partial");
+
+    [Fact]
+    public async Task A_rank_with_a_different_hidden_size_fails_at_construction_naming_the_parameter()
+    {
+        MpiRun.Result result = await MpiRun.RunAsync(3, ["ddp-mismatch", "float64", "1"]);
+        result.ExitCode.ShouldNotBe(0, result.ToString());
+        for (int rank = 0; rank < 3; rank++)
+        {
+            result.Stderr.ShouldContain($"MISMATCH rank {rank}: DistributedDataParallel: the ranks' parameters differ, first at parameter #0: on rank {rank} it is 'fc1.weight'", Case.Sensitive, result.ToString());
+        }
+        result.OkLines.ShouldBe(0, result.ToString());
+    }
+}
