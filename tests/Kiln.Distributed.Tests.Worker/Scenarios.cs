@@ -112,6 +112,8 @@ internal static class Scenarios
             }
             case "errors":
                 return Errors(group);
+            case "datashard":
+                return DataShardScenario.Run(group, count);
             case not null when scenario.StartsWith("ddp-", StringComparison.Ordinal):
                 return DdpScenarios.Run(group, scenario, count);
             default:
