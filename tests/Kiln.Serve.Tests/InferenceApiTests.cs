@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Diagnostics.Metrics;
 using System.Net;
 using System.Net.Http.Json;
 using System.Text;
@@ -71,17 +70,7 @@ public sealed class InferenceApiTests
     [Fact]
     public async Task Predict_ConcurrentRequestsWithBatching_EqualUnbatchedResults_AndFormBatches()
     {
-        int largestBatch = 0;
-        using var listener = new MeterListener();
-        listener.InstrumentPublished = (instrument, l) =>
-        {
-            if (instrument.Meter.Name == "Kiln.Serve" && instrument.Name == "kiln.serve.batch_size")
-            {
-                l.EnableMeasurementEvents(instrument);
-            }
-        };
-        listener.SetMeasurementEventCallback<int>((_, value, _, _) => InterlockedMax(ref largestBatch, value));
-        listener.Start();
+        using var batches = new BatchSizeProbe();
         await using ServerHarness harness = await ServerHarness.StartAsync();
         await harness.RegisterAsync(await harness.LinearArchiveAsync("lin"), "initial_workers=1&batch_size=8&max_batch_delay=200");
 
@@ -92,7 +81,7 @@ public sealed class InferenceApiTests
         {
             outputs[i].ShouldBe(TinyOnnx.Expected(inputs[i], 1f), 1e-4f);
         }
-        Volatile.Read(ref largestBatch).ShouldBeGreaterThan(1);
+        batches.Largest.ShouldBeGreaterThan(1);
     }
 
     [Fact]
@@ -123,14 +112,6 @@ public sealed class InferenceApiTests
             {
                 response.Dispose();
             }
-        }
-    }
-
-    private static void InterlockedMax(ref int target, int value)
-    {
-        int current;
-        while (value > (current = Volatile.Read(ref target)) && Interlocked.CompareExchange(ref target, value, current) != current)
-        {
         }
     }
 

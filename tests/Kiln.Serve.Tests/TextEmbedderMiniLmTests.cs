@@ -1,4 +1,3 @@
-using System.Diagnostics.Metrics;
 using System.Net;
 using System.Text.Json;
 using Kiln.Serve.Archives;
@@ -54,26 +53,7 @@ public sealed class TextEmbedderMiniLmTests(TextEmbedderMiniLmTests.MiniLmServer
     [Fact]
     public async Task MiniLm_ConcurrentBatchedRequests_EqualSingleResults_AndEmptyTextIs400Alone()
     {
-        int largestBatch = 0;
-        using var listener = new MeterListener();
-        listener.InstrumentPublished = (instrument, l) =>
-        {
-            if (instrument.Meter.Name == "Kiln.Serve" && instrument.Name == "kiln.serve.batch_size")
-            {
-                l.EnableMeasurementEvents(instrument);
-            }
-        };
-        listener.SetMeasurementEventCallback<int>((_, value, tags, _) =>
-        {
-            foreach (KeyValuePair<string, object?> tag in tags)
-            {
-                if (tag.Key == "model_name" && Equals(tag.Value, MiniLmServer.ModelName))
-                {
-                    InterlockedMax(ref largestBatch, value);
-                }
-            }
-        });
-        listener.Start();
+        using var batches = new BatchSizeProbe(MiniLmServer.ModelName);
         float[][] singles = new float[s_sentences.Length][];
         for (int i = 0; i < s_sentences.Length; i++)
         {
@@ -94,7 +74,7 @@ public sealed class TextEmbedderMiniLmTests(TextEmbedderMiniLmTests.MiniLmServer
         {
             response.Dispose();
         }
-        Volatile.Read(ref largestBatch).ShouldBeGreaterThan(1);
+        batches.Largest.ShouldBeGreaterThan(1);
     }
 
     private static float[] Parse(string body)
@@ -113,14 +93,6 @@ public sealed class TextEmbedderMiniLmTests(TextEmbedderMiniLmTests.MiniLmServer
             nb += (double)b[i] * b[i];
         }
         return dot / Math.Sqrt(na * nb);
-    }
-
-    private static void InterlockedMax(ref int target, int value)
-    {
-        int current;
-        while (value > (current = Volatile.Read(ref target)) && Interlocked.CompareExchange(ref target, value, current) != current)
-        {
-        }
     }
 
     /// <summary>One server for the class with all-MiniLM-L6-v2 registered as text_embedder (batch_size 8).</summary>

@@ -1,4 +1,3 @@
-using System.Diagnostics.Metrics;
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
@@ -38,17 +37,7 @@ public sealed class TorchScriptTests
     [Fact]
     public async Task Predict_ConcurrentRequestsBatchedOverSeveralWorkers_EqualUnbatchedResults()
     {
-        int largestBatch = 0;
-        using var listener = new MeterListener();
-        listener.InstrumentPublished = (instrument, l) =>
-        {
-            if (instrument.Meter.Name == "Kiln.Serve" && instrument.Name == "kiln.serve.batch_size")
-            {
-                l.EnableMeasurementEvents(instrument);
-            }
-        };
-        listener.SetMeasurementEventCallback<int>((_, value, _, _) => InterlockedMax(ref largestBatch, value));
-        listener.Start();
+        using var batches = new BatchSizeProbe();
         await using ServerHarness harness = await ServerHarness.StartAsync();
         await harness.RegisterAsync(await ArchiveAsync(harness, "batched", "linear.pt"), "initial_workers=3&batch_size=8&max_batch_delay=100");
         await harness.RegisterAsync(await ArchiveAsync(harness, "single", "linear.pt"), "initial_workers=1");
@@ -63,7 +52,7 @@ public sealed class TorchScriptTests
             batched[i].ShouldBe(single[i], 1e-5f);
             batched[i].ShouldBe(TinyOnnx.Expected(inputs[i], 1f), 1e-4f);
         }
-        Volatile.Read(ref largestBatch).ShouldBeGreaterThan(1);
+        batches.Largest.ShouldBeGreaterThan(1);
     }
 
     [Fact]
@@ -299,12 +288,4 @@ public sealed class TorchScriptTests
     }
 
     private static float[] Floats(JsonElement array) => [.. array.EnumerateArray().Select(v => v.GetSingle())];
-
-    private static void InterlockedMax(ref int target, int value)
-    {
-        int current;
-        while (value > (current = Volatile.Read(ref target)) && Interlocked.CompareExchange(ref target, value, current) != current)
-        {
-        }
-    }
 }
