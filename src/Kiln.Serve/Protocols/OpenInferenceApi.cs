@@ -217,17 +217,19 @@ internal sealed class OpenInferenceApi(ModelRegistry registry, ServeOptions opti
         }
     }
 
-    /// <summary>Queues one tensor as a <c>.npy</c> job for the tensor handler and decodes its JSON result.</summary>
+    /// <summary>Queues one parsed tensor for the tensor handler and returns its output tensors (never rendered as JSON).</summary>
     internal async Task<FloatTensor[]> RunAsync(ModelVersionHost host, ModelBackend model, FloatTensor input, CancellationToken cancellationToken)
     {
         model.Validate(input);
-        var job = new InferenceJob(ReadOnlyMemory<byte>.Empty, "application/x-npy", prepared: input);
+        var job = new InferenceJob(ReadOnlyMemory<byte>.Empty, contentType: null, prepared: input);
         if (!host.TryEnqueue(job))
         {
             ServeLog.QueueFull(logger, host.Name, host.Version, host.Settings.JobQueueSize);
             throw ServeException.Unavailable($"Model \"{host.Name}\" has no worker to serve the request, or its job queue of {host.Settings.JobQueueSize} is full: retry later.");
         }
         object outcome = await job.WaitResultAsync(host, logger, cancellationToken).ConfigureAwait(false);
-        return outcome is DeferredResponse { Payload: FloatTensor[] tensors } ? tensors : TensorJson.ReadHandlerOutputs((byte[])outcome, model);
+        return outcome is DeferredResponse { Payload: FloatTensor[] tensors }
+            ? tensors
+            : throw new ServeException(503, "InternalServerException", $"Model \"{host.Name}\" answered with bytes where the tensor handler gives tensors.");
     }
 }

@@ -105,19 +105,4 @@ internal static class TensorJson
         }
         return data;
     }
-
-    /// <summary>The tensor handler's JSON result as one tensor per model output, in <see cref="ModelBackend.OutputNames"/> order.</summary>
-    public static FloatTensor[] ReadHandlerOutputs(byte[] json, ModelBackend model)
-    {
-        using JsonDocument document = JsonDocument.Parse(json);
-        var outputs = new FloatTensor[model.OutputNames.Count];
-        for (int i = 0; i < outputs.Length; i++)
-        {
-            JsonElement tensor = outputs.Length == 1 ? document.RootElement : document.RootElement.GetProperty(model.OutputNames[i]);
-            float[] data = [.. tensor.GetProperty("data").EnumerateArray().Select(v => v.GetSingle())];
-            long[] shape = [.. tensor.GetProperty("shape").EnumerateArray().Select(v => v.GetInt64())];
-            outputs[i] = new FloatTensor(data, shape);
-        }
-        return outputs;
-    }
 }
