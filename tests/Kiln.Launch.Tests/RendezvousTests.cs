@@ -34,12 +34,16 @@ public sealed class RendezvousTests
     public async Task LateNode_WaitsAndIsAdmittedByTheNextRound()
     {
         var store = new MemoryKeyValueStore();
-        var a = new ElasticRendezvous(store, Settings(2, 3), "a");
-        var b = new ElasticRendezvous(store, Settings(2, 3), "b");
+        using var beats = new CancellationTokenSource();
+        // A last call long enough for the late node to see the new round before it closes on a loaded machine.
+        var a = new ElasticRendezvous(store, Settings(2, 3, lastCall: 1.5), "a");
+        var b = new ElasticRendezvous(store, Settings(2, 3, lastCall: 1.5), "b");
+        var c = new ElasticRendezvous(store, Settings(2, 3, lastCall: 1.5), "c");
+        // Live nodes beat; without beats a slow round would (rightly) take them for lost.
+        Task[] heartbeats = [a.RunHeartbeatsAsync(beats.Token), b.RunHeartbeatsAsync(beats.Token), c.RunHeartbeatsAsync(beats.Token)];
         RendezvousRound[] first = await Task.WhenAll(a.NextRoundAsync(default), b.NextRoundAsync(default)).WaitAsync(TimeSpan.FromSeconds(5));
         first.ShouldAllBe(r => r.GroupWorldSize == 2);
 
-        var c = new ElasticRendezvous(store, Settings(2, 3), "c");
         Task<RendezvousRound> late = c.NextRoundAsync(default);
         (RoundAction Action, string? Reason) check = (RoundAction.Continue, null);
         for (int i = 0; i < 100 && check.Action == RoundAction.Continue; i++)
@@ -53,6 +57,8 @@ public sealed class RendezvousTests
         RendezvousRound[] second = await Task.WhenAll(a.NextRoundAsync(default), b.NextRoundAsync(default), late).WaitAsync(TimeSpan.FromSeconds(5));
         second.ShouldAllBe(r => r.GroupWorldSize == 3 && r.Round == 1 && r.RestartCount == 0);
         second.Select(r => r.GroupRank).Order().ShouldBe([0, 1, 2]);
+        await beats.CancelAsync();
+        await Task.WhenAll(heartbeats);
     }
 
     [Fact]
@@ -61,21 +67,21 @@ public sealed class RendezvousTests
         var store = new MemoryKeyValueStore();
         using var beats = new CancellationTokenSource();
         using var silentBeats = new CancellationTokenSource();
-        ElasticRendezvous[] nodes = [.. Enumerable.Range(0, 3).Select(i => new ElasticRendezvous(store, Settings(2, 3, heartbeat: 0.5), $"n{i}"))];
+        ElasticRendezvous[] nodes = [.. Enumerable.Range(0, 3).Select(i => new ElasticRendezvous(store, Settings(2, 3, heartbeat: 1.0), $"n{i}"))];
         Task[] heartbeats = [nodes[0].RunHeartbeatsAsync(beats.Token), nodes[1].RunHeartbeatsAsync(beats.Token), nodes[2].RunHeartbeatsAsync(silentBeats.Token)];
         RendezvousRound[] rounds = await Task.WhenAll(nodes.Select(n => n.NextRoundAsync(default))).WaitAsync(TimeSpan.FromSeconds(5));
 
         await silentBeats.CancelAsync(); // node 2 vanishes
         var clock = System.Diagnostics.Stopwatch.StartNew();
         (RoundAction Action, string? Reason) check = (RoundAction.Continue, null);
-        while (check.Action == RoundAction.Continue && clock.Elapsed < TimeSpan.FromSeconds(5))
+        while (check.Action == RoundAction.Continue && clock.Elapsed < TimeSpan.FromSeconds(10))
         {
             await Task.Delay(20);
             check = await nodes[0].CheckAsync(rounds[0], default);
         }
         check.Action.ShouldBe(RoundAction.Restart);
         check.Reason!.ShouldContain("n2");
-        clock.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(3)); // 0.5 s timeout + a beat; slack for a loaded CI machine
+        clock.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(4)); // 1 s timeout + a beat; slack for a loaded CI machine
 
         RendezvousRound[] survivors = await Task.WhenAll(nodes[0].NextRoundAsync(default), nodes[1].NextRoundAsync(default)).WaitAsync(TimeSpan.FromSeconds(5));
         survivors.ShouldAllBe(r => r.GroupWorldSize == 2 && r.Round == 1);
@@ -89,8 +95,8 @@ public sealed class RendezvousTests
         var store = new MemoryKeyValueStore();
         using var beats = new CancellationTokenSource();
         using var silentBeats = new CancellationTokenSource();
-        var a = new ElasticRendezvous(store, Settings(2, 2, heartbeat: 0.5), "a");
-        var b = new ElasticRendezvous(store, Settings(2, 2, heartbeat: 0.5), "b");
+        var a = new ElasticRendezvous(store, Settings(2, 2, heartbeat: 1.0), "a");
+        var b = new ElasticRendezvous(store, Settings(2, 2, heartbeat: 1.0), "b");
         Task beatA = a.RunHeartbeatsAsync(beats.Token);
         Task beatB = b.RunHeartbeatsAsync(silentBeats.Token);
         RendezvousRound[] rounds = await Task.WhenAll(a.NextRoundAsync(default), b.NextRoundAsync(default)).WaitAsync(TimeSpan.FromSeconds(5));
@@ -98,7 +104,7 @@ public sealed class RendezvousTests
 
         (RoundAction Action, string? Reason) check = (RoundAction.Continue, null);
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        while (check.Action == RoundAction.Continue && clock.Elapsed < TimeSpan.FromSeconds(5))
+        while (check.Action == RoundAction.Continue && clock.Elapsed < TimeSpan.FromSeconds(10))
         {
             await Task.Delay(20);
             check = await a.CheckAsync(rounds[0], default);
@@ -117,8 +123,8 @@ public sealed class RendezvousTests
         var store = new MemoryKeyValueStore();
         using var beats = new CancellationTokenSource();
         using var finishedBeats = new CancellationTokenSource();
-        var a = new ElasticRendezvous(store, Settings(2, 2, heartbeat: 0.3), "a");
-        var b = new ElasticRendezvous(store, Settings(2, 2, heartbeat: 0.3), "b");
+        var a = new ElasticRendezvous(store, Settings(2, 2, heartbeat: 1.0), "a");
+        var b = new ElasticRendezvous(store, Settings(2, 2, heartbeat: 1.0), "b");
         Task beatA = a.RunHeartbeatsAsync(beats.Token);
         Task beatB = b.RunHeartbeatsAsync(finishedBeats.Token);
         RendezvousRound[] rounds = await Task.WhenAll(a.NextRoundAsync(default), b.NextRoundAsync(default)).WaitAsync(TimeSpan.FromSeconds(5));
@@ -127,7 +133,7 @@ public sealed class RendezvousTests
         (await b.ExitBarrierAsync(rounds[1], TimeSpan.FromMilliseconds(100), default)).ShouldBe(RoundAction.Continue);
         await finishedBeats.CancelAsync();
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        while (clock.Elapsed < TimeSpan.FromSeconds(1))
+        while (clock.Elapsed < TimeSpan.FromSeconds(2.5))
         {
             (await a.CheckAsync(rounds[0], default)).Action.ShouldBe(RoundAction.Continue);
             await Task.Delay(20);

@@ -57,15 +57,20 @@ public sealed class EtcdRendezvousTests(EtcdFixture etcd) : IAsyncLifetime
     [Fact]
     public async Task LateNode_IsAdmittedByTheNextRound()
     {
-        ElasticRendezvous a = Node("a", 2, 3);
-        ElasticRendezvous b = Node("b", 2, 3);
+        using var beats = new CancellationTokenSource();
+        // A last call long enough for the late node to see the new round before it closes on a loaded machine.
+        ElasticRendezvous a = Node("a", 2, 3, lastCall: 1.5);
+        ElasticRendezvous b = Node("b", 2, 3, lastCall: 1.5);
+        ElasticRendezvous c = Node("c", 2, 3, lastCall: 1.5);
+        // Live nodes beat; without beats a slow round would (rightly) take them for lost.
+        Task[] heartbeats = [a.RunHeartbeatsAsync(beats.Token), b.RunHeartbeatsAsync(beats.Token), c.RunHeartbeatsAsync(beats.Token)];
         RendezvousRound[] first = await Task.WhenAll(a.NextRoundAsync(default), b.NextRoundAsync(default)).WaitAsync(TimeSpan.FromSeconds(10));
         first.ShouldAllBe(r => r.GroupWorldSize == 2);
 
-        Task<RendezvousRound> late = Node("c", 2, 3).NextRoundAsync(default);
+        Task<RendezvousRound> late = c.NextRoundAsync(default);
         (RoundAction Action, string? Reason) check = (RoundAction.Continue, null);
         var clock = Stopwatch.StartNew();
-        while (check.Action == RoundAction.Continue && clock.Elapsed < TimeSpan.FromSeconds(5))
+        while (check.Action == RoundAction.Continue && clock.Elapsed < TimeSpan.FromSeconds(10))
         {
             await Task.Delay(20);
             check = await a.CheckAsync(first[0], default);
@@ -74,6 +79,8 @@ public sealed class EtcdRendezvousTests(EtcdFixture etcd) : IAsyncLifetime
 
         RendezvousRound[] second = await Task.WhenAll(a.NextRoundAsync(default), b.NextRoundAsync(default), late).WaitAsync(TimeSpan.FromSeconds(10));
         second.ShouldAllBe(r => r.GroupWorldSize == 3 && r.Round == 1);
+        await beats.CancelAsync();
+        await Task.WhenAll(heartbeats);
     }
 
     [Fact]
@@ -81,21 +88,21 @@ public sealed class EtcdRendezvousTests(EtcdFixture etcd) : IAsyncLifetime
     {
         using var beats = new CancellationTokenSource();
         using var silent = new CancellationTokenSource();
-        ElasticRendezvous[] nodes = [.. Enumerable.Range(0, 3).Select(i => Node($"n{i}", 2, 3, heartbeat: 0.5))];
+        ElasticRendezvous[] nodes = [.. Enumerable.Range(0, 3).Select(i => Node($"n{i}", 2, 3, heartbeat: 1.0))];
         Task[] heartbeats = [nodes[0].RunHeartbeatsAsync(beats.Token), nodes[1].RunHeartbeatsAsync(beats.Token), nodes[2].RunHeartbeatsAsync(silent.Token)];
         RendezvousRound[] rounds = await Task.WhenAll(nodes.Select(n => n.NextRoundAsync(default))).WaitAsync(TimeSpan.FromSeconds(10));
 
         await silent.CancelAsync();
         var clock = Stopwatch.StartNew();
         (RoundAction Action, string? Reason) check = (RoundAction.Continue, null);
-        while (check.Action == RoundAction.Continue && clock.Elapsed < TimeSpan.FromSeconds(5))
+        while (check.Action == RoundAction.Continue && clock.Elapsed < TimeSpan.FromSeconds(10))
         {
             await Task.Delay(20);
             check = await nodes[0].CheckAsync(rounds[0], default);
         }
         check.Action.ShouldBe(RoundAction.Restart);
         check.Reason!.ShouldContain("n2");
-        clock.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(2));
+        clock.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(4)); // 1 s timeout + a beat; slack for a loaded CI machine
 
         RendezvousRound[] survivors = await Task.WhenAll(nodes[0].NextRoundAsync(default), nodes[1].NextRoundAsync(default)).WaitAsync(TimeSpan.FromSeconds(10));
         survivors.ShouldAllBe(r => r.GroupWorldSize == 2 && r.Round == 1);
