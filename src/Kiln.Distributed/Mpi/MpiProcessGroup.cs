@@ -20,9 +20,10 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
     private readonly Lock _callLock = new();
     private bool _disposed;
 
-    private MpiProcessGroup(MpiApi mpi, int rank, int worldSize, bool ownsInitialization)
+    private MpiProcessGroup(MpiApi mpi, int rank, int worldSize, bool ownsInitialization, ProcessGroupOptions options)
     {
         _mpi = mpi;
+        Options = options;
         Rank = rank;
         WorldSize = worldSize;
         _ownsInitialization = ownsInitialization;
@@ -31,6 +32,9 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
     /// <inheritdoc />
     public string Backend => "mpi";
 
+    /// <summary>The settings the group was created with.</summary>
+    public ProcessGroupOptions Options { get; }
+
     /// <inheritdoc />
     public int Rank { get; }
 
@@ -38,8 +42,9 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
     public int WorldSize { get; }
 
     /// <summary>Initialises MPI (unless something else in the process already did) and returns the world group.</summary>
-    public static MpiProcessGroup Create()
+    public static MpiProcessGroup Create(ProcessGroupOptions options)
     {
+        ArgumentNullException.ThrowIfNull(options);
         lock (CreateLock)
         {
             if (s_created)
@@ -76,7 +81,7 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
                 mpi.Check(mpi.CommSize(mpi.CommWorld, &size), "MPI_Comm_size");
                 CheckLauncherEnvironment(rank, size);
                 s_created = true;
-                return new MpiProcessGroup(mpi, rank, size, owns);
+                return new MpiProcessGroup(mpi, rank, size, owns, options);
             }
             catch
             {
