@@ -184,6 +184,15 @@ public sealed partial class AgentCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task Agent_LauncherMpirunOnTwoNodes_IsRefusedWithExitCode2()
+    {
+        var error = new StringWriter();
+        string[] args = ["agent", "--nnodes", "2", "--launcher", "mpirun", "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:1", "--", "/bin/true"];
+        (await KilnCommandLine.InvokeAsync(args, new StringWriter(), error, CancellationToken.None)).ShouldBe(2);
+        error.ToString().ShouldContain("--launcher mpirun runs the workers of one node only (--nnodes 1), not --nnodes 2");
+    }
+
+    [Fact]
     public async Task Agent_WithoutAnEntrypoint_ExitsWith2()
     {
         var error = new StringWriter();

@@ -234,6 +234,20 @@ public sealed class ComponentDdpTests
         e.Message.ShouldContain(".kilnconfig [component:dist.ddp] has an unknown key 'nodes'");
     }
 
+    [Fact]
+    public void Build_LauncherMpirun_IsPassedToTheAgent_AndOnlyForOneNode()
+    {
+        Role role = ComponentCatalog.Build("dist.ddp", ["-j", "1x2", "--launcher", "mpirun", "--script", "train.dll"], s_context).Roles[0];
+        Arg(role, "--launcher").ShouldBe("mpirun");
+        role.Args.SkipWhile(a => a != "--").ShouldBe(["--", "dotnet", "train.dll"]);
+
+        ComponentCatalog.Build("dist.ddp", ["-j", "1x2", "--script", "train.dll"], s_context).Roles[0].Args.ShouldNotContain("--launcher");
+        Should.Throw<LaunchException>(() => ComponentCatalog.Build("dist.ddp", ["-j", "2x2", "--launcher", "mpirun", "--script", "t.dll"], s_context))
+            .Message.ShouldContain("--launcher mpirun runs one node");
+        Should.Throw<LaunchException>(() => ComponentCatalog.Build("dist.ddp", ["--launcher", "srun", "--script", "t.dll"], s_context))
+            .Message.ShouldContain("--launcher is process or mpirun");
+    }
+
     private static string Arg(Role role, string flag)
     {
         int index = role.Args.ToList().IndexOf(flag);

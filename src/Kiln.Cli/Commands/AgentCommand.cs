@@ -34,11 +34,12 @@ internal static class AgentCommand
         var localAddr = Opt<string?>("--local-addr", "The address other nodes reach this node at (MASTER_ADDR when it is group rank 0).", null);
         var role = Opt<string>("--role", "ROLE_NAME of the workers.", "default");
         var logDir = Opt<string?>("--log-dir", "Folder for workers' logs (attempt_N/LOCAL_RANK/stdout.log, stderr.log), error.json and agent-state.json.", null);
+        var launcher = Opt<string>("--launcher", "How the workers start: process (one process each) or mpirun (one Open MPI mpirun per round, one MPI world; one node only).", AgentOptions.ProcessLauncher);
         var grace = Opt<double>("--stop-grace-period", "Seconds between SIGTERM and SIGKILL when stopping workers (Kiln's addition).", 5);
         var entrypoint = new Argument<string[]>("entrypoint") { Description = "-- PROGRAM ARGS…: what each worker runs (executed directly, as torchrun's --no-python).", Arity = ArgumentArity.ZeroOrMore };
         var command = new Command("agent", "The elastic agent a replica runs (torchrun's job): rendezvous, workers with torchrun's environment, restarts.")
         {
-            nnodes, nproc, backend, endpoint, runId, conf, standalone, maxRestarts, monitorInterval, nodeRank, masterAddr, masterPort, localAddr, role, logDir, grace, entrypoint,
+            nnodes, nproc, backend, endpoint, runId, conf, standalone, maxRestarts, monitorInterval, nodeRank, masterAddr, masterPort, localAddr, role, logDir, launcher, grace, entrypoint,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -80,6 +81,7 @@ internal static class AgentCommand
                     ErrorFile = Environment.GetEnvironmentVariable("TORCHELASTIC_ERROR_FILE"),
                     LauncherErrorFile = Environment.GetEnvironmentVariable("KILN_ERROR_FILE"),
                     StopGracePeriod = Seconds("--stop-grace-period", parse.GetValue(grace)),
+                    Launcher = parse.GetValue(launcher)!,
                 };
                 if (!options.Standalone && options.Backend is not ("c10d" or "static") && !RendezvousStores.TryGet(options.Backend, out _))
                 {

@@ -12,6 +12,18 @@ internal sealed record AgentOptions
     /// <summary><c>--nproc-per-node</c>.</summary>
     public int ProcessesPerNode { get; init; } = 1;
 
+    /// <summary>
+    /// <c>--launcher</c>: <c>process</c> (one process per worker, the default) or <c>mpirun</c> (one Open MPI
+    /// <c>mpirun</c> per round that starts every local worker as one MPI world; one node only).
+    /// </summary>
+    public string Launcher { get; init; } = ProcessLauncher;
+
+    /// <summary>The default launcher: the agent starts each worker process itself.</summary>
+    public const string ProcessLauncher = "process";
+
+    /// <summary>The launcher that starts the local workers through one Open MPI <c>mpirun</c>.</summary>
+    public const string MpirunLauncher = "mpirun";
+
     /// <summary><c>--nnodes</c> MIN.</summary>
     public int MinNodes { get; init; } = 1;
 

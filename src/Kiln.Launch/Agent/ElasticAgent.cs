@@ -48,6 +48,15 @@ internal sealed class ElasticAgent
         {
             throw new LaunchException($"--nproc-per-node {options.ProcessesPerNode} must be at least 1.");
         }
+        if (options.Launcher is not (AgentOptions.ProcessLauncher or AgentOptions.MpirunLauncher))
+        {
+            throw new LaunchException($"--launcher {options.Launcher} is unknown; known: {AgentOptions.ProcessLauncher}, {AgentOptions.MpirunLauncher}.");
+        }
+        if (options.Launcher == AgentOptions.MpirunLauncher && !options.Standalone && options.MaxNodes != 1)
+        {
+            string nodes = options.MinNodes == options.MaxNodes ? $"{options.MaxNodes}" : $"{options.MinNodes}:{options.MaxNodes}";
+            throw new LaunchException($"--launcher mpirun runs the workers of one node only (--nnodes 1), not --nnodes {nodes}; use --launcher process for jobs of several nodes.");
+        }
         _options = options;
         _logger = logger ?? NullLogger.Instance;
         _nodeId = string.Create(CultureInfo.InvariantCulture, $"{Dns.GetHostName()}_{Environment.ProcessId}_{Guid.NewGuid().ToString("N")[..8]}");
@@ -281,12 +290,25 @@ internal sealed class ElasticAgent
             {
                 env["OMP_NUM_THREADS"] = "1";
             }
-            // NCCL_NVLS_ENABLE (and everything else the agent was given) is inherited unchanged.
+            // NCCL_NVLS_ENABLE (and everything else the agent was given) is inherited unchanged; under mpirun the
+            // variables that decide the workers' behaviour are also passed with -x, so the command line shows them.
+            if (_options.Launcher == AgentOptions.MpirunLauncher)
+            {
+                foreach (string name in (string[])["NCCL_NVLS_ENABLE", "OMP_NUM_THREADS"])
+                {
+                    if (Environment.GetEnvironmentVariable(name) is { } value)
+                    {
+                        env[name] = value;
+                    }
+                }
+            }
             environments.Add(env);
             ranks.Add(rank);
             errorFiles.Add(errorFile);
         }
-        WorkerGroup group = WorkerGroup.Start(_options.Entrypoint, environments, ranks, attemptLogs, errorFiles);
+        WorkerGroup group = _options.Launcher == AgentOptions.MpirunLauncher
+            ? WorkerGroup.StartUnderMpirun(_options.Entrypoint, environments, ranks, attemptLogs, errorFiles)
+            : WorkerGroup.Start(_options.Entrypoint, environments, ranks, attemptLogs, errorFiles);
         AgentLog.WorkersStarted(_logger, _nodeId, nproc, ranks[0], ranks[^1], worldSize, round.RestartCount);
         WorkersStarted?.Invoke(round, group.ProcessIds);
         return group;
@@ -295,7 +317,9 @@ internal sealed class ElasticAgent
     private string RecordFailure(RendezvousRound round, WorkerFailure failure)
     {
         string how = failure.Signal is { } signal ? $"exit code {failure.ExitCode} ({signal})" : $"exit code {failure.ExitCode}";
-        string cause = $"worker rank {failure.Rank} (local rank {failure.LocalRank}, group rank {round.GroupRank}) failed with {how}";
+        string cause = failure.Rank >= 0
+            ? $"worker rank {failure.Rank} (local rank {failure.LocalRank}, group rank {round.GroupRank}) failed with {how}"
+            : $"mpirun (group rank {round.GroupRank}) failed with {how} without naming the rank";
         AgentLog.WorkerFailed(_logger, _nodeId, failure.Rank, failure.LocalRank, how);
         if (_firstError is null)
         {

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
+using System.Text.RegularExpressions;
 
 namespace Kiln.Launch.Agent;
 
@@ -32,12 +33,17 @@ internal enum WorkerGroupState
 /// log folder) pumped to files or the agent's streams, the last lines of stderr kept for the error file.
 /// </summary>
 /// <remarks>Not thread-safe: the agent's monitor loop owns it. Dispose (or <see cref="StopAsync"/>) ends every worker.</remarks>
-internal sealed class WorkerGroup : IAsyncDisposable
+internal sealed partial class WorkerGroup : IAsyncDisposable
 {
     /// <summary>Lines of stderr kept per worker for the error file.</summary>
     public const int StderrTailLines = 20;
 
+    /// <summary>Lines of mpirun's stderr kept for the error file: its own report takes about a dozen.</summary>
+    public const int MpirunStderrTailLines = 40;
+
     private readonly List<Worker> _workers = [];
+    private IReadOnlyList<int>? _mpirunRanks;
+    private IReadOnlyList<string>? _mpirunErrorFiles;
 
     private WorkerGroup()
     {
@@ -46,7 +52,7 @@ internal sealed class WorkerGroup : IAsyncDisposable
     /// <summary>The workers' process ids, by local rank.</summary>
     public IReadOnlyList<int> ProcessIds => [.. _workers.Select(w => w.Process.Id)];
 
-    /// <summary>Starts the workers.</summary>
+    /// <summary>Starts the workers, one process each.</summary>
     /// <param name="entrypoint">The program and its arguments.</param>
     /// <param name="environments">One environment (added to the agent's own; null removes a variable) per local rank.</param>
     /// <param name="ranks">RANK per local rank.</param>
@@ -61,17 +67,7 @@ internal sealed class WorkerGroup : IAsyncDisposable
         {
             for (int localRank = 0; localRank < environments.Count; localRank++)
             {
-                var start = new ProcessStartInfo(entrypoint[0])
-                {
-                    UseShellExecute = false,
-                    RedirectStandardError = true,
-                    RedirectStandardOutput = logDirectory is not null,
-                    RedirectStandardInput = false,
-                };
-                foreach (string argument in entrypoint.Skip(1))
-                {
-                    start.ArgumentList.Add(argument);
-                }
+                ProcessStartInfo start = StartInfo(entrypoint[0], entrypoint.Skip(1), logDirectory is not null);
                 foreach ((string name, string? value) in environments[localRank])
                 {
                     if (value is null)
@@ -83,24 +79,10 @@ internal sealed class WorkerGroup : IAsyncDisposable
                         start.Environment[name] = value;
                     }
                 }
-                string? folder = null;
-                if (logDirectory is not null)
-                {
-                    folder = Path.Combine(logDirectory, localRank.ToString(CultureInfo.InvariantCulture));
-                    Directory.CreateDirectory(folder);
-                }
-                Directory.CreateDirectory(Path.GetDirectoryName(errorFiles[localRank])!);
-                File.Delete(errorFiles[localRank]);
-                Process process;
-                try
-                {
-                    process = Process.Start(start) ?? throw new LaunchException($"Could not start {entrypoint[0]}.");
-                }
-                catch (System.ComponentModel.Win32Exception ex)
-                {
-                    throw new LaunchException($"Could not start the entrypoint {entrypoint[0]}: {ex.Message}", ex);
-                }
-                group._workers.Add(new Worker(process, localRank, ranks[localRank], folder, errorFiles[localRank]));
+                string? folder = LogFolder(logDirectory, localRank.ToString(CultureInfo.InvariantCulture));
+                PrepareErrorFile(errorFiles[localRank]);
+                Process process = StartProcess(start, entrypoint[0]);
+                group._workers.Add(new Worker(process, localRank, ranks[localRank], folder, errorFiles[localRank], StderrTailLines));
             }
         }
         catch
@@ -109,6 +91,75 @@ internal sealed class WorkerGroup : IAsyncDisposable
             throw;
         }
         return group;
+    }
+
+    /// <summary>
+    /// Starts the workers as one MPI world: a single <c>mpirun</c> with Open MPI's MPMD syntax, one app context
+    /// (<c>-np 1 -x NAME=VALUE … PROGRAM ARGS</c>) per local rank, so that each rank keeps its own environment. The
+    /// group then watches mpirun, which ends the whole job when a rank fails and exits with that rank's status.
+    /// </summary>
+    /// <param name="entrypoint">The program and its arguments.</param>
+    /// <param name="environments">One environment per local rank; null values are removed from mpirun's own environment.</param>
+    /// <param name="ranks">RANK per local rank (equal to the local rank: mpirun runs one node).</param>
+    /// <param name="logDirectory">The folder of this attempt's logs (<c>mpirun/stdout.log</c>, <c>stderr.log</c>, every rank's lines), or null to inherit the agent's streams.</param>
+    /// <param name="errorFiles">TORCHELASTIC_ERROR_FILE per local rank.</param>
+    public static WorkerGroup StartUnderMpirun(IReadOnlyList<string> entrypoint, IReadOnlyList<IReadOnlyDictionary<string, string?>> environments, IReadOnlyList<int> ranks, string? logDirectory, IReadOnlyList<string> errorFiles)
+    {
+        ArgumentNullException.ThrowIfNull(entrypoint);
+        ArgumentNullException.ThrowIfNull(environments);
+        var group = new WorkerGroup();
+        ProcessStartInfo start = StartInfo("mpirun", MpirunArguments(entrypoint, environments, IsRoot()), logDirectory is not null);
+        foreach (string name in environments.SelectMany(e => e).Where(p => p.Value is null).Select(p => p.Key).Distinct(StringComparer.Ordinal))
+        {
+            start.Environment.Remove(name);
+        }
+        foreach (string errorFile in errorFiles)
+        {
+            PrepareErrorFile(errorFile);
+        }
+        string? folder = LogFolder(logDirectory, "mpirun");
+        Process process;
+        try
+        {
+            process = Process.Start(start) ?? throw new LaunchException("Could not start mpirun.");
+        }
+        catch (System.ComponentModel.Win32Exception ex)
+        {
+            throw new LaunchException($"--launcher mpirun: could not start mpirun ({ex.Message}); install Open MPI (openmpi-bin) or put its mpirun on PATH.", ex);
+        }
+        group._mpirunRanks = ranks;
+        group._mpirunErrorFiles = errorFiles;
+        group._workers.Add(new Worker(process, -1, -1, folder, "", MpirunStderrTailLines));
+        return group;
+    }
+
+    /// <summary>
+    /// mpirun's arguments for <see cref="StartUnderMpirun"/>: <c>[--allow-run-as-root] --oversubscribe --bind-to none</c>,
+    /// then per local rank <c>-np 1 -x NAME=VALUE… PROGRAM ARGS</c>, the contexts separated by <c>:</c>.
+    /// </summary>
+    internal static List<string> MpirunArguments(IReadOnlyList<string> entrypoint, IReadOnlyList<IReadOnlyDictionary<string, string?>> environments, bool asRoot)
+    {
+        var arguments = new List<string>();
+        if (asRoot)
+        {
+            arguments.Add("--allow-run-as-root");
+        }
+        // Binding is left to the program, as with the process launcher (Open MPI binds each rank to a core by default).
+        arguments.AddRange(["--oversubscribe", "--bind-to", "none"]);
+        for (int localRank = 0; localRank < environments.Count; localRank++)
+        {
+            if (localRank > 0)
+            {
+                arguments.Add(":");
+            }
+            arguments.AddRange(["-np", "1"]);
+            foreach ((string name, string? value) in environments[localRank].Where(p => p.Value is not null).OrderBy(p => p.Key, StringComparer.Ordinal))
+            {
+                arguments.AddRange(["-x", $"{name}={value}"]);
+            }
+            arguments.AddRange(entrypoint);
+        }
+        return arguments;
     }
 
     /// <summary>The group's state now; the first failed worker (lowest local rank among those that failed) when failed.</summary>
@@ -131,7 +182,7 @@ internal sealed class WorkerGroup : IAsyncDisposable
         }
         if (failed is not null)
         {
-            return (WorkerGroupState.Failed, failed.Describe());
+            return (WorkerGroupState.Failed, _mpirunRanks is null ? failed.Describe() : DescribeMpirunFailure(failed));
         }
         return (allDone ? WorkerGroupState.Succeeded : WorkerGroupState.Healthy, null);
     }
@@ -204,6 +255,85 @@ internal sealed class WorkerGroup : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Which rank made mpirun end the job, from its report on stderr ("Process name: [[JOB,1],RANK]" for an exit code,
+    /// "process rank RANK with PID …" for a signal); rank −1 when the report names none.
+    /// </summary>
+    private WorkerFailure DescribeMpirunFailure(Worker worker)
+    {
+        // mpirun writes its report just before it exits: read the pipe to its end before looking for it.
+        worker.DrainAsync().GetAwaiter().GetResult();
+        WorkerFailure mpirun = worker.Describe();
+        int rank = ParseMpirunFailedRank(mpirun.StderrTail);
+        int localRank = rank >= 0 && _mpirunRanks!.Contains(rank) ? _mpirunRanks!.ToList().IndexOf(rank) : -1;
+        string errorFile = localRank >= 0 ? _mpirunErrorFiles![localRank] : "";
+        return mpirun with { LocalRank = localRank, Rank = localRank >= 0 ? rank : -1, ErrorFile = errorFile };
+    }
+
+    /// <summary>The MPI rank mpirun's report names as the first to fail, or −1.</summary>
+    internal static int ParseMpirunFailedRank(IEnumerable<string> stderrLines)
+    {
+        foreach (string line in stderrLines)
+        {
+            Match match = MpirunFailedRank().Match(line);
+            if (match.Success)
+            {
+                return int.Parse(match.Groups["rank"].Value, CultureInfo.InvariantCulture);
+            }
+        }
+        return -1;
+    }
+
+    [GeneratedRegex(@"(?:Process name: \[\[\d+,\d+\],(?<rank>\d+)\])|(?:process rank (?<rank>\d+) with PID)", RegexOptions.CultureInvariant)]
+    private static partial Regex MpirunFailedRank();
+
+    private static ProcessStartInfo StartInfo(string program, IEnumerable<string> arguments, bool redirectStdout)
+    {
+        var start = new ProcessStartInfo(program)
+        {
+            UseShellExecute = false,
+            RedirectStandardError = true,
+            RedirectStandardOutput = redirectStdout,
+            RedirectStandardInput = false,
+        };
+        foreach (string argument in arguments)
+        {
+            start.ArgumentList.Add(argument);
+        }
+        return start;
+    }
+
+    private static string? LogFolder(string? logDirectory, string name)
+    {
+        if (logDirectory is null)
+        {
+            return null;
+        }
+        string folder = Path.Combine(logDirectory, name);
+        Directory.CreateDirectory(folder);
+        return folder;
+    }
+
+    private static void PrepareErrorFile(string errorFile)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(errorFile)!);
+        File.Delete(errorFile);
+    }
+
+    private static Process StartProcess(ProcessStartInfo start, string program)
+    {
+        try
+        {
+            return Process.Start(start) ?? throw new LaunchException($"Could not start {program}.");
+        }
+        catch (System.ComponentModel.Win32Exception ex)
+        {
+            throw new LaunchException($"Could not start the entrypoint {program}: {ex.Message}", ex);
+        }
+    }
+
+    private static bool IsRoot() => GetEffectiveUserId() == 0;
+
     /// <summary>The name of signal <paramref name="number"/> (SIGKILL for 9), or null when unknown.</summary>
     public static string? SignalName(int number) => number switch
     {
@@ -232,6 +362,10 @@ internal sealed class WorkerGroup : IAsyncDisposable
     [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
     [DefaultDllImportSearchPaths(DllImportSearchPath.SafeDirectories)]
     private static extern int Kill(int pid, int signal);
+
+    [DllImport("libc", EntryPoint = "geteuid")]
+    [DefaultDllImportSearchPaths(DllImportSearchPath.SafeDirectories)]
+    private static extern uint GetEffectiveUserId();
 #pragma warning restore SYSLIB1054
 
     private sealed class Worker
@@ -241,8 +375,11 @@ internal sealed class WorkerGroup : IAsyncDisposable
         private readonly Task _stderrPump;
         private readonly Task _stdoutPump;
 
-        public Worker(Process process, int localRank, int rank, string? folder, string errorFile)
+        private readonly int _tailLines;
+
+        public Worker(Process process, int localRank, int rank, string? folder, string errorFile, int tailLines)
         {
+            _tailLines = tailLines;
             Process = process;
             LocalRank = localRank;
             Rank = rank;
@@ -297,7 +434,7 @@ internal sealed class WorkerGroup : IAsyncDisposable
                     lock (_gate)
                     {
                         _stderrTail.Enqueue(line);
-                        if (_stderrTail.Count > StderrTailLines)
+                        if (_stderrTail.Count > _tailLines)
                         {
                             _stderrTail.Dequeue();
                         }

@@ -27,6 +27,7 @@ internal sealed partial class DdpComponent : IComponent
             OptionSpec.Value("rdzv-endpoint", "HOST:PORT", $"the rendezvous endpoint (default: the rank-0 node's host:{RendezvousPort}; one node: 127.0.0.1:0, standalone)"),
             OptionSpec.Value("max-restarts", "N", "whole-group restarts the agents may make, counted per job", "0"),
             OptionSpec.Value("monitor-interval", "SECONDS", "how often the agent checks its workers (agent default: 0.1)"),
+            OptionSpec.Value("launcher", "process|mpirun", "how the agent starts its workers: one process each, or one Open MPI mpirun (one MPI world; one node only)", "process"),
             CommonOptions.MaxRetries,
             CommonOptions.Env,
             CommonOptions.NamedResource,
@@ -119,6 +120,19 @@ internal sealed partial class DdpComponent : IComponent
                 throw s_syntax.Error($"option --monitor-interval is a positive number of seconds, not '{monitor}'");
             }
             agentArgs.AddRange(["--monitor-interval", monitor]);
+        }
+        string launcher = parsed.Value("launcher")!;
+        if (launcher is not ("process" or "mpirun"))
+        {
+            throw s_syntax.Error($"option --launcher is process or mpirun, not '{launcher}'");
+        }
+        if (launcher == "mpirun")
+        {
+            if (max != 1)
+            {
+                throw s_syntax.Error($"option --launcher mpirun runs one node (-j 1xM), not {max} nodes; use --launcher process for several nodes");
+            }
+            agentArgs.AddRange(["--launcher", launcher]);
         }
         agentArgs.AddRange(["--node-rank", "${replica_id}", "--"]);
         agentArgs.AddRange(command);
