@@ -2,12 +2,12 @@ using System.Globalization;
 using Kiln.Distributed;
 using TorchSharp;
 
-// Usage: Kiln.Distributed.Tests.Worker <scenario>[,<scenario>…] <float32|float64|float16|bfloat16|int32|int64> <count>[,<count>…]
+// Usage: Kiln.Distributed.Tests.Worker <scenario>[,<scenario>…] <float32|float64|float16|bfloat16|int32|int64> <count>[,<count>…] [<timeout seconds>]
 // Every rank runs every scenario for every count and checks its result against a reference computed locally from
 // rank-seeded data (any rank can compute any other rank's data). Exit 0: all matched; 1: a mismatch; 2: an error.
-if (args.Length != 3)
+if (args.Length is not (3 or 4))
 {
-    await Console.Error.WriteLineAsync("usage: <scenario>[,…] <float32|float64|float16|bfloat16|int32|int64> <count>[,…]").ConfigureAwait(false);
+    await Console.Error.WriteLineAsync("usage: <scenario>[,…] <float32|float64|float16|bfloat16|int32|int64> <count>[,…] [<timeout seconds>]").ConfigureAwait(false);
     return 2;
 }
 string[] scenarios = args[0].Split(',');
@@ -25,7 +25,10 @@ Kiln.Distributed.Tests.Worker.Scenarios.Integer = !torch.is_floating_point(torch
     || dtype is torch.ScalarType.Float16 or torch.ScalarType.BFloat16;
 int[] counts = [.. args[2].Split(',').Select(c => int.Parse(c, CultureInfo.InvariantCulture))];
 
-using IProcessGroup group = ProcessGroups.InitializeMpi();
+ProcessGroupOptions options = args.Length == 4
+    ? new ProcessGroupOptions { Timeout = TimeSpan.FromSeconds(double.Parse(args[3], CultureInfo.InvariantCulture)) }
+    : ProcessGroupOptions.Default;
+using IProcessGroup group = ProcessGroups.InitializeMpi(options);
 try
 {
     foreach (string scenario in scenarios)

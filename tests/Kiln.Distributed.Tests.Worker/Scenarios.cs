@@ -112,6 +112,10 @@ internal static class Scenarios
             }
             case "errors":
                 return Errors(group);
+            case "die-exit":
+            case "die-kill":
+            case "hang":
+                return Fail(group, scenario, dtype, count);
             case "datashard":
                 return DataShardScenario.Run(group, count);
             case not null when scenario.StartsWith("ddp-", StringComparison.Ordinal):
@@ -193,7 +197,72 @@ internal static class Scenarios
         {
             return e;
         }
-        return Expect<ArgumentOutOfRangeException>(() => group.Broadcast(small, group.WorldSize), "rank");
+        e = Expect<ArgumentOutOfRangeException>(() => group.Broadcast(small, group.WorldSize), "rank");
+        if (e is not null)
+        {
+            return e;
+        }
+        return WrongDevice(group, small);
+    }
+
+    /// <summary>A tensor on the meta device (there is no CUDA here) is refused by every call, naming device and backend.</summary>
+    private static string? WrongDevice(IProcessGroup group, torch.Tensor cpu)
+    {
+        var meta = new torch.Device(DeviceType.META);
+        using torch.Tensor tensor = torch.empty(4, device: meta);
+        using torch.Tensor half = torch.empty(4, dtype: torch.ScalarType.Float16, device: meta);
+        using torch.Tensor gathered = torch.empty(4L * group.WorldSize, device: meta);
+        using torch.Tensor scattered = torch.empty(4L * group.WorldSize, device: meta);
+        (string Name, Action Call)[] calls =
+        [
+            ("all_reduce", () => group.AllReduce(tensor, ReduceOp.Average)),
+            ("all_reduce float16", () => group.AllReduce(half)),
+            ("broadcast", () => group.Broadcast(tensor, 0)),
+            ("all_gather output", () => group.AllGather(cpu, gathered)),
+            ("all_gather input", () => group.AllGather(tensor, gathered)),
+            ("reduce_scatter", () => group.ReduceScatter(scattered, tensor)),
+            ("send", () => group.Send(tensor, 0)),
+            ("recv", () => group.Recv(tensor, 0)),
+        ];
+        foreach ((string name, Action call) in calls)
+        {
+            foreach (string part in (string[])["mpi backend", "is on meta", "Move it to the CPU"])
+            {
+                if (Expect<ArgumentException>(call, part) is { } e)
+                {
+                    return $"{name} of a meta tensor: {e}";
+                }
+            }
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// Rank 1 exits (code 3), kills itself (SIGKILL) or sleeps 60 s where the others enter an all_reduce; whatever
+    /// returns here is a failure, since the others must never see the all_reduce complete.
+    /// </summary>
+    private static string? Fail(IProcessGroup group, string scenario, torch.ScalarType dtype, int count)
+    {
+        group.Barrier();
+        if (group.Rank == 1)
+        {
+            switch (scenario)
+            {
+                case "die-exit":
+                    Environment.Exit(3);
+                    break;
+                case "die-kill":
+                    System.Diagnostics.Process.GetCurrentProcess().Kill();
+                    break;
+                default:
+                    Thread.Sleep(TimeSpan.FromSeconds(60));
+                    return "slept 60 s and was not stopped";
+            }
+        }
+        using torch.Tensor tensor = Tensor(Data(group.Rank, count), dtype);
+        Console.WriteLine($"ENTER rank {group.Rank} all_reduce {DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()}");
+        group.AllReduce(tensor);
+        return $"{scenario}: the all_reduce completed without rank 1";
     }
 
     private static string? Expect<T>(Action action, string messagePart)

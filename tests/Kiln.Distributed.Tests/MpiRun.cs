@@ -10,6 +10,12 @@ internal static class MpiRun
     {
         public int OkLines => Stdout.Split('\n').Count(l => l.Contains("OK rank ", StringComparison.Ordinal));
 
+        /// <summary>From starting mpirun to its exit.</summary>
+        public TimeSpan Elapsed { get; init; }
+
+        /// <summary>When mpirun's exit was seen.</summary>
+        public DateTimeOffset ExitedAt { get; init; }
+
         public override string ToString() => $"exit {ExitCode}\n--- stdout\n{Stdout}\n--- stderr\n{Stderr}";
     }
 
@@ -60,6 +66,7 @@ internal static class MpiRun
         var stderr = new StringBuilder();
         process.OutputDataReceived += (_, e) => { if (e.Data is not null) { lock (stdout) { stdout.AppendLine(e.Data); } } };
         process.ErrorDataReceived += (_, e) => { if (e.Data is not null) { lock (stderr) { stderr.AppendLine(e.Data); } } };
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         process.Start().ShouldBeTrue();
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
@@ -75,12 +82,14 @@ internal static class MpiRun
             await process.WaitForExitAsync();
             throw new TimeoutException($"mpirun -n {ranks} {string.Join(' ', workerArgs)} ran over {timeoutSeconds} s and was killed.\n{stdout}\n{stderr}");
         }
+        TimeSpan elapsed = clock.Elapsed;
+        DateTimeOffset exitedAt = DateTimeOffset.UtcNow;
         process.WaitForExit();
         lock (stdout)
         {
             lock (stderr)
             {
-                return new Result(process.ExitCode, stdout.ToString(), stderr.ToString());
+                return new Result(process.ExitCode, stdout.ToString(), stderr.ToString()) { Elapsed = elapsed, ExitedAt = exitedAt };
             }
         }
     }

@@ -36,6 +36,7 @@ internal sealed unsafe class MpiApi
         Send = (delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, int>)Require(library, "MPI_Send");
         Recv = (delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, IntPtr, int>)Require(library, "MPI_Recv");
         ErrorString = (delegate* unmanaged<int, byte*, int*, int>)Require(library, "MPI_Error_string");
+        Abort = (delegate* unmanaged<IntPtr, int, int>)Require(library, "MPI_Abort");
 
         CommWorld = Require(library, "ompi_mpi_comm_world");
         Float = Require(library, "ompi_mpi_float");
@@ -65,6 +66,7 @@ internal sealed unsafe class MpiApi
     public delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, int> Send { get; }
     public delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, IntPtr, int> Recv { get; }
     public delegate* unmanaged<int, byte*, int*, int> ErrorString { get; }
+    public delegate* unmanaged<IntPtr, int, int> Abort { get; }
 
     public IntPtr CommWorld { get; }
     public IntPtr Float { get; }

@@ -1,6 +1,7 @@
 using System.Globalization;
 using Kiln.Runtime;
 using Kiln.Runtime.Native;
+using Microsoft.Extensions.Logging;
 using TorchSharp;
 
 namespace Kiln.Distributed.Mpi;
@@ -8,16 +9,21 @@ namespace Kiln.Distributed.Mpi;
 /// <summary>
 /// The world of an Open MPI job as an <see cref="IProcessGroup"/>. Collectives run in place on the memory of contiguous
 /// CPU tensors (no copies); calls are serialised with a lock (MPI_THREAD_SERIALIZED). float16 and bfloat16 move as
-/// 16-bit integers and reduce through a float32 copy (MPI has no 16-bit floats).
+/// 16-bit integers and reduce through a float32 copy (MPI has no 16-bit floats). A watchdog aborts the job when a call
+/// runs longer than <see cref="ProcessGroupOptions.Timeout"/>.
 /// </summary>
-internal sealed unsafe class MpiProcessGroup : IProcessGroup
+internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
 {
+    /// <summary>The MPI_Abort error code (and so mpirun's exit code) when a call timed out.</summary>
+    public const int TimeoutAbortCode = 124;
+
     private static readonly Lock CreateLock = new();
     private static bool s_created;
 
     private readonly MpiApi _mpi;
     private readonly bool _ownsInitialization;
     private readonly Lock _callLock = new();
+    private readonly CollectiveWatchdog _watchdog;
     private bool _disposed;
 
     private MpiProcessGroup(MpiApi mpi, int rank, int worldSize, bool ownsInitialization, ProcessGroupOptions options)
@@ -27,6 +33,7 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
         Rank = rank;
         WorldSize = worldSize;
         _ownsInitialization = ownsInitialization;
+        _watchdog = new CollectiveWatchdog(options.Timeout, rank, worldSize, AbortJob);
     }
 
     /// <inheritdoc />
@@ -141,9 +148,17 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
         {
             lock (_callLock)
             {
-                fixed (byte* data = tensor.bytes)
+                _watchdog.Begin("all_reduce", count, tensor.dtype);
+                try
                 {
-                    _mpi.Check(_mpi.Allreduce(MpiApi.InPlace, (IntPtr)data, count, datatype, mpiOp, _mpi.CommWorld), "MPI_Allreduce");
+                    fixed (byte* data = tensor.bytes)
+                    {
+                        _mpi.Check(_mpi.Allreduce(MpiApi.InPlace, (IntPtr)data, count, datatype, mpiOp, _mpi.CommWorld), "MPI_Allreduce");
+                    }
+                }
+                finally
+                {
+                    _watchdog.End();
                 }
             }
         }
@@ -166,9 +181,17 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
         }
         lock (_callLock)
         {
-            fixed (byte* data = tensor.bytes)
+            _watchdog.Begin("broadcast", count, tensor.dtype);
+            try
             {
-                _mpi.Check(_mpi.Bcast((IntPtr)data, count, datatype, root, _mpi.CommWorld), "MPI_Bcast");
+                fixed (byte* data = tensor.bytes)
+                {
+                    _mpi.Check(_mpi.Bcast((IntPtr)data, count, datatype, root, _mpi.CommWorld), "MPI_Bcast");
+                }
+            }
+            finally
+            {
+                _watchdog.End();
             }
         }
     }
@@ -192,10 +215,18 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
         }
         lock (_callLock)
         {
-            fixed (byte* send = input.bytes)
-            fixed (byte* receive = output.bytes)
+            _watchdog.Begin("all_gather", count, input.dtype);
+            try
             {
-                _mpi.Check(_mpi.Allgather((IntPtr)send, count, datatype, (IntPtr)receive, count, datatype, _mpi.CommWorld), "MPI_Allgather");
+                fixed (byte* send = input.bytes)
+                fixed (byte* receive = output.bytes)
+                {
+                    _mpi.Check(_mpi.Allgather((IntPtr)send, count, datatype, (IntPtr)receive, count, datatype, _mpi.CommWorld), "MPI_Allgather");
+                }
+            }
+            finally
+            {
+                _watchdog.End();
             }
         }
     }
@@ -236,10 +267,18 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
         {
             lock (_callLock)
             {
-                fixed (byte* send = input.bytes)
-                fixed (byte* receive = output.bytes)
+                _watchdog.Begin("reduce_scatter", total, input.dtype);
+                try
                 {
-                    _mpi.Check(_mpi.ReduceScatterBlock((IntPtr)send, (IntPtr)receive, count, datatype, mpiOp, _mpi.CommWorld), "MPI_Reduce_scatter_block");
+                    fixed (byte* send = input.bytes)
+                    fixed (byte* receive = output.bytes)
+                    {
+                        _mpi.Check(_mpi.ReduceScatterBlock((IntPtr)send, (IntPtr)receive, count, datatype, mpiOp, _mpi.CommWorld), "MPI_Reduce_scatter_block");
+                    }
+                }
+                finally
+                {
+                    _watchdog.End();
                 }
             }
         }
@@ -255,7 +294,15 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
         ThrowIfDisposed();
         lock (_callLock)
         {
-            _mpi.Check(_mpi.Barrier(_mpi.CommWorld), "MPI_Barrier");
+            _watchdog.Begin("barrier", -1, default);
+            try
+            {
+                _mpi.Check(_mpi.Barrier(_mpi.CommWorld), "MPI_Barrier");
+            }
+            finally
+            {
+                _watchdog.End();
+            }
         }
     }
 
@@ -268,9 +315,17 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
         int count = Count(tensor);
         lock (_callLock)
         {
-            fixed (byte* data = tensor.bytes)
+            _watchdog.Begin("send", count, tensor.dtype, destination);
+            try
             {
-                _mpi.Check(_mpi.Send((IntPtr)data, count, datatype, destination, tag, _mpi.CommWorld), "MPI_Send");
+                fixed (byte* data = tensor.bytes)
+                {
+                    _mpi.Check(_mpi.Send((IntPtr)data, count, datatype, destination, tag, _mpi.CommWorld), "MPI_Send");
+                }
+            }
+            finally
+            {
+                _watchdog.End();
             }
         }
     }
@@ -284,13 +339,40 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
         int count = Count(tensor);
         lock (_callLock)
         {
-            fixed (byte* data = tensor.bytes)
+            _watchdog.Begin("recv", count, tensor.dtype, source);
+            try
             {
-                // Open MPI's MPI_STATUS_IGNORE is a null pointer.
-                _mpi.Check(_mpi.Recv((IntPtr)data, count, datatype, source, tag, _mpi.CommWorld, IntPtr.Zero), "MPI_Recv");
+                fixed (byte* data = tensor.bytes)
+                {
+                    // Open MPI's MPI_STATUS_IGNORE is a null pointer.
+                    _mpi.Check(_mpi.Recv((IntPtr)data, count, datatype, source, tag, _mpi.CommWorld, IntPtr.Zero), "MPI_Recv");
+                }
+            }
+            finally
+            {
+                _watchdog.End();
             }
         }
     }
+
+    /// <summary>
+    /// The watchdog's end of a call that timed out: one line on stderr (and the logger), then MPI_Abort on the world,
+    /// after which mpirun ends every rank.
+    /// </summary>
+    private void AbortJob(string description)
+    {
+        Console.Error.WriteLine($"Kiln.Distributed: {description}");
+        if (Options.Logger is { } logger)
+        {
+            LogCollectiveTimedOut(logger, description);
+        }
+        _ = _mpi.Abort(_mpi.CommWorld, TimeoutAbortCode);
+        // MPI_Abort does not return; should it, this rank still ends.
+        Environment.Exit(TimeoutAbortCode);
+    }
+
+    [LoggerMessage(EventId = 1600, Level = LogLevel.Critical, Message = "{Description}")]
+    private static partial void LogCollectiveTimedOut(ILogger logger, string description);
 
     /// <summary>Finalises MPI when this group initialised it; the library stays loaded (MPI cannot start again).</summary>
     public void Dispose()
@@ -302,6 +384,7 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
                 return;
             }
             _disposed = true;
+            _watchdog.Dispose();
             if (_ownsInitialization)
             {
                 _mpi.Check(_mpi.Finalize(), "MPI_Finalize");
@@ -312,11 +395,17 @@ internal sealed unsafe class MpiProcessGroup : IProcessGroup
     private IntPtr CheckTensor(torch.Tensor tensor, string name)
     {
         ThrowIfDisposed();
-        if (tensor.device_type != DeviceType.CPU)
+        if (tensor.device_type == DeviceType.CUDA)
         {
             throw new NotSupportedException(
-                $"The mpi backend runs collectives on CPU tensors; {name} is on {tensor.device}. " +
-                "Use the nccl backend for CUDA tensors (not yet in Kiln), or copy to the CPU.");
+                $"The mpi backend runs collectives on CPU tensors only; {name} is on {tensor.device}. " +
+                "Use the nccl backend for CUDA tensors (ProcessGroups.Initialize(\"nccl\")), or move the tensor to the CPU (.cpu()).");
+        }
+        if (tensor.device_type != DeviceType.CPU)
+        {
+            throw new ArgumentException(
+                $"The mpi backend runs collectives on CPU tensors only; {name} is on {tensor.device}. Move it to the CPU (.cpu()) first.",
+                name);
         }
         if (!tensor.is_contiguous())
         {
