@@ -17,7 +17,7 @@ namespace Kiln.Distributed;
 /// given world size the result is deterministic. Per-rank losses must be means over the rank's shard (equal shard
 /// sizes) for the averaged gradients to equal those of the mean loss over the global batch.
 /// </remarks>
-public sealed class DistributedDataParallel
+public sealed partial class DistributedDataParallel
 {
     /// <summary>The default bucket size, 25 MB.</summary>
     public const long DefaultBucketCapBytes = 25L * 1024 * 1024;
@@ -34,13 +34,29 @@ public sealed class DistributedDataParallel
     /// <param name="bucketCapBytes">The largest bucket of gradients one all-reduce carries (a gradient larger than that is a bucket of its own).</param>
     /// <exception cref="DistributedException">The ranks' parameters differ; the message names the first differing parameter.</exception>
     public DistributedDataParallel(torch.nn.Module module, IProcessGroup group, long bucketCapBytes = DefaultBucketCapBytes)
+        : this(module, group, new DistributedDataParallelOptions { BucketCapBytes = bucketCapBytes })
+    {
+    }
+
+    /// <summary>
+    /// Wraps <paramref name="module"/> with the given settings: checks that every rank has the same parameter names,
+    /// shapes and dtypes, then copies rank 0's parameters and buffers into every other rank's, in place. Every rank
+    /// must call it together, with the same settings.
+    /// </summary>
+    /// <param name="module">The replica on this rank.</param>
+    /// <param name="group">The ranks that train together.</param>
+    /// <param name="options">Bucket size, deterministic mode, overlap with backward.</param>
+    /// <exception cref="DistributedException">The ranks' parameters differ; the message names the first differing parameter.</exception>
+    public DistributedDataParallel(torch.nn.Module module, IProcessGroup group, DistributedDataParallelOptions options)
     {
         ArgumentNullException.ThrowIfNull(module);
         ArgumentNullException.ThrowIfNull(group);
-        ArgumentOutOfRangeException.ThrowIfLessThan(bucketCapBytes, 1);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.BucketCapBytes, 1);
         Module = module;
         Group = group;
-        BucketCapBytes = bucketCapBytes;
+        Options = options;
+        BucketCapBytes = options.BucketCapBytes;
         _parameters = [.. module.named_parameters().Select(p => (p.name, p.parameter as torch.Tensor))];
         VerifySignatures();
         BroadcastState();
@@ -54,6 +70,9 @@ public sealed class DistributedDataParallel
 
     /// <summary>The largest bucket one all-reduce carries, in bytes.</summary>
     public long BucketCapBytes { get; }
+
+    /// <summary>The settings this wrapper was built with.</summary>
+    public DistributedDataParallelOptions Options { get; }
 
     /// <summary>Whether a <see cref="NoSync"/> scope is open.</summary>
     public bool IsSyncSuspended => _noSyncDepth > 0;
@@ -80,6 +99,11 @@ public sealed class DistributedDataParallel
     {
         if (_noSyncDepth > 0 || _parameters.Length == 0)
         {
+            return;
+        }
+        if (Options.Deterministic)
+        {
+            SynchronizeDeterministic();
             return;
         }
         using var scope = torch.NewDisposeScope();
@@ -140,21 +164,17 @@ public sealed class DistributedDataParallel
         {
             torch.Tensor p = _parameters[i].Parameter;
             long n = p.numel();
-            torch.Tensor grad = p.grad ?? CreateZeroGrad(p);
-            grad.copy_(flat.narrow(0, offset, n).view_as(grad));
+            torch.Tensor? grad = p.grad;
+            if (grad is null)
+            {
+                p.grad = flat.narrow(0, offset, n).view_as(p).clone();
+            }
+            else
+            {
+                grad.copy_(flat.narrow(0, offset, n).view_as(grad));
+            }
             offset += n;
         }
-    }
-
-    /// <summary>Gives <paramref name="p"/> a zero gradient (TorchSharp has no gradient setter) through a tiny backward.</summary>
-    private static torch.Tensor CreateZeroGrad(torch.Tensor p)
-    {
-        using (torch.enable_grad())
-        {
-            using torch.Tensor zero = p.mul(0.0).sum();
-            zero.backward();
-        }
-        return p.grad ?? throw new DistributedException($"could not create a gradient for a parameter of shape {Shape(p)}");
     }
 
     private void VerifySignatures()

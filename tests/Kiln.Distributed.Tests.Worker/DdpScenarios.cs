@@ -24,6 +24,8 @@ internal static class DdpScenarios
         "ddp-nosync" => Train(group, bucketCapBytes, adamW: false, microBatches: 2, steps: 3),
         "ddp-partial" => Partial(group, bucketCapBytes),
         "ddp-mismatch" => Mismatch(group),
+        "ddp-deterministic-sgd" => Deterministic(group, scenario, bucketCapBytes, adamW: false),
+        "ddp-deterministic-adamw" => Deterministic(group, scenario, bucketCapBytes, adamW: true),
         _ => throw new ArgumentException($"unknown scenario {scenario}"),
     };
 
@@ -137,6 +139,110 @@ internal static class DdpScenarios
             }
         }
         return Compare(model, reference);
+    }
+
+    private const int MicroBatch = 2;
+
+    /// <summary>
+    /// Deterministic mode: the global batch in micro-batches of <see cref="MicroBatch"/> rows, rank r taking a contiguous
+    /// share of them. After 20 steps every parameter must have exactly the bits of a reference trained in this process
+    /// without DDP on all micro-batches, whose gradient is the same fixed-point mean written with scalar C# arithmetic
+    /// (<see cref="FixedPointMean"/>). Prints a hash of the final parameters' bits, which the test compares across world
+    /// sizes.
+    /// </summary>
+    private static string? Deterministic(IProcessGroup group, string scenario, int bucketCapBytes, bool adamW)
+    {
+        set_num_threads(1); // per-micro-batch gradients are bit-identical across processes only with equal thread counts
+        int rank = group.Rank, size = group.WorldSize;
+        const int microBatches = GlobalBatch / MicroBatch;
+        int first = rank * microBatches / size, last = (rank + 1) * microBatches / size;
+        using Mlp model = Build();
+        Perturb(model, rank);
+        var ddp = new DistributedDataParallel(model, group, new DistributedDataParallelOptions { BucketCapBytes = bucketCapBytes, Deterministic = true });
+        using Mlp reference = Build();
+        using Mlp plain = Build();
+        using optim.Optimizer optimizer = Optimizer(model, adamW);
+        using optim.Optimizer referenceOptimizer = Optimizer(reference, adamW);
+        using optim.Optimizer plainOptimizer = Optimizer(plain, adamW);
+        for (int step = 0; step < Steps; step++)
+        {
+            using var scope = NewDisposeScope();
+            (Tensor x, Tensor y) = GlobalData();
+            plainOptimizer.zero_grad();
+            nn.functional.mse_loss(plain.forward(x), y).backward();
+            plainOptimizer.step();
+
+            optimizer.zero_grad();
+            for (int m = first; m < last; m++)
+            {
+                nn.functional.mse_loss(model.forward(x.narrow(0, m * MicroBatch, MicroBatch)), y.narrow(0, m * MicroBatch, MicroBatch)).backward();
+                ddp.AccumulateMicroBatch();
+            }
+            ddp.SynchronizeGradients();
+            optimizer.step();
+
+            var grads = reference.named_parameters().ToDictionary(p => p.name, _ => new List<double[]>());
+            for (int m = 0; m < microBatches; m++)
+            {
+                reference.zero_grad();
+                nn.functional.mse_loss(reference.forward(x.narrow(0, m * MicroBatch, MicroBatch)), y.narrow(0, m * MicroBatch, MicroBatch)).backward();
+                foreach ((string name, var p) in reference.named_parameters())
+                {
+                    if (p.grad is Tensor g)
+                    {
+                        grads[name].Add(g.contiguous().data<double>().ToArray());
+                    }
+                }
+            }
+            foreach ((string name, var p) in reference.named_parameters())
+            {
+                p.grad = grads[name].Count == 0 ? null : tensor(FixedPointMean(grads[name], microBatches), dtype: ScalarType.Float64).view_as(p);
+            }
+            referenceOptimizer.step();
+        }
+        var expected = reference.named_parameters().ToDictionary(p => p.name, p => p.parameter.contiguous().data<double>().ToArray());
+        using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        foreach ((string name, var p) in model.named_parameters())
+        {
+            double[] actual = p.contiguous().data<double>().ToArray();
+            for (int j = 0; j < actual.Length; j++)
+            {
+                if (BitConverter.DoubleToInt64Bits(actual[j]) != BitConverter.DoubleToInt64Bits(expected[name][j]))
+                {
+                    return string.Create(CultureInfo.InvariantCulture, $"{name}[{j}] = {actual[j]:R}, the fixed-point reference has {expected[name][j]:R}");
+                }
+            }
+            sha.AppendData(System.Text.Encoding.UTF8.GetBytes(name));
+            sha.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(actual.AsSpan()));
+        }
+        Console.WriteLine($"BITS {scenario} {bucketCapBytes} {Convert.ToHexString(sha.GetHashAndReset())}");
+        // How far the fixed-point mean of micro-batch means moves training from plain full-batch float64 training.
+        return Compare(model, plain);
+    }
+
+    /// <summary>
+    /// The mean of <paramref name="grads"/> over <paramref name="count"/> micro-batches in 64-bit fixed point, in scalar
+    /// arithmetic: scale 2^k with every |g·2^k| below 2^(62 − ⌈log2 count⌉) (k within ±1000), round half to even, sum
+    /// as longs, then ·2^−k and / count in double.
+    /// </summary>
+    private static double[] FixedPointMean(List<double[]> grads, int count)
+    {
+        double max = grads.SelectMany(g => g).Select(Math.Abs).Max();
+        int countBits = 0;
+        while ((1L << countBits) < count)
+        {
+            countBits++;
+        }
+        int k = max == 0 ? 0 : Math.Clamp(62 - countBits - (Math.ILogB(max) + 1), -1000, 1000);
+        var sums = new long[grads[0].Length];
+        foreach (double[] g in grads)
+        {
+            for (int j = 0; j < g.Length; j++)
+            {
+                sums[j] += (long)Math.Round(Math.ScaleB(g[j], k), MidpointRounding.ToEven);
+            }
+        }
+        return [.. sums.Select(s => Math.ScaleB((double)s, -k) / count)];
     }
 
     /// <summary>Rank 0 never uses the extra head, the others do: no hang, and every rank gets sum(others) / world size.</summary>

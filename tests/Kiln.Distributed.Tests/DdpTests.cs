@@ -29,6 +29,34 @@ public sealed class DdpTests
         RunScenariosAsync(ranks, "ddp-nosync,ddp-partial");
 
     [Fact]
+    public async Task Deterministic_mode_gives_the_same_bits_on_1_2_and_3_ranks()
+    {
+        const string scenarios = "ddp-deterministic-sgd,ddp-deterministic-adamw";
+        var bits = new Dictionary<string, HashSet<string>>();
+        foreach (int ranks in (int[])[1, 2, 3])
+        {
+            MpiRun.Result result = await MpiRun.RunAsync(ranks, [scenarios, "float64", BucketCaps]);
+            result.ExitCode.ShouldBe(0, result.ToString());
+            result.OkLines.ShouldBe(ranks * 2 * BucketCaps.Split(',').Length, result.ToString());
+            foreach (string line in result.Stdout.Split('\n').Where(l => l.StartsWith("BITS ", StringComparison.Ordinal)))
+            {
+                string[] parts = line.Trim().Split(' ');
+                string key = parts[1] + " " + parts[2];
+                if (!bits.TryGetValue(key, out HashSet<string>? set))
+                {
+                    bits[key] = set = [];
+                }
+                set.Add(parts[3]);
+            }
+        }
+        bits.Count.ShouldBe(2 * BucketCaps.Split(',').Length);
+        foreach ((string key, HashSet<string> hashes) in bits)
+        {
+            hashes.Count.ShouldBe(1, $"{key}: parameter hashes over 1, 2 and 3 ranks: {string.Join(", ", hashes)}");
+        }
+    }
+
+    [Fact]
     public async Task A_rank_with_a_different_hidden_size_fails_at_construction_naming_the_parameter()
     {
         MpiRun.Result result = await MpiRun.RunAsync(3, ["ddp-mismatch", "float64", "1"]);
