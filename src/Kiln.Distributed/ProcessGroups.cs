@@ -1,4 +1,5 @@
 using Kiln.Distributed.Mpi;
+using Kiln.Distributed.Nccl;
 
 namespace Kiln.Distributed;
 
@@ -44,6 +45,5 @@ public static class ProcessGroups
     /// <param name="options">Settings; <see cref="ProcessGroupOptions.Default"/> when null.</param>
     /// <returns>The world group.</returns>
     /// <exception cref="DistributedException">libnccl.so.2 or CUDA is missing, the environment is incomplete, or NCCL fails.</exception>
-    public static IProcessGroup InitializeNccl(ProcessGroupOptions? options = null) =>
-        throw new DistributedException("the nccl backend is not built yet");
+    public static IProcessGroup InitializeNccl(ProcessGroupOptions? options = null) => NcclProcessGroup.Create(options ?? ProcessGroupOptions.Default);
 }

@@ -1,0 +1,102 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Kiln.Distributed.Benchmarks;
+
+/// <summary>Each collective on each dtype and size, checked on every rank against a reference built from every rank's (reproducible) data.</summary>
+internal static class Collectives
+{
+    private static readonly ScalarType[] Dtypes = [ScalarType.Float32, ScalarType.Float64, ScalarType.Float16, ScalarType.BFloat16, ScalarType.Int32, ScalarType.Int64];
+    private static readonly long[] Sizes = [1, 7, 1_000_003];
+
+    public static int Run(IProcessGroup group, Device device)
+    {
+        int failures = 0;
+        int n = group.WorldSize;
+        foreach (ScalarType dtype in Dtypes)
+        {
+            foreach (long size in Sizes)
+            {
+                using var scope = NewDisposeScope();
+                bool floating = dtype is ScalarType.Float32 or ScalarType.Float64 or ScalarType.Float16 or ScalarType.BFloat16;
+                Tensor[] data = [.. Enumerable.Range(0, n).Select(r => Data(r, size, dtype))];
+                Tensor sum = data.Aggregate((a, b) => a.to_type(ScalarType.Float64) + b.to_type(ScalarType.Float64));
+                Tensor stacked = torch.stack(data.Select(d => d.to_type(ScalarType.Float64)).ToArray());
+                foreach ((string name, ReduceOp op, Tensor expected) in new[]
+                {
+                    ("all_reduce sum", ReduceOp.Sum, sum),
+                    ("all_reduce max", ReduceOp.Max, stacked.max(0).values),
+                    ("all_reduce min", ReduceOp.Min, stacked.min(0).values),
+                })
+                {
+                    Tensor t = data[group.Rank].to(device);
+                    group.AllReduce(t, op);
+                    failures += Check(group, $"{name} {dtype} {size}", t, expected);
+                }
+                if (floating)
+                {
+                    Tensor t = data[group.Rank].to(device);
+                    group.AllReduce(t, ReduceOp.Average);
+                    failures += Check(group, $"all_reduce avg {dtype} {size}", t, sum / n, tolerance: dtype is ScalarType.Float16 or ScalarType.BFloat16 ? 1e-2 : 1e-6);
+                }
+                Tensor b = data[group.Rank].to(device);
+                group.Broadcast(b, n - 1);
+                failures += Check(group, $"broadcast {dtype} {size}", b, data[n - 1]);
+
+                Tensor gathered = empty(size * n, dtype: dtype, device: device);
+                group.AllGather(data[group.Rank].to(device), gathered);
+                failures += Check(group, $"all_gather {dtype} {size}", gathered, cat(data, 0));
+
+                long padded = (size + n - 1) / n * n;
+                Tensor[] wide = [.. Enumerable.Range(0, n).Select(r => Data(r, padded, dtype))];
+                Tensor wideSum = wide.Aggregate((x, y) => x.to_type(ScalarType.Float64) + y.to_type(ScalarType.Float64));
+                Tensor scattered = empty(padded / n, dtype: dtype, device: device);
+                group.ReduceScatter(wide[group.Rank].to(device), scattered);
+                failures += Check(group, $"reduce_scatter {dtype} {size}", scattered, wideSum.narrow(0, group.Rank * (padded / n), padded / n));
+
+                // A ring: even ranks send first, odd ranks receive first (NCCL point-to-point blocks until matched).
+                Tensor received = empty(size, dtype: dtype, device: device);
+                int next = (group.Rank + 1) % n, previous = (group.Rank + n - 1) % n;
+                if (group.Rank % 2 == 0)
+                {
+                    group.Send(data[group.Rank].to(device), next);
+                    group.Recv(received, previous);
+                }
+                else
+                {
+                    group.Recv(received, previous);
+                    group.Send(data[group.Rank].to(device), next);
+                }
+                failures += Check(group, $"send/recv {dtype} {size}", received, data[previous]);
+            }
+        }
+        group.Barrier();
+        Console.WriteLine($"OK rank {group.Rank}/{group.WorldSize} barrier");
+        try
+        {
+            group.AllReduce(ones(4));
+            Console.WriteLine($"FAIL rank {group.Rank}: a CPU tensor was accepted by the nccl backend");
+            failures++;
+        }
+        catch (ArgumentException e)
+        {
+            Console.WriteLine($"OK rank {group.Rank}/{group.WorldSize} wrong device refused: {e.Message}");
+        }
+        return failures;
+    }
+
+    /// <summary>Whole numbers below 64 in magnitude: sums over a few ranks are exact in every dtype here.</summary>
+    private static Tensor Data(int rank, long size, ScalarType dtype)
+    {
+        var generator = new Generator((ulong)(1000 + rank));
+        return randint(-63, 64, [size], dtype: ScalarType.Int64, generator: generator).to_type(dtype);
+    }
+
+    private static int Check(IProcessGroup group, string what, Tensor actual, Tensor expected, double tolerance = 0)
+    {
+        double diff = (actual.cpu().to_type(ScalarType.Float64) - expected.cpu().to_type(ScalarType.Float64)).abs().max().item<double>();
+        bool ok = diff <= tolerance * Math.Max(1, expected.abs().max().to_type(ScalarType.Float64).item<double>());
+        Console.WriteLine($"{(ok ? "OK" : "FAIL")} rank {group.Rank}/{group.WorldSize} {what} maxdiff={diff:G3}");
+        return ok ? 0 : 1;
+    }
+}

@@ -1,0 +1,307 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
+using Kiln.Runtime;
+using TorchSharp;
+
+namespace Kiln.Distributed.Nccl;
+
+/// <summary>
+/// An NCCL communicator of WORLD_SIZE ranks, one CUDA device per rank, as an <see cref="IProcessGroup"/>. Collectives
+/// run in place on the device memory of contiguous CUDA tensors and are queued on CUDA's legacy default stream — the
+/// stream libtorch's own kernels use — so they are ordered with the surrounding tensor work without a host wait;
+/// reading a result on the host (e.g. <c>.cpu()</c>) waits for it. <see cref="Barrier"/> waits on the host.
+/// </summary>
+internal sealed unsafe class NcclProcessGroup : IProcessGroup
+{
+    private static readonly Lock CreateLock = new();
+    private static bool s_created;
+
+    private readonly NcclApi _nccl;
+    private readonly NcclCommHandle _comm;
+    private readonly Lock _callLock = new();
+    private readonly IntPtr _stream = IntPtr.Zero;
+
+    private NcclProcessGroup(NcclApi nccl, NcclCommHandle comm, int rank, int worldSize, int device, ProcessGroupOptions options)
+    {
+        _nccl = nccl;
+        _comm = comm;
+        Rank = rank;
+        WorldSize = worldSize;
+        Device = device;
+        Options = options;
+    }
+
+    /// <inheritdoc />
+    public string Backend => "nccl";
+
+    /// <inheritdoc />
+    public int Rank { get; }
+
+    /// <inheritdoc />
+    public int WorldSize { get; }
+
+    /// <summary>The CUDA device index of this rank (LOCAL_RANK by default).</summary>
+    public int Device { get; }
+
+    /// <summary>The settings the group was created with.</summary>
+    public ProcessGroupOptions Options { get; }
+
+    /// <summary>NCCL's version, e.g. 2.28.9.</summary>
+    public string NcclVersion => _nccl.Version;
+
+    /// <summary>Joins the communicator described by torchrun's environment: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT.</summary>
+    public static NcclProcessGroup Create(ProcessGroupOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        int worldSize = Variable("WORLD_SIZE", 1);
+        int rank = Variable("RANK", 0);
+        int localRank = Variable("LOCAL_RANK", rank);
+        if (worldSize < 1 || rank < 0 || rank >= worldSize)
+        {
+            throw new DistributedException($"RANK={rank} and WORLD_SIZE={worldSize} from the launcher's environment do not make a world (0 ≤ RANK < WORLD_SIZE).");
+        }
+        string? masterAddress = Environment.GetEnvironmentVariable("MASTER_ADDR");
+        int masterPort = Variable("MASTER_PORT", 0);
+        if (worldSize > 1 && (string.IsNullOrEmpty(masterAddress) || masterPort <= 0))
+        {
+            throw new DistributedException($"WORLD_SIZE={worldSize} but MASTER_ADDR/MASTER_PORT are not set; start the ranks with kiln agent, kiln run … dist.ddp or torchrun, or set them by hand.");
+        }
+        lock (CreateLock)
+        {
+            if (s_created)
+            {
+                throw new DistributedException("An NCCL process group was already created in this process.");
+            }
+            var runtime = TorchRuntimeOptions.FromEnvironment();
+            LibTorchInfo torchInfo = TorchRuntime.EnsureInitialized(runtime);
+            if (!torch.cuda.is_available() || torch.cuda.device_count() == 0)
+            {
+                throw new DistributedException($"the nccl backend needs CUDA, and libtorch sees no CUDA device ({torchInfo.CudaProblem ?? "CPU-only libtorch"}); use the mpi backend for CPU tensors.");
+            }
+            int devices = torch.cuda.device_count();
+            if (localRank >= devices)
+            {
+                throw new DistributedException($"LOCAL_RANK={localRank} but this host has {devices} CUDA device(s); start at most one rank per GPU.");
+            }
+            NcclApi nccl = NcclApi.Open(runtime.NcclDirectory);
+            nccl.CheckCuda(nccl.SetDevice(localRank), $"cudaSetDevice({localRank})");
+            var id = new NcclUniqueId();
+            var idBytes = new byte[NcclApi.UniqueIdBytes];
+            if (rank == 0)
+            {
+                nccl.Check(nccl.GetUniqueId(&id), "ncclGetUniqueId", IntPtr.Zero);
+                new ReadOnlySpan<byte>(id.Internal, NcclApi.UniqueIdBytes).CopyTo(idBytes);
+                if (worldSize > 1)
+                {
+                    NcclIdExchange.Serve(idBytes, masterPort, worldSize, options.Timeout);
+                }
+            }
+            else
+            {
+                idBytes = NcclIdExchange.Fetch(masterAddress!, masterPort, rank, worldSize, options.Timeout);
+                idBytes.CopyTo(new Span<byte>(id.Internal, NcclApi.UniqueIdBytes));
+            }
+            IntPtr comm = IntPtr.Zero;
+            nccl.Check(nccl.CommInitRank(&comm, worldSize, id, rank), $"ncclCommInitRank(rank {rank} of {worldSize})", IntPtr.Zero);
+            s_created = true;
+            return new NcclProcessGroup(nccl, new NcclCommHandle(nccl, comm), rank, worldSize, localRank, options);
+        }
+    }
+
+    /// <inheritdoc />
+    public void AllReduce(torch.Tensor tensor, ReduceOp op = ReduceOp.Sum)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        int datatype = CheckTensor(tensor, nameof(tensor));
+        if (op == ReduceOp.Average && !tensor.is_floating_point())
+        {
+            throw new NotSupportedException($"ReduceOp.Average needs a floating-point tensor, not {tensor.dtype}.");
+        }
+        IntPtr data = DataPointer(tensor);
+        Call(() => _nccl.AllReduce(data, data, (nuint)tensor.numel(), datatype, NcclApi.Op(op), _comm.Value, _stream), "ncclAllReduce", tensor.numel());
+    }
+
+    /// <inheritdoc />
+    public void Broadcast(torch.Tensor tensor, int root)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        CheckRank(root, nameof(root));
+        int datatype = CheckTensor(tensor, nameof(tensor));
+        IntPtr data = DataPointer(tensor);
+        Call(() => _nccl.Broadcast(data, data, (nuint)tensor.numel(), datatype, root, _comm.Value, _stream), "ncclBroadcast", tensor.numel());
+    }
+
+    /// <inheritdoc />
+    public void AllGather(torch.Tensor input, torch.Tensor output)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(output);
+        int datatype = CheckTensor(input, nameof(input));
+        _ = CheckTensor(output, nameof(output));
+        CheckSameDtype(input, output);
+        long count = input.numel();
+        if (output.numel() != count * WorldSize)
+        {
+            throw new ArgumentException($"output has {output.numel()} elements; all_gather needs world size × input = {WorldSize} × {count}.", nameof(output));
+        }
+        IntPtr send = DataPointer(input), receive = DataPointer(output);
+        Call(() => _nccl.AllGather(send, receive, (nuint)count, datatype, _comm.Value, _stream), "ncclAllGather", count);
+    }
+
+    /// <inheritdoc />
+    public void ReduceScatter(torch.Tensor input, torch.Tensor output, ReduceOp op = ReduceOp.Sum)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(output);
+        int datatype = CheckTensor(input, nameof(input));
+        _ = CheckTensor(output, nameof(output));
+        CheckSameDtype(input, output);
+        if (op == ReduceOp.Average && !input.is_floating_point())
+        {
+            throw new NotSupportedException($"ReduceOp.Average needs a floating-point tensor, not {input.dtype}.");
+        }
+        if (input.numel() % WorldSize != 0)
+        {
+            throw new ArgumentException($"input has {input.numel()} elements, not a multiple of the world size {WorldSize}.", nameof(input));
+        }
+        long block = input.numel() / WorldSize;
+        if (output.numel() != block)
+        {
+            throw new ArgumentException($"output has {output.numel()} elements; reduce_scatter gives each rank input / world size = {block}.", nameof(output));
+        }
+        IntPtr send = DataPointer(input), receive = DataPointer(output);
+        Call(() => _nccl.ReduceScatter(send, receive, (nuint)block, datatype, NcclApi.Op(op), _comm.Value, _stream), "ncclReduceScatter", block);
+    }
+
+    /// <inheritdoc />
+    public void Barrier()
+    {
+        using torch.Tensor token = torch.ones(1, dtype: torch.ScalarType.Int32, device: new torch.Device(DeviceType.CUDA, Device));
+        AllReduce(token);
+        lock (_callLock)
+        {
+            _nccl.CheckCuda(_nccl.StreamSynchronize(_stream), "cudaStreamSynchronize");
+        }
+    }
+
+    /// <inheritdoc />
+    public void Send(torch.Tensor tensor, int destination, int tag = 0)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        CheckRank(destination, nameof(destination));
+        CheckTag(tag);
+        int datatype = CheckTensor(tensor, nameof(tensor));
+        IntPtr data = DataPointer(tensor);
+        Call(() => _nccl.Send(data, (nuint)tensor.numel(), datatype, destination, _comm.Value, _stream), "ncclSend", tensor.numel());
+    }
+
+    /// <inheritdoc />
+    public void Recv(torch.Tensor tensor, int source, int tag = 0)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        CheckRank(source, nameof(source));
+        CheckTag(tag);
+        int datatype = CheckTensor(tensor, nameof(tensor));
+        IntPtr data = DataPointer(tensor);
+        Call(() => _nccl.Recv(data, (nuint)tensor.numel(), datatype, source, _comm.Value, _stream), "ncclRecv", tensor.numel());
+    }
+
+    /// <summary>Waits on the host until every collective queued so far has finished.</summary>
+    public void Synchronize()
+    {
+        lock (_callLock)
+        {
+            _nccl.CheckCuda(_nccl.StreamSynchronize(_stream), "cudaStreamSynchronize");
+        }
+    }
+
+    /// <inheritdoc />
+    public void Dispose() => _comm.Dispose();
+
+    private void Call(Func<int> call, string name, long count)
+    {
+        ObjectDisposedException.ThrowIf(_comm.IsClosed, this);
+        if (count == 0)
+        {
+            return;
+        }
+        lock (_callLock)
+        {
+            // The calling thread's current device must be the communicator's.
+            _nccl.CheckCuda(_nccl.SetDevice(Device), $"cudaSetDevice({Device})");
+            _nccl.Check(call(), name, _comm.Value);
+        }
+    }
+
+    private IntPtr DataPointer(torch.Tensor tensor) => tensor.numel() == 0 ? IntPtr.Zero : _nccl.TensorData(tensor.Handle);
+
+    private int CheckTensor(torch.Tensor tensor, string parameter)
+    {
+        if (tensor.device_type != DeviceType.CUDA || tensor.device_index != Device)
+        {
+            throw new ArgumentException(
+                $"the nccl backend of rank {Rank} works on cuda:{Device}, but {parameter} is on {tensor.device}: move it with .to(\"cuda:{Device}\"), or use the mpi backend for CPU tensors.",
+                parameter);
+        }
+        if (!tensor.is_contiguous())
+        {
+            throw new ArgumentException($"{parameter} is not contiguous; collectives work in place on contiguous tensors (call .contiguous() and copy back).", parameter);
+        }
+        return NcclApi.Datatype(tensor.dtype);
+    }
+
+    private void CheckRank(int rank, string parameter)
+    {
+        if (rank < 0 || rank >= WorldSize)
+        {
+            throw new ArgumentOutOfRangeException(parameter, rank, $"rank must be in [0, {WorldSize}).");
+        }
+    }
+
+    private static void CheckTag(int tag)
+    {
+        if (tag != 0)
+        {
+            throw new NotSupportedException("the nccl backend has no message tags; send and receive in the same order on both ranks with tag 0.");
+        }
+    }
+
+    private static void CheckSameDtype(torch.Tensor input, torch.Tensor output)
+    {
+        if (input.dtype != output.dtype)
+        {
+            throw new ArgumentException($"input is {input.dtype} but output is {output.dtype}; they must match.", nameof(output));
+        }
+    }
+
+    private static int Variable(string name, int fallback)
+    {
+        string? text = Environment.GetEnvironmentVariable(name);
+        if (string.IsNullOrEmpty(text))
+        {
+            return fallback;
+        }
+        return int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int value)
+            ? value
+            : throw new DistributedException($"{name}={text} is not an integer.");
+    }
+
+    /// <summary>An ncclComm_t, destroyed once.</summary>
+    private sealed class NcclCommHandle : SafeHandle
+    {
+        private readonly NcclApi _nccl;
+
+        public NcclCommHandle(NcclApi nccl, IntPtr comm)
+            : base(IntPtr.Zero, ownsHandle: true)
+        {
+            _nccl = nccl;
+            SetHandle(comm);
+        }
+
+        public IntPtr Value => handle;
+
+        public override bool IsInvalid => handle == IntPtr.Zero;
+
+        protected override bool ReleaseHandle() => _nccl.CommDestroy(handle) == 0;
+    }
+}
