@@ -10,12 +10,14 @@ namespace Kiln.Distributed;
 /// gradients averaged over ranks before the optimizer step.
 /// </summary>
 /// <remarks>
-/// This first version does not overlap communication with backward: <see cref="SynchronizeGradients"/> runs after
-/// <c>backward()</c> has finished, one blocking all-reduce per bucket. Gradients are grouped into buckets of at most
-/// <see cref="BucketCapBytes"/> bytes in reverse registration order (roughly the order backward produces them), each
-/// bucket flattened into one contiguous tensor, summed over ranks, divided by the world size and copied back. For a
-/// given world size the result is deterministic. Per-rank losses must be means over the rank's shard (equal shard
-/// sizes) for the averaged gradients to equal those of the mean loss over the global batch.
+/// Gradients are grouped at construction into buckets of at most <see cref="BucketCapBytes"/> bytes in reverse
+/// registration order (roughly the order backward produces them). With <see cref="DistributedDataParallelOptions.OverlapWithBackward"/>
+/// (the default) a bucket's all-reduce is launched during backward as soon as the leaf modules owning its parameters
+/// have finished their backward and every lower-numbered bucket has been launched; <see cref="SynchronizeGradients"/>
+/// launches whatever is left, in bucket order, waits for all, divides by the world size and writes the averages into
+/// the gradients. For a given world size the result is deterministic; <see cref="DistributedDataParallelOptions.Deterministic"/>
+/// makes it the same for every world size. Per-rank losses must be means over the rank's shard (equal shard sizes) for
+/// the averaged gradients to equal those of the mean loss over the global batch.
 /// </remarks>
 public sealed partial class DistributedDataParallel
 {
@@ -23,6 +25,10 @@ public sealed partial class DistributedDataParallel
     public const long DefaultBucketCapBytes = 25L * 1024 * 1024;
 
     private readonly (string Name, torch.Tensor Parameter)[] _parameters;
+    private readonly Bucket[] _buckets;
+
+    /// <summary>Guards the per-iteration state, which backward callbacks (on autograd's threads) also touch.</summary>
+    private readonly Lock _stateLock = new();
     private int _noSyncDepth;
 
     /// <summary>
@@ -60,6 +66,11 @@ public sealed partial class DistributedDataParallel
         _parameters = [.. module.named_parameters().Select(p => (p.name, p.parameter as torch.Tensor))];
         VerifySignatures();
         BroadcastState();
+        _buckets = BuildBuckets();
+        if (!options.Deterministic && options.OverlapWithBackward)
+        {
+            RegisterHooks();
+        }
     }
 
     /// <summary>The wrapped module.</summary>
@@ -75,7 +86,16 @@ public sealed partial class DistributedDataParallel
     public DistributedDataParallelOptions Options { get; }
 
     /// <summary>Whether a <see cref="NoSync"/> scope is open.</summary>
-    public bool IsSyncSuspended => _noSyncDepth > 0;
+    public bool IsSyncSuspended
+    {
+        get
+        {
+            lock (_stateLock)
+            {
+                return _noSyncDepth > 0;
+            }
+        }
+    }
 
     /// <summary>
     /// Opens a scope during which <see cref="SynchronizeGradients"/> does nothing, so that gradients of several
@@ -85,19 +105,25 @@ public sealed partial class DistributedDataParallel
     /// <returns>The scope; dispose it to end it.</returns>
     public IDisposable NoSync()
     {
-        _noSyncDepth++;
+        lock (_stateLock)
+        {
+            _noSyncDepth++;
+        }
         return new NoSyncScope(this);
     }
 
     /// <summary>
     /// Averages the gradients over ranks, in place; call it after <c>backward()</c> and before the optimizer step, on
-    /// every rank. Parameters that have no gradient on any rank are skipped (their gradient stays absent); a parameter
-    /// whose gradient exists on some ranks only counts as zero on the others, which then get the averaged gradient too.
-    /// Does nothing inside a <see cref="NoSync"/> scope. Not overlapped with backward in this version.
+    /// every rank. Buckets not launched during backward are launched here, in bucket order; then every bucket is waited
+    /// for and its average written into the gradients. Parameters that have no gradient on any rank are skipped (their
+    /// gradient stays absent); a parameter whose gradient exists on some ranks only counts as zero on the others, which
+    /// then get the averaged gradient too. Does nothing inside a <see cref="NoSync"/> scope. In deterministic mode it
+    /// reduces the micro-batches stored by <see cref="AccumulateMicroBatch"/> instead.
     /// </summary>
+    /// <exception cref="DistributedException">A launch during backward failed, or a parameter received gradient after its bucket was launched (it is used outside the module that owns it; turn <see cref="DistributedDataParallelOptions.OverlapWithBackward"/> off).</exception>
     public void SynchronizeGradients()
     {
-        if (_noSyncDepth > 0 || _parameters.Length == 0)
+        if (IsSyncSuspended || _parameters.Length == 0)
         {
             return;
         }
@@ -106,74 +132,24 @@ public sealed partial class DistributedDataParallel
             SynchronizeDeterministic();
             return;
         }
-        using var scope = torch.NewDisposeScope();
-        using var noGrad = torch.no_grad();
-        // Which parameters have a gradient on at least one rank: one small all-reduce so that every rank skips the same ones.
-        var present = new int[_parameters.Length];
-        for (int i = 0; i < _parameters.Length; i++)
+        lock (_stateLock)
         {
-            torch.Tensor p = _parameters[i].Parameter;
-            present[i] = p.requires_grad && p.grad is not null ? 1 : 0;
-        }
-        torch.Tensor mask = torch.tensor(present, dtype: torch.ScalarType.Int32);
-        Group.AllReduce(mask, ReduceOp.Max);
-        int[] anywhere = mask.data<int>().ToArray();
-
-        var bucket = new List<int>();
-        long bucketBytes = 0;
-        torch.ScalarType? bucketType = null;
-        for (int i = _parameters.Length - 1; i >= 0; i--)
-        {
-            if (anywhere[i] == 0)
+            try
             {
-                continue;
+                if (_backwardError is not null)
+                {
+                    throw new DistributedException("DistributedDataParallel: launching a gradient bucket during backward failed", _backwardError);
+                }
+                while (_nextBucket < _buckets.Length)
+                {
+                    LaunchBucket(_nextBucket++);
+                }
+                FinishBuckets();
             }
-            torch.Tensor p = _parameters[i].Parameter;
-            long bytes = p.numel() * p.element_size();
-            if (bucket.Count > 0 && (bucketType != p.dtype || bucketBytes + bytes > BucketCapBytes))
+            finally
             {
-                ReduceBucket(bucket);
-                bucket.Clear();
-                bucketBytes = 0;
+                ResetIteration();
             }
-            bucket.Add(i);
-            bucketBytes += bytes;
-            bucketType = p.dtype;
-        }
-        if (bucket.Count > 0)
-        {
-            ReduceBucket(bucket);
-        }
-    }
-
-    private void ReduceBucket(List<int> indices)
-    {
-        using var scope = torch.NewDisposeScope();
-        var pieces = new torch.Tensor[indices.Count];
-        for (int k = 0; k < indices.Count; k++)
-        {
-            torch.Tensor p = _parameters[indices[k]].Parameter;
-            torch.Tensor? grad = p.grad;
-            pieces[k] = grad is null ? torch.zeros(p.numel(), dtype: p.dtype, device: p.device) : grad.reshape(-1);
-        }
-        torch.Tensor flat = torch.cat(pieces, 0).contiguous();
-        Group.AllReduce(flat, ReduceOp.Sum);
-        flat.div_(Group.WorldSize);
-        long offset = 0;
-        foreach (int i in indices)
-        {
-            torch.Tensor p = _parameters[i].Parameter;
-            long n = p.numel();
-            torch.Tensor? grad = p.grad;
-            if (grad is null)
-            {
-                p.grad = flat.narrow(0, offset, n).view_as(p).clone();
-            }
-            else
-            {
-                grad.copy_(flat.narrow(0, offset, n).view_as(grad));
-            }
-            offset += n;
         }
     }
 
@@ -267,7 +243,7 @@ public sealed partial class DistributedDataParallel
             if (!_disposed)
             {
                 _disposed = true;
-                owner._noSyncDepth--;
+                owner.EndNoSync();
             }
         }
     }

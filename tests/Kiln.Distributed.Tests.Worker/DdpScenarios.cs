@@ -24,6 +24,8 @@ internal static class DdpScenarios
         "ddp-nosync" => Train(group, bucketCapBytes, adamW: false, microBatches: 2, steps: 3),
         "ddp-partial" => Partial(group, bucketCapBytes),
         "ddp-mismatch" => Mismatch(group),
+        "ddp-overlap" => Overlap(group, bucketCapBytes, bypassHooks: false),
+        "ddp-overlap-bypass" => Overlap(group, bucketCapBytes, bypassHooks: true),
         "ddp-deterministic-sgd" => Deterministic(group, scenario, bucketCapBytes, adamW: false),
         "ddp-deterministic-adamw" => Deterministic(group, scenario, bucketCapBytes, adamW: true),
         _ => throw new ArgumentException($"unknown scenario {scenario}"),
@@ -47,9 +49,10 @@ internal static class DdpScenarios
         }
 
         /// <summary>A head used only where a scenario asks for it (a gradient on some ranks only).</summary>
-        public Tensor WithUnused(Tensor x) => _unused.forward(forward(x));
+        public Tensor WithUnused(Tensor x) => _unused.call(forward(x));
 
-        public override Tensor forward(Tensor input) => _fc2.forward(tanh(_fc1.forward(input)));
+        /// <summary>Submodules through <c>call</c>, so that DDP's forward pre-hooks run (overlap with backward).</summary>
+        public override Tensor forward(Tensor input) => _fc2.call(tanh(_fc1.call(input)));
     }
 
     private static Mlp Build(int hidden = 8)
@@ -118,6 +121,10 @@ internal static class DdpScenarios
                     using IDisposable noSync = ddp.NoSync();
                     loss.backward();
                     ddp.SynchronizeGradients(); // does nothing here: the gradients stay local
+                    if (ddp.BucketsLaunched != 0)
+                    {
+                        return $"{ddp.BucketsLaunched} buckets were launched during a backward inside NoSync";
+                    }
                 }
                 else
                 {
@@ -138,6 +145,91 @@ internal static class DdpScenarios
                 return $"{name} was never used but has a gradient";
             }
         }
+        return Compare(model, reference);
+    }
+
+    /// <summary>A 4→8→8→3 MLP whose layers are called through <c>call</c> (hooks run) or <c>forward</c> (they do not).</summary>
+    private sealed class Deep : nn.Module<Tensor, Tensor>
+    {
+        private readonly nn.Module<Tensor, Tensor> _l1 = nn.Linear(Inputs, 8, dtype: ScalarType.Float64);
+        private readonly nn.Module<Tensor, Tensor> _l2 = nn.Linear(8, 8, dtype: ScalarType.Float64);
+        private readonly nn.Module<Tensor, Tensor> _l3 = nn.Linear(8, Outputs, dtype: ScalarType.Float64);
+
+        public Deep()
+            : base("deep")
+        {
+            register_module("l1", _l1);
+            register_module("l2", _l2);
+            register_module("l3", _l3);
+        }
+
+        public bool BypassHooks { get; set; }
+
+        public override Tensor forward(Tensor input) => BypassHooks
+            ? _l3.forward(tanh(_l2.forward(tanh(_l1.forward(input)))))
+            : _l3.call(tanh(_l2.call(tanh(_l1.call(input)))));
+    }
+
+    /// <summary>
+    /// Overlap with backward: 20 SGD steps on <see cref="Deep"/>, the input requiring a gradient on odd steps. After
+    /// each backward (before SynchronizeGradients) the buckets launched so far must be exactly those that precede the
+    /// first bucket holding l1's parameters (whose marker runs only when the input requires a gradient), or all of them
+    /// on odd steps; none when the layers bypass the hooks. The result must match the single-process run.
+    /// </summary>
+    private static string? Overlap(IProcessGroup group, int bucketCapBytes, bool bypassHooks)
+    {
+        int rank = group.Rank, size = group.WorldSize;
+        Deep Make()
+        {
+            manual_seed(11);
+            return new Deep { BypassHooks = bypassHooks };
+        }
+        using Deep model = Make();
+        Perturb(model, rank);
+        var ddp = new DistributedDataParallel(model, group, bucketCapBytes);
+        using Deep reference = Make();
+        using optim.Optimizer optimizer = Optimizer(model, adamW: false);
+        using optim.Optimizer referenceOptimizer = Optimizer(reference, adamW: false);
+        // Buckets hold parameters in reverse registration order; l1's two come last.
+        int l1Buckets = 0;
+        long bytes = 0;
+        foreach (Tensor p in model.parameters().Take(2).Reverse())
+        {
+            long b = p.numel() * p.element_size();
+            if (l1Buckets == 0 || bytes + b > bucketCapBytes)
+            {
+                l1Buckets++;
+                bytes = 0;
+            }
+            bytes += b;
+        }
+        int shard = GlobalBatch / size;
+        for (int step = 0; step < Steps; step++)
+        {
+            using var scope = NewDisposeScope();
+            (Tensor x, Tensor y) = GlobalData();
+            bool inputGrad = step % 2 == 1;
+            optimizer.zero_grad();
+            Tensor xs = x.narrow(0, rank * shard, shard).detach().requires_grad_(inputGrad);
+            nn.functional.mse_loss(model.forward(xs), y.narrow(0, rank * shard, shard)).backward();
+            int launched = ddp.BucketsLaunched;
+            int expected = bypassHooks ? 0 : inputGrad ? ddp.BucketCount : ddp.BucketCount - l1Buckets;
+            if (launched != expected)
+            {
+                return $"step {step}: {launched} of {ddp.BucketCount} buckets launched during backward, expected {expected}";
+            }
+            ddp.SynchronizeGradients();
+            if (ddp.LastBucketsLaunchedDuringBackward != expected)
+            {
+                return $"step {step}: SynchronizeGradients found {ddp.LastBucketsLaunchedDuringBackward} buckets launched during backward, expected {expected}";
+            }
+            optimizer.step();
+
+            referenceOptimizer.zero_grad();
+            nn.functional.mse_loss(reference.forward(x), y).backward();
+            referenceOptimizer.step();
+        }
+        Console.WriteLine($"buckets {ddp.BucketCount}, launched during backward {ddp.LastBucketsLaunchedDuringBackward}");
         return Compare(model, reference);
     }
 

@@ -29,6 +29,10 @@ public sealed class DdpTests
         RunScenariosAsync(ranks, "ddp-nosync,ddp-partial");
 
     [Fact]
+    public Task Buckets_are_launched_during_backward_and_results_still_match() =>
+        RunScenariosAsync(2, "ddp-overlap,ddp-overlap-bypass");
+
+    [Fact]
     public async Task Deterministic_mode_gives_the_same_bits_on_1_2_and_3_ranks()
     {
         const string scenarios = "ddp-deterministic-sgd,ddp-deterministic-adamw";
