@@ -1,5 +1,6 @@
 using System.Globalization;
 using Kiln.Distributed;
+using Microsoft.Extensions.Logging;
 using TorchSharp;
 
 // Usage: Kiln.Distributed.Tests.Worker <scenario>[,<scenario>…] <float32|float64|float16|bfloat16|int32|int64> <count>[,<count>…] [<timeout seconds>]
@@ -26,7 +27,11 @@ Kiln.Distributed.Tests.Worker.Scenarios.Integer = !torch.is_floating_point(torch
 int[] counts = [.. args[2].Split(',').Select(c => int.Parse(c, CultureInfo.InvariantCulture))];
 
 ProcessGroupOptions options = args.Length == 4
-    ? new ProcessGroupOptions { Timeout = TimeSpan.FromSeconds(double.Parse(args[3], CultureInfo.InvariantCulture)) }
+    ? new ProcessGroupOptions
+    {
+        Timeout = TimeSpan.FromSeconds(double.Parse(args[3], CultureInfo.InvariantCulture)),
+        Logger = new StderrLogger(),
+    }
     : ProcessGroupOptions.Default;
 using IProcessGroup group = ProcessGroups.InitializeMpi(options);
 try
@@ -51,3 +56,15 @@ catch (Exception e)
     return 2;
 }
 return 0;
+
+/// <summary>Writes each entry to stderr as "LOG &lt;event id&gt; &lt;level&gt; &lt;message&gt;", for the tests to read.</summary>
+internal sealed class StderrLogger : ILogger
+{
+    public IDisposable? BeginScope<TState>(TState state)
+        where TState : notnull => null;
+
+    public bool IsEnabled(LogLevel logLevel) => true;
+
+    public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+        Console.Error.WriteLine($"LOG {eventId.Id} {logLevel} {formatter(state, exception)}");
+}

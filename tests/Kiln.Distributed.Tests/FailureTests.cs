@@ -40,6 +40,7 @@ public sealed partial class FailureTests(ITestOutputHelper output)
             $@"Kiln\.Distributed: all_reduce #2 \(rank [02] of {ranks}, 1000 float32 elements\) did not complete within 2 s: " +
             "another rank died, hung or called a different collective; aborting the job",
             result.ToString());
+        result.Stderr.ShouldMatch($@"LOG 1600 Critical all_reduce #2 \(rank [02] of {ranks}, ", result.ToString());
         if (SinceLastEnter(result) is { } detected)
         {
             detected.ShouldBeGreaterThan(TimeSpan.FromSeconds(1.9), result.ToString());
