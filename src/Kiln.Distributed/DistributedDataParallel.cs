@@ -153,14 +153,17 @@ public sealed partial class DistributedDataParallel
         }
     }
 
+    /// <summary>Where the group's own small tensors live: the parameters' device (NCCL takes CUDA tensors only).</summary>
+    private torch.Device CollectiveDevice => _parameters.Length > 0 ? _parameters[0].Parameter.device : torch.CPU;
+
     private void VerifySignatures()
     {
         using var scope = torch.NewDisposeScope();
         int size = Group.WorldSize;
-        torch.Tensor count = torch.tensor(new long[] { _parameters.Length });
-        torch.Tensor counts = torch.zeros(size, dtype: torch.ScalarType.Int64);
+        torch.Tensor count = torch.tensor(new long[] { _parameters.Length }).to(CollectiveDevice);
+        torch.Tensor counts = torch.zeros(size, dtype: torch.ScalarType.Int64, device: CollectiveDevice);
         Group.AllGather(count, counts);
-        long[] allCounts = counts.data<long>().ToArray();
+        long[] allCounts = counts.cpu().data<long>().ToArray();
         long max = allCounts.Max();
         // Every rank's hashes, padded to the longest list with 0 (no real hash is 0).
         var hashes = new long[max];
@@ -172,10 +175,10 @@ public sealed partial class DistributedDataParallel
         {
             return;
         }
-        torch.Tensor mine = torch.tensor(hashes);
-        torch.Tensor all = torch.zeros(size * max, dtype: torch.ScalarType.Int64);
+        torch.Tensor mine = torch.tensor(hashes).to(CollectiveDevice);
+        torch.Tensor all = torch.zeros(size * max, dtype: torch.ScalarType.Int64, device: CollectiveDevice);
         Group.AllGather(mine, all);
-        long[] gathered = all.data<long>().ToArray();
+        long[] gathered = all.cpu().data<long>().ToArray();
         for (long i = 0; i < max; i++)
         {
             var differing = new List<int>();

@@ -67,12 +67,12 @@ public sealed partial class DistributedDataParallel
                     }
                 }
             }
-            torch.Tensor maxTensor = torch.tensor(maxAbs, dtype: torch.ScalarType.Float64);
+            torch.Tensor maxTensor = torch.tensor(maxAbs, dtype: torch.ScalarType.Float64).to(CollectiveDevice);
             Group.AllReduce(maxTensor, ReduceOp.Max);
-            double[] globalMax = maxTensor.data<double>().ToArray();
-            torch.Tensor countTensor = torch.tensor(new long[] { _microBatches.Count });
+            double[] globalMax = maxTensor.cpu().data<double>().ToArray();
+            torch.Tensor countTensor = torch.tensor(new long[] { _microBatches.Count }).to(CollectiveDevice);
             Group.AllReduce(countTensor, ReduceOp.Sum);
-            long count = countTensor.item<long>();
+            long count = countTensor.cpu().item<long>();
             if (count == 0)
             {
                 throw new InvalidOperationException("SynchronizeGradients in deterministic mode found no micro-batch on any rank: call AccumulateMicroBatch() after each micro-batch's backward.");

@@ -36,6 +36,12 @@ internal sealed unsafe class NcclApi
         SetDevice = (delegate* unmanaged<int, int>)Require(cudart, "cudaSetDevice");
         StreamSynchronize = (delegate* unmanaged<IntPtr, int>)Require(cudart, "cudaStreamSynchronize");
         CudaErrorString = (delegate* unmanaged<int, IntPtr>)Require(cudart, "cudaGetErrorString");
+        StreamCreateWithFlags = (delegate* unmanaged<IntPtr*, uint, int>)Require(cudart, "cudaStreamCreateWithFlags");
+        StreamDestroy = (delegate* unmanaged<IntPtr, int>)Require(cudart, "cudaStreamDestroy");
+        EventCreateWithFlags = (delegate* unmanaged<IntPtr*, uint, int>)Require(cudart, "cudaEventCreateWithFlags");
+        EventRecord = (delegate* unmanaged<IntPtr, IntPtr, int>)Require(cudart, "cudaEventRecord");
+        EventDestroy = (delegate* unmanaged<IntPtr, int>)Require(cudart, "cudaEventDestroy");
+        StreamWaitEvent = (delegate* unmanaged<IntPtr, IntPtr, uint, int>)Require(cudart, "cudaStreamWaitEvent");
 
         TensorData = (delegate* unmanaged<IntPtr, IntPtr>)Require(torchSharp, "THSTensor_data");
     }
@@ -61,6 +67,12 @@ internal sealed unsafe class NcclApi
     public delegate* unmanaged<int, int> SetDevice { get; }
     public delegate* unmanaged<IntPtr, int> StreamSynchronize { get; }
     public delegate* unmanaged<int, IntPtr> CudaErrorString { get; }
+    public delegate* unmanaged<IntPtr*, uint, int> StreamCreateWithFlags { get; }
+    public delegate* unmanaged<IntPtr, int> StreamDestroy { get; }
+    public delegate* unmanaged<IntPtr*, uint, int> EventCreateWithFlags { get; }
+    public delegate* unmanaged<IntPtr, IntPtr, int> EventRecord { get; }
+    public delegate* unmanaged<IntPtr, int> EventDestroy { get; }
+    public delegate* unmanaged<IntPtr, IntPtr, uint, int> StreamWaitEvent { get; }
     public delegate* unmanaged<IntPtr, IntPtr> TensorData { get; }
 
     /// <summary>Opens libnccl.so.2 (from <paramref name="ncclDirectory"/> first), the CUDA runtime libtorch loaded, and LibTorchSharp.</summary>

@@ -10,9 +10,14 @@ namespace Kiln.Distributed.Nccl;
 /// run in place on the device memory of contiguous CUDA tensors and are queued on CUDA's legacy default stream — the
 /// stream libtorch's own kernels use — so they are ordered with the surrounding tensor work without a host wait;
 /// reading a result on the host (e.g. <c>.cpu()</c>) waits for it. <see cref="Barrier"/> waits on the host.
+/// <see cref="AllReduceAsync"/> (DDP's gradient buckets) runs on a second, non-blocking stream instead, ordered by CUDA
+/// events, so that the reduction overlaps the backward kernels still running on the default stream.
 /// </summary>
-internal sealed unsafe class NcclProcessGroup : IProcessGroup
+internal sealed unsafe class NcclProcessGroup : IProcessGroup, IAsyncCollectives
 {
+    private const uint StreamNonBlocking = 0x1;
+    private const uint EventDisableTiming = 0x2;
+
     private static readonly Lock CreateLock = new();
     private static bool s_created;
 
@@ -20,6 +25,7 @@ internal sealed unsafe class NcclProcessGroup : IProcessGroup
     private readonly NcclCommHandle _comm;
     private readonly Lock _callLock = new();
     private readonly IntPtr _stream = IntPtr.Zero;
+    private IntPtr _sideStream;
 
     private NcclProcessGroup(NcclApi nccl, NcclCommHandle comm, int rank, int worldSize, int device, ProcessGroupOptions options)
     {
@@ -215,8 +221,81 @@ internal sealed unsafe class NcclProcessGroup : IProcessGroup
         }
     }
 
+    /// <summary>
+    /// Starts an in-place all-reduce on the side stream after everything already queued on the default stream, and
+    /// returns at once; <see cref="ICollectiveWork.Wait"/> makes later default-stream work wait for it (no host wait).
+    /// The tensor must stay alive until then.
+    /// </summary>
+    public ICollectiveWork AllReduceAsync(torch.Tensor tensor, ReduceOp op)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        int datatype = CheckTensor(tensor, nameof(tensor));
+        if (op == ReduceOp.Average && !tensor.is_floating_point())
+        {
+            throw new NotSupportedException($"ReduceOp.Average needs a floating-point tensor, not {tensor.dtype}.");
+        }
+        ObjectDisposedException.ThrowIf(_comm.IsClosed, this);
+        IntPtr data = DataPointer(tensor);
+        lock (_callLock)
+        {
+            _nccl.CheckCuda(_nccl.SetDevice(Device), $"cudaSetDevice({Device})");
+            if (_sideStream == IntPtr.Zero)
+            {
+                IntPtr created = IntPtr.Zero;
+                _nccl.CheckCuda(_nccl.StreamCreateWithFlags(&created, StreamNonBlocking), "cudaStreamCreateWithFlags");
+                _sideStream = created;
+            }
+            IntPtr ready = RecordEvent(_stream);
+            _nccl.CheckCuda(_nccl.StreamWaitEvent(_sideStream, ready, 0), "cudaStreamWaitEvent");
+            _nccl.CheckCuda(_nccl.EventDestroy(ready), "cudaEventDestroy");
+            if (tensor.numel() > 0)
+            {
+                _nccl.Check(_nccl.AllReduce(data, data, (nuint)tensor.numel(), datatype, NcclApi.Op(op), _comm.Value, _sideStream), "ncclAllReduce", _comm.Value);
+            }
+            return new SideStreamWork(this, RecordEvent(_sideStream));
+        }
+    }
+
     /// <inheritdoc />
-    public void Dispose() => _comm.Dispose();
+    public void Dispose()
+    {
+        if (_sideStream != IntPtr.Zero)
+        {
+            _ = _nccl.StreamSynchronize(_sideStream);
+            _ = _nccl.StreamDestroy(_sideStream);
+            _sideStream = IntPtr.Zero;
+        }
+        _comm.Dispose();
+    }
+
+    private IntPtr RecordEvent(IntPtr stream)
+    {
+        IntPtr cudaEvent = IntPtr.Zero;
+        _nccl.CheckCuda(_nccl.EventCreateWithFlags(&cudaEvent, EventDisableTiming), "cudaEventCreateWithFlags");
+        _nccl.CheckCuda(_nccl.EventRecord(cudaEvent, stream), "cudaEventRecord");
+        return cudaEvent;
+    }
+
+    /// <summary>An all-reduce queued on the side stream; waiting orders the default stream after it.</summary>
+    private sealed class SideStreamWork(NcclProcessGroup group, IntPtr done) : ICollectiveWork
+    {
+        private IntPtr _done = done;
+
+        public void Wait()
+        {
+            if (_done == IntPtr.Zero)
+            {
+                return;
+            }
+            lock (group._callLock)
+            {
+                group._nccl.CheckCuda(group._nccl.SetDevice(group.Device), $"cudaSetDevice({group.Device})");
+                group._nccl.CheckCuda(group._nccl.StreamWaitEvent(group._stream, _done, 0), "cudaStreamWaitEvent");
+                group._nccl.CheckCuda(group._nccl.EventDestroy(_done), "cudaEventDestroy");
+                _done = IntPtr.Zero;
+            }
+        }
+    }
 
     private void Call(Func<int> call, string name, long count)
     {
