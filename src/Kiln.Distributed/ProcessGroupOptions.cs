@@ -11,9 +11,10 @@ public sealed class ProcessGroupOptions
     public static ProcessGroupOptions Default { get; } = new();
 
     /// <summary>
-    /// How long one collective (or send/recv) may run before the group's watchdog writes which one did not complete to
-    /// stderr (and to <see cref="Logger"/>) and aborts the whole job (torch.distributed's <c>timeout</c>).
-    /// Default 10 minutes; <see cref="System.Threading.Timeout.InfiniteTimeSpan"/> turns the watchdog off.
+    /// torch.distributed's <c>timeout</c>, default 10 minutes. The mpi backend's watchdog aborts the whole job when one
+    /// collective (or send/recv) runs longer, after writing which one did not complete to stderr (and to
+    /// <see cref="Logger"/>); <see cref="System.Threading.Timeout.InfiniteTimeSpan"/> turns it off. The nccl backend
+    /// bounds its start-up (the unique-id hand-over) with it.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">Zero or negative, other than the infinite time span.</exception>
     public TimeSpan Timeout
