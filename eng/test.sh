@@ -27,6 +27,26 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# scikit-learn's digits set (digits.csv.gz) for the distributed samples' test, taken out of Debian's python3-sklearn
+# package without installing it (or its dependencies); cached under artifacts/cache.
+digits="$root/artifacts/cache/digits.csv.gz"
+if [ ! -s "$digits" ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  download=$(mktemp -d)
+  chmod 755 "$download"
+  if ! (cd "$download" && apt-get download -qq python3-sklearn 2>/dev/null); then
+    $sudo apt-get update -qq
+    (cd "$download" && apt-get download -qq python3-sklearn)
+  fi
+  mkdir -p "$(dirname "$digits")"
+  dpkg-deb --fsys-tarfile "$download"/python3-sklearn_*.deb \
+    | tar -x -O ./usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz > "$digits.partial"
+  mv "$digits.partial" "$digits"
+  rm -rf "$download"
+fi
+export KILN_DIGITS_CSV="$digits"
+
 # Test servers from npm, pinned by eng/node/package-lock.json (s3rver for Kiln.Data's remote tests).
 npm ci --prefix "$root/eng/node" --no-audit --no-fund --loglevel=error
 

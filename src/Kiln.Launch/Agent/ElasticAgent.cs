@@ -294,6 +294,9 @@ internal sealed class ElasticAgent
             // variables that decide the workers' behaviour are also passed with -x, so the command line shows them.
             if (_options.Launcher == AgentOptions.MpirunLauncher)
             {
+                // mpirun gives each rank's stdout a pseudo-terminal, though it ends where the agent's stdout goes (a log
+                // file, usually); programs such as .NET's console would write terminal control codes into it.
+                env["TERM"] = "dumb";
                 foreach (string name in (string[])["NCCL_NVLS_ENABLE", "OMP_NUM_THREADS"])
                 {
                     if (Environment.GetEnvironmentVariable(name) is { } value)
