@@ -59,6 +59,11 @@ public sealed class DdpTests
         {
             hashes.Count.ShouldBe(1, $"{key}: parameter hashes over 1, 2 and 3 ranks: {string.Join(", ", hashes)}");
         }
+        foreach (string scenario in scenarios.Split(','))
+        {
+            bits.Where(b => b.Key.StartsWith(scenario + " ", StringComparison.Ordinal)).SelectMany(b => b.Value).Distinct().Count()
+                .ShouldBe(1, $"{scenario}: the bucket cap changed the bits");
+        }
     }
 
     [Fact]
