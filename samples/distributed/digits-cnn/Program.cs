@@ -5,6 +5,7 @@ using System.Text.Json;
 using Kiln.Distributed;
 using Kiln.Samples.Distributed;
 using TorchSharp;
+using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 // Data-parallel training of a small CNN on scikit-learn's digits (1797 8×8 images): every rank trains on its shard of
@@ -65,7 +66,7 @@ for (int epoch = 0; epoch < epochs; epoch++)
         using var step = NewDisposeScope();
         Tensor rows = shuffle.narrow(0, (b * globalBatch) + (run.Rank * shard), shard);
         optimizer.zero_grad();
-        Tensor loss = nn.functional.cross_entropy(model.forward(trainX.index(rows)), trainY.index(rows));
+        Tensor loss = nn.functional.cross_entropy(model.call(trainX.index(rows)), trainY.index(rows));
         loss.backward();
         ddp.SynchronizeGradients();
         optimizer.step();
@@ -96,34 +97,37 @@ run.PrintChecksum(model);
 return 0;
 
 /// <summary>conv(1→16, 3×3, pad 1)–ReLU–maxpool 2, conv(16→32, 3×3, pad 1)–ReLU–maxpool 2, flatten, linear 128→10.</summary>
+/// <remarks>Submodules are invoked through <c>call</c> (not <c>forward</c>), so that DDP's per-module hooks see them.</remarks>
 internal sealed class DigitsCnn : nn.Module<Tensor, Tensor>
 {
-    private readonly nn.Module<Tensor, Tensor> _layers;
+    private readonly Conv2d _conv1 = nn.Conv2d(1, 16, 3, padding: 1);
+    private readonly Conv2d _conv2 = nn.Conv2d(16, 32, 3, padding: 1);
+    private readonly Linear _fc = nn.Linear(32 * 2 * 2, 10);
 
     public DigitsCnn()
         : base(nameof(DigitsCnn))
     {
-        _layers = nn.Sequential(
-            ("conv1", nn.Conv2d(1, 16, 3, padding: 1)),
-            ("relu1", nn.ReLU()),
-            ("pool1", nn.MaxPool2d(2)),
-            ("conv2", nn.Conv2d(16, 32, 3, padding: 1)),
-            ("relu2", nn.ReLU()),
-            ("pool2", nn.MaxPool2d(2)),
-            ("flatten", nn.Flatten()),
-            ("fc", nn.Linear(32 * 2 * 2, 10)));
-        RegisterComponents();
+        register_module("conv1", _conv1);
+        register_module("conv2", _conv2);
+        register_module("fc", _fc);
     }
 
     /// <param name="input">[N, 64] pixels scaled to 0..1.</param>
     /// <returns>[N, 10] logits.</returns>
-    public override Tensor forward(Tensor input) => _layers.forward(input.view(-1, 1, 8, 8));
+    public override Tensor forward(Tensor input)
+    {
+        Tensor x = nn.functional.max_pool2d(nn.functional.relu(_conv1.call(input.view(-1, 1, 8, 8))), 2);
+        x = nn.functional.max_pool2d(nn.functional.relu(_conv2.call(x)), 2);
+        return _fc.call(x.flatten(1));
+    }
 
     protected override void Dispose(bool disposing)
     {
         if (disposing)
         {
-            _layers.Dispose();
+            _conv1.Dispose();
+            _conv2.Dispose();
+            _fc.Dispose();
         }
         base.Dispose(disposing);
     }
@@ -184,7 +188,7 @@ internal static class Digits
         model.eval();
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        Tensor predicted = model.forward(images).argmax(1);
+        Tensor predicted = model.call(images).argmax(1);
         return predicted.eq(labels).to(float64).mean().cpu().item<double>();
     }
 }

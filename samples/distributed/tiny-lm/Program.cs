@@ -79,7 +79,7 @@ for (int step = 1; step <= steps; step++)
     Tensor targets = windows.narrow(1, 1, seq);
 
     optimizer.zero_grad();
-    Tensor logits = model.forward(inputs);
+    Tensor logits = model.call(inputs);
     Tensor loss = nn.functional.cross_entropy(logits.view(-1, vocabulary.Length), targets.reshape(-1));
     loss.backward();
     ddp.SynchronizeGradients();

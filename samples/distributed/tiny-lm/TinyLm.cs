@@ -6,8 +6,9 @@ namespace Kiln.Samples.TinyLm;
 /// <summary>
 /// PyTorch's <c>nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout=0, activation="gelu",
 /// batch_first=True, norm_first=True)</c> with a causal mask, spelled out: TorchSharp 0.107's TransformerEncoderLayer
-/// wraps libtorch's C++ module, which has neither norm_first nor batch_first. Same parameters, names and shapes as
-/// PyTorch's; x = x + SA(LN1(x)); x = x + W2·GELU(W1·LN2(x) + b1) + b2.
+/// wraps libtorch's C++ module, which has neither norm_first nor batch_first. Same parameters and shapes as PyTorch's
+/// (names too, but self_attn.in_proj.weight/bias for in_proj_weight/bias); x = x + SA(LN1(x)); x = x + W2·GELU(W1·LN2(x) + b1) + b2.
+/// Submodules are invoked through <c>call</c>, so that DDP's per-module hooks see them.
 /// </summary>
 internal sealed class PreNormEncoderLayer : nn.Module<Tensor, Tensor>
 {
@@ -20,7 +21,7 @@ internal sealed class PreNormEncoderLayer : nn.Module<Tensor, Tensor>
     public PreNormEncoderLayer(long dModel, long heads, long feedForward)
         : base(nameof(PreNormEncoderLayer))
     {
-        // PyTorch's construction order, so that the same seed draws the same initial values in the same order.
+        // PyTorch's construction order.
         _selfAttention = new CausalSelfAttention(dModel, heads);
         _linear1 = nn.Linear(dModel, feedForward);
         _linear2 = nn.Linear(feedForward, dModel);
@@ -36,8 +37,8 @@ internal sealed class PreNormEncoderLayer : nn.Module<Tensor, Tensor>
     /// <param name="x">[B, T, d_model].</param>
     public override Tensor forward(Tensor x)
     {
-        x = x + _selfAttention.forward(_norm1.forward(x));
-        return x + _linear2.forward(nn.functional.gelu(_linear1.forward(_norm2.forward(x))));
+        x = x + _selfAttention.call(_norm1.call(x));
+        return x + _linear2.call(nn.functional.gelu(_linear1.call(_norm2.call(x))));
     }
 
     protected override void Dispose(bool disposing)
@@ -56,14 +57,15 @@ internal sealed class PreNormEncoderLayer : nn.Module<Tensor, Tensor>
 
 /// <summary>
 /// PyTorch's <c>nn.MultiheadAttention(d_model, nhead, bias=True, batch_first=True)</c> as self-attention with a causal
-/// mask: packed <c>in_proj_weight</c> [3d, d] and <c>in_proj_bias</c> [3d] (Xavier-uniform weight, zero bias, as
-/// PyTorch's _reset_parameters), <c>out_proj</c> Linear(d, d) with a zero bias; softmax(QKᵀ/√(d/h) + causal)·V per head.
+/// mask: the packed input projection [3d, d] + [3d] (Xavier-uniform weight, zero bias, as PyTorch's
+/// _reset_parameters), <c>out_proj</c> Linear(d, d) with a zero bias; softmax(QKᵀ/√(d/h) + causal)·V per head. The
+/// packed projection is a Linear module of its own, <c>in_proj</c> (PyTorch: the parameters <c>in_proj_weight</c> and
+/// <c>in_proj_bias</c>), so that DDP's per-module hooks see it ready during backward.
 /// </summary>
 internal sealed class CausalSelfAttention : nn.Module<Tensor, Tensor>
 {
     private readonly long _heads;
-    private readonly Parameter _inProjWeight;
-    private readonly Parameter _inProjBias;
+    private readonly Linear _inProj;
     private readonly Linear _outProj;
 
     public CausalSelfAttention(long dModel, long heads)
@@ -74,17 +76,15 @@ internal sealed class CausalSelfAttention : nn.Module<Tensor, Tensor>
             throw new ArgumentException($"--d-model {dModel} is not a multiple of --heads {heads}");
         }
         _heads = heads;
-        _inProjWeight = new Parameter(empty(3 * dModel, dModel));
-        _inProjBias = new Parameter(empty(3 * dModel));
         _outProj = nn.Linear(dModel, dModel);
+        _inProj = nn.Linear(dModel, 3 * dModel);
         using (no_grad())
         {
-            nn.init.xavier_uniform_(_inProjWeight);
-            nn.init.zeros_(_inProjBias);
+            nn.init.xavier_uniform_(_inProj.weight!);
+            nn.init.zeros_(_inProj.bias!);
             nn.init.zeros_(_outProj.bias!);
         }
-        register_parameter("in_proj_weight", _inProjWeight);
-        register_parameter("in_proj_bias", _inProjBias);
+        register_module("in_proj", _inProj);
         register_module("out_proj", _outProj);
     }
 
@@ -92,18 +92,19 @@ internal sealed class CausalSelfAttention : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         long batch = x.shape[0], time = x.shape[1], model = x.shape[2];
-        Tensor[] qkv = nn.functional.linear(x, _inProjWeight, _inProjBias).chunk(3, -1);
+        Tensor[] qkv = _inProj.call(x).chunk(3, -1);
         Tensor q = qkv[0].view(batch, time, _heads, model / _heads).transpose(1, 2);
         Tensor k = qkv[1].view(batch, time, _heads, model / _heads).transpose(1, 2);
         Tensor v = qkv[2].view(batch, time, _heads, model / _heads).transpose(1, 2);
         Tensor attended = nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true);
-        return _outProj.forward(attended.transpose(1, 2).reshape(batch, time, model));
+        return _outProj.call(attended.transpose(1, 2).reshape(batch, time, model));
     }
 
     protected override void Dispose(bool disposing)
     {
         if (disposing)
         {
+            _inProj.Dispose();
             _outProj.Dispose();
         }
         base.Dispose(disposing);
@@ -139,12 +140,12 @@ internal sealed class TinyLanguageModel : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor tokens)
     {
         using Tensor positions = arange(tokens.shape[1], dtype: int64, device: tokens.device);
-        Tensor x = _tokens.forward(tokens) + _positions.forward(positions);
+        Tensor x = _tokens.call(tokens) + _positions.call(positions);
         foreach (PreNormEncoderLayer layer in _layers)
         {
-            x = layer.forward(x);
+            x = layer.call(x);
         }
-        return _head.forward(_norm.forward(x));
+        return _head.call(_norm.call(x));
     }
 
     protected override void Dispose(bool disposing)
