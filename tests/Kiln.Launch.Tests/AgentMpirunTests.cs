@@ -153,7 +153,7 @@ public sealed class AgentMpirunTests
         ];
         WorkerGroup.MpirunArguments(["dotnet", "train.dll", "--steps", "3"], environments, asRoot: true).ShouldBe(
         [
-            "--allow-run-as-root", "--oversubscribe", "--bind-to", "none",
+            "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "--mca", "plm", "isolated", "--mca", "ras", "^slurm,gridengine,tm,lsf,simulator",
             "-np", "1", "-x", "A=x y", "-x", "RANK=0", "dotnet", "train.dll", "--steps", "3", ":",
             "-np", "1", "-x", "A=x y", "-x", "RANK=1", "dotnet", "train.dll", "--steps", "3",
         ]);

@@ -135,7 +135,7 @@ internal sealed partial class WorkerGroup : IAsyncDisposable
 
     /// <summary>
     /// mpirun's arguments for <see cref="StartUnderMpirun"/>: <c>[--allow-run-as-root] --oversubscribe --bind-to none</c>,
-    /// then per local rank <c>-np 1 -x NAME=VALUE… PROGRAM ARGS</c>, the contexts separated by <c>:</c>.
+    /// local launching only (<c>--mca plm isolated</c>, no resource-manager allocation), then per local rank <c>-np 1 -x NAME=VALUE… PROGRAM ARGS</c>, the contexts separated by <c>:</c>.
     /// </summary>
     internal static List<string> MpirunArguments(IReadOnlyList<string> entrypoint, IReadOnlyList<IReadOnlyDictionary<string, string?>> environments, bool asRoot)
     {
@@ -146,6 +146,9 @@ internal sealed partial class WorkerGroup : IAsyncDisposable
         }
         // Binding is left to the program, as with the process launcher (Open MPI binds each rank to a core by default).
         arguments.AddRange(["--oversubscribe", "--bind-to", "none"]);
+        // The workers are this node's: inside a Slurm (or other) allocation mpirun would otherwise place ranks on the
+        // allocation's nodes and start daemons there.
+        arguments.AddRange(["--mca", "plm", "isolated", "--mca", "ras", "^slurm,gridengine,tm,lsf,simulator"]);
         for (int localRank = 0; localRank < environments.Count; localRank++)
         {
             if (localRank > 0)
