@@ -98,9 +98,9 @@ public sealed partial class DistributedDataParallel
     }
 
     /// <summary>
-    /// Opens a scope during which <see cref="SynchronizeGradients"/> does nothing, so that gradients of several
-    /// micro-batches accumulate locally; call <see cref="SynchronizeGradients"/> after the last micro-batch, outside
-    /// the scope. Every rank must use the same scopes.
+    /// Opens a scope during which <see cref="SynchronizeGradients"/> does nothing and backward launches no all-reduce,
+    /// so that gradients of several micro-batches accumulate locally; call <see cref="SynchronizeGradients"/> after the
+    /// last micro-batch, outside the scope. Every rank must use the same scopes.
     /// </summary>
     /// <returns>The scope; dispose it to end it.</returns>
     public IDisposable NoSync()

@@ -186,6 +186,8 @@ internal static class DdpScenarios
         }
         using Deep model = Make();
         Perturb(model, rank);
+        // Wrapping again must retire the first wrapper's hooks, or they would launch collectives of their own.
+        _ = new DistributedDataParallel(model, group, bucketCapBytes);
         var ddp = new DistributedDataParallel(model, group, bucketCapBytes);
         using Deep reference = Make();
         using optim.Optimizer optimizer = Optimizer(model, adamW: false);

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using TorchSharp;
 using static TorchSharp.torch.autograd;
 
@@ -12,6 +13,12 @@ namespace Kiln.Distributed;
 /// </summary>
 public sealed partial class DistributedDataParallel
 {
+    /// <summary>
+    /// Per module, how to remove the pre-hook of the wrapper that hooked it last: wrapping a module again retires the
+    /// earlier wrapper's hooks, which would otherwise launch collectives of their own during backward.
+    /// </summary>
+    private static readonly ConditionalWeakTable<torch.nn.Module, Action> s_hookRemovers = [];
+
     private readonly List<ModuleState> _modules = [];
 
     /// <summary>For each parameter, the index in <see cref="_modules"/> of the hooked leaf module owning it, or −1.</summary>
@@ -60,7 +67,12 @@ public sealed partial class DistributedDataParallel
                 _owners[i] = _modules.Count;
             }
             _modules.Add(state);
-            hookable.register_forward_pre_hook((_, input) => state.BeforeForward(input));
+            if (s_hookRemovers.TryGetValue(module, out Action? removeEarlier))
+            {
+                removeEarlier();
+            }
+            var remover = hookable.register_forward_pre_hook((_, input) => state.BeforeForward(input));
+            s_hookRemovers.AddOrUpdate(module, remover.remove);
         }
     }
 
