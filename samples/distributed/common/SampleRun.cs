@@ -122,7 +122,7 @@ internal sealed class SampleRun : IDisposable
     /// <summary>The mean of <paramref name="value"/> over ranks.</summary>
     public double Average(double value)
     {
-        using torch.Tensor t = torch.tensor(new[] { value });
+        using torch.Tensor t = torch.tensor(new[] { value }, device: Device);
         Group.AllReduce(t, ReduceOp.Average);
         return t.item<double>();
     }
