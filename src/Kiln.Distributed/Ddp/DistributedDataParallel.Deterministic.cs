@@ -53,21 +53,25 @@ public sealed partial class DistributedDataParallel
             using var noGrad = torch.no_grad();
             int n = _parameters.Length;
             // Per parameter, the largest magnitude over this rank's micro-batches; −1 where none has a gradient, +∞
-            // where one is not finite (MPI's max need not order NaN).
-            var maxAbs = new double[n];
-            Array.Fill(maxAbs, -1.0);
-            foreach (torch.Tensor?[] grads in _microBatches)
+            // where one is not finite (MPI's max need not order NaN). Computed where the gradients are: one transfer.
+            var maxes = new torch.Tensor[n];
+            for (int i = 0; i < n; i++)
             {
-                for (int i = 0; i < n; i++)
+                maxes[i] = torch.full(1, -1.0, dtype: torch.ScalarType.Float64, device: CollectiveDevice);
+                foreach (torch.Tensor?[] grads in _microBatches)
                 {
-                    if (grads[i] is torch.Tensor g)
+                    if (grads[i] is torch.Tensor g && g.numel() > 0)
                     {
-                        double m = g.numel() == 0 ? 0.0 : g.abs().max().to_type(torch.ScalarType.Float64).item<double>();
-                        maxAbs[i] = Math.Max(maxAbs[i], double.IsFinite(m) ? m : double.PositiveInfinity);
+                        maxes[i] = torch.maximum(maxes[i], g.abs().max().to(torch.ScalarType.Float64, CollectiveDevice).reshape(1));
+                    }
+                    else if (grads[i] is not null)
+                    {
+                        maxes[i] = maxes[i].clamp_min(0.0);
                     }
                 }
             }
-            torch.Tensor maxTensor = torch.tensor(maxAbs, dtype: torch.ScalarType.Float64).to(CollectiveDevice);
+            torch.Tensor maxTensor = torch.cat(maxes, 0);
+            maxTensor = maxTensor.masked_fill(maxTensor.isfinite().logical_not(), double.PositiveInfinity).contiguous();
             Group.AllReduce(maxTensor, ReduceOp.Max);
             double[] globalMax = maxTensor.cpu().data<double>().ToArray();
             torch.Tensor countTensor = torch.tensor(new long[] { _microBatches.Count }).to(CollectiveDevice);
