@@ -64,7 +64,10 @@ public sealed class AgentMpirunTests
         using var scratch = new AgentScratch();
         string script = scratch.Script("""
             echo "$$" >> "$OUT/pids"
-            if [ "$RANK" = 1 ]; then sleep 0.2; echo "boom in attempt $TORCHELASTIC_RESTART_COUNT" >&2; exit 3; fi
+            if [ "$RANK" = 1 ]; then
+              sleep 0.2; echo "boom in attempt $TORCHELASTIC_RESTART_COUNT" >&2
+              echo '{"message": "rank 1 wrote this"}' > "$TORCHELASTIC_ERROR_FILE"; exit 3
+            fi
             sleep 30 & wait
             """);
         string logs = Path.Combine(scratch.Root, "logs");
@@ -80,6 +83,7 @@ public sealed class AgentMpirunTests
         error["restart_count"]!.GetValue<int>().ShouldBe(0);
         error["stderr_tail"]!.AsArray().Select(l => l!.GetValue<string>()).ShouldContain("boom in attempt 0");
         error["job_failure"]!.GetValue<string>().ShouldContain("restart(s) are used up");
+        error["worker_error"]!["message"]!.GetValue<string>().ShouldBe("rank 1 wrote this");
         File.ReadAllText(Path.Combine(logs, "attempt_1", "mpirun", "stderr.log")).ShouldContain("boom in attempt 1");
         foreach (string pid in File.ReadAllLines(Path.Combine(scratch.Out, "pids")))
         {

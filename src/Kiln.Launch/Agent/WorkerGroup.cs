@@ -268,9 +268,11 @@ internal sealed partial class WorkerGroup : IAsyncDisposable
         worker.DrainAsync().GetAwaiter().GetResult();
         WorkerFailure mpirun = worker.Describe();
         int rank = ParseMpirunFailedRank(mpirun.StderrTail);
-        int localRank = rank >= 0 && _mpirunRanks!.Contains(rank) ? _mpirunRanks!.ToList().IndexOf(rank) : -1;
-        string errorFile = localRank >= 0 ? _mpirunErrorFiles![localRank] : "";
-        return mpirun with { LocalRank = localRank, Rank = localRank >= 0 ? rank : -1, ErrorFile = errorFile };
+        // MPI rank r is app context r, whose local rank is r.
+        int localRank = rank >= 0 && rank < _mpirunRanks!.Count ? rank : -1;
+        return localRank < 0
+            ? mpirun with { LocalRank = -1, Rank = -1, ErrorFile = "" }
+            : mpirun with { LocalRank = localRank, Rank = _mpirunRanks![localRank], ErrorFile = _mpirunErrorFiles![localRank] };
     }
 
     /// <summary>The MPI rank mpirun's report names as the first to fail, or −1.</summary>
