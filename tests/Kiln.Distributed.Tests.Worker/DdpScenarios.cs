@@ -26,8 +26,9 @@ internal static class DdpScenarios
         "ddp-mismatch" => Mismatch(group),
         "ddp-overlap" => Overlap(group, bucketCapBytes, bypassHooks: false),
         "ddp-overlap-bypass" => Overlap(group, bucketCapBytes, bypassHooks: true),
-        "ddp-deterministic-sgd" => Deterministic(group, scenario, bucketCapBytes, adamW: false),
-        "ddp-deterministic-adamw" => Deterministic(group, scenario, bucketCapBytes, adamW: true),
+        "ddp-deterministic-sgd" => Deterministic(group, scenario, bucketCapBytes, adamW: false, ScalarType.Float64),
+        "ddp-deterministic-adamw" => Deterministic(group, scenario, bucketCapBytes, adamW: true, ScalarType.Float64),
+        "ddp-deterministic-sgd-float32" => Deterministic(group, scenario, bucketCapBytes, adamW: false, ScalarType.Float32),
         _ => throw new ArgumentException($"unknown scenario {scenario}"),
     };
 
@@ -37,12 +38,12 @@ internal static class DdpScenarios
         private readonly nn.Module<Tensor, Tensor> _fc2;
         private readonly nn.Module<Tensor, Tensor> _unused;
 
-        public Mlp(int hidden)
+        public Mlp(int hidden, ScalarType dtype)
             : base("mlp")
         {
-            _fc1 = nn.Linear(Inputs, hidden, dtype: ScalarType.Float64);
-            _fc2 = nn.Linear(hidden, Outputs, dtype: ScalarType.Float64);
-            _unused = nn.Linear(Outputs, Outputs, dtype: ScalarType.Float64);
+            _fc1 = nn.Linear(Inputs, hidden, dtype: dtype);
+            _fc2 = nn.Linear(hidden, Outputs, dtype: dtype);
+            _unused = nn.Linear(Outputs, Outputs, dtype: dtype);
             register_module("fc1", _fc1);
             register_module("fc2", _fc2);
             register_module("unused", _unused);
@@ -55,10 +56,10 @@ internal static class DdpScenarios
         public override Tensor forward(Tensor input) => _fc2.call(tanh(_fc1.call(input)));
     }
 
-    private static Mlp Build(int hidden = 8)
+    private static Mlp Build(int hidden = 8, ScalarType dtype = ScalarType.Float64)
     {
         manual_seed(7);
-        return new Mlp(hidden);
+        return new Mlp(hidden, dtype);
     }
 
     private static (Tensor X, Tensor Y) GlobalData()
@@ -244,17 +245,17 @@ internal static class DdpScenarios
     /// (<see cref="FixedPointMean"/>). Prints a hash of the final parameters' bits, which the test compares across world
     /// sizes.
     /// </summary>
-    private static string? Deterministic(IProcessGroup group, string scenario, int bucketCapBytes, bool adamW)
+    private static string? Deterministic(IProcessGroup group, string scenario, int bucketCapBytes, bool adamW, ScalarType dtype)
     {
         set_num_threads(1); // per-micro-batch gradients are bit-identical across processes only with equal thread counts
         int rank = group.Rank, size = group.WorldSize;
         const int microBatches = GlobalBatch / MicroBatch;
         int first = rank * microBatches / size, last = (rank + 1) * microBatches / size;
-        using Mlp model = Build();
+        using Mlp model = Build(dtype: dtype);
         Perturb(model, rank);
         var ddp = new DistributedDataParallel(model, group, new DistributedDataParallelOptions { BucketCapBytes = bucketCapBytes, Deterministic = true });
-        using Mlp reference = Build();
-        using Mlp plain = Build();
+        using Mlp reference = Build(dtype: dtype);
+        using Mlp plain = Build(dtype: dtype);
         using optim.Optimizer optimizer = Optimizer(model, adamW);
         using optim.Optimizer referenceOptimizer = Optimizer(reference, adamW);
         using optim.Optimizer plainOptimizer = Optimizer(plain, adamW);
@@ -262,6 +263,8 @@ internal static class DdpScenarios
         {
             using var scope = NewDisposeScope();
             (Tensor x, Tensor y) = GlobalData();
+            x = x.to_type(dtype);
+            y = y.to_type(dtype);
             plainOptimizer.zero_grad();
             nn.functional.mse_loss(plain.forward(x), y).backward();
             plainOptimizer.step();
@@ -284,21 +287,21 @@ internal static class DdpScenarios
                 {
                     if (p.grad is Tensor g)
                     {
-                        grads[name].Add(g.contiguous().data<double>().ToArray());
+                        grads[name].Add(g.to_type(ScalarType.Float64).contiguous().data<double>().ToArray());
                     }
                 }
             }
             foreach ((string name, var p) in reference.named_parameters())
             {
-                p.grad = grads[name].Count == 0 ? null : tensor(FixedPointMean(grads[name], microBatches), dtype: ScalarType.Float64).view_as(p);
+                p.grad = grads[name].Count == 0 ? null : tensor(FixedPointMean(grads[name], microBatches), dtype: ScalarType.Float64).to_type(dtype).view_as(p);
             }
             referenceOptimizer.step();
         }
-        var expected = reference.named_parameters().ToDictionary(p => p.name, p => p.parameter.contiguous().data<double>().ToArray());
+        var expected = reference.named_parameters().ToDictionary(p => p.name, p => p.parameter.to_type(ScalarType.Float64).contiguous().data<double>().ToArray());
         using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
         foreach ((string name, var p) in model.named_parameters())
         {
-            double[] actual = p.contiguous().data<double>().ToArray();
+            double[] actual = p.to_type(ScalarType.Float64).contiguous().data<double>().ToArray();
             for (int j = 0; j < actual.Length; j++)
             {
                 if (BitConverter.DoubleToInt64Bits(actual[j]) != BitConverter.DoubleToInt64Bits(expected[name][j]))
@@ -311,7 +314,7 @@ internal static class DdpScenarios
         }
         Console.WriteLine($"BITS {scenario} {bucketCapBytes} {Convert.ToHexString(sha.GetHashAndReset())}");
         // How far the fixed-point mean of micro-batch means moves training from plain full-batch float64 training.
-        return Compare(model, plain);
+        return Compare(model, plain, dtype == ScalarType.Float64 ? Tolerance : 1e-5);
     }
 
     /// <summary>
@@ -401,7 +404,7 @@ internal static class DdpScenarios
         return "construction succeeded although rank 1's hidden size differs";
     }
 
-    private static string? Compare(nn.Module model, nn.Module reference)
+    private static string? Compare(nn.Module model, nn.Module reference, double tolerance = Tolerance)
     {
         var expected = reference.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         double worst = 0;
@@ -409,8 +412,8 @@ internal static class DdpScenarios
         {
             using var scope = NewDisposeScope();
             Tensor e = expected[name];
-            double err = ((p - e).abs() / e.abs().clamp_min(1.0)).max().item<double>();
-            if (!(err <= Tolerance))
+            double err = ((p - e).abs() / e.abs().clamp_min(1.0)).max().to_type(ScalarType.Float64).item<double>();
+            if (!(err <= tolerance))
             {
                 return $"{name}: relative difference {err} from the single-process reference";
             }
