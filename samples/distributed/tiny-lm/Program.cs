@@ -70,6 +70,11 @@ using Tensor offsets = arange(seq + 1, dtype: int64);
 double firstLoss = double.NaN, finalLoss = double.NaN;
 var progress = new Progress(steps, "steps");
 var clock = new Stopwatch();
+if (warmup == 0)
+{
+    run.Synchronize();
+    clock.Start();
+}
 for (int step = 1; step <= steps; step++)
 {
     using var scope = NewDisposeScope();
@@ -104,10 +109,6 @@ for (int step = 1; step <= steps; step++)
 }
 run.Synchronize();
 clock.Stop();
-if (warmup == 0)
-{
-    Console.Error.WriteLine("tiny-lm: --warmup-steps 0 times from the end of step 0, i.e. all steps, including the first one's start-up");
-}
 double seconds = clock.Elapsed.TotalSeconds;
 double stepsPerSecond = (steps - warmup) / seconds;
 run.Log(JsonSerializer.Serialize(new
