@@ -28,6 +28,7 @@ internal static class DdpScenarios
         "ddp-overlap-bypass" => Overlap(group, bucketCapBytes, bypassHooks: true),
         "ddp-deterministic-sgd" => Deterministic(group, scenario, bucketCapBytes, adamW: false, ScalarType.Float64),
         "ddp-deterministic-adamw" => Deterministic(group, scenario, bucketCapBytes, adamW: true, ScalarType.Float64),
+        "ddp-deterministic-nonfinite" => DeterministicNonFinite(group, bucketCapBytes),
         "ddp-deterministic-sgd-float32" => Deterministic(group, scenario, bucketCapBytes, adamW: false, ScalarType.Float32),
         _ => throw new ArgumentException($"unknown scenario {scenario}"),
     };
@@ -315,6 +316,78 @@ internal static class DdpScenarios
         Console.WriteLine($"BITS {scenario} {bucketCapBytes} {Convert.ToHexString(sha.GetHashAndReset())}");
         // How far the fixed-point mean of micro-batch means moves training from plain full-batch float64 training.
         return Compare(model, plain, dtype == ScalarType.Float64 ? Tolerance : 1e-5);
+    }
+
+    /// <summary>
+    /// Deterministic mode with an infinite input in the last micro-batch (the last rank's): every parameter whose
+    /// gradient is not finite in some micro-batch must come out all NaN on every rank, the others exactly the
+    /// fixed-point mean, without a hang.
+    /// </summary>
+    private static string? DeterministicNonFinite(IProcessGroup group, int bucketCapBytes)
+    {
+        set_num_threads(1);
+        int rank = group.Rank, size = group.WorldSize;
+        const int microBatches = GlobalBatch / MicroBatch;
+        int first = rank * microBatches / size, last = (rank + 1) * microBatches / size;
+        using var scope = NewDisposeScope();
+        (Tensor x, Tensor y) = GlobalData();
+        x[GlobalBatch - 1, 0] = double.PositiveInfinity;
+        using Mlp model = Build();
+        var ddp = new DistributedDataParallel(model, group, new DistributedDataParallelOptions { BucketCapBytes = bucketCapBytes, Deterministic = true });
+        for (int m = first; m < last; m++)
+        {
+            nn.functional.mse_loss(model.forward(x.narrow(0, m * MicroBatch, MicroBatch)), y.narrow(0, m * MicroBatch, MicroBatch)).backward();
+            ddp.AccumulateMicroBatch();
+        }
+        ddp.SynchronizeGradients();
+
+        using Mlp reference = Build();
+        var grads = reference.named_parameters().ToDictionary(p => p.name, _ => new List<double[]>());
+        for (int m = 0; m < microBatches; m++)
+        {
+            reference.zero_grad();
+            nn.functional.mse_loss(reference.forward(x.narrow(0, m * MicroBatch, MicroBatch)), y.narrow(0, m * MicroBatch, MicroBatch)).backward();
+            foreach ((string name, var p) in reference.named_parameters())
+            {
+                if (p.grad is Tensor g)
+                {
+                    grads[name].Add(g.contiguous().data<double>().ToArray());
+                }
+            }
+        }
+        int nonFinite = 0;
+        foreach ((string name, var p) in model.named_parameters())
+        {
+            if (grads[name].Count == 0)
+            {
+                if (p.grad is not null)
+                {
+                    return $"{name} has a gradient but was never used";
+                }
+                continue;
+            }
+            double[] actual = p.grad is Tensor g ? g.contiguous().data<double>().ToArray() : [];
+            if (grads[name].Any(a => a.Any(v => !double.IsFinite(v))))
+            {
+                nonFinite++;
+                if (actual.Length != p.numel() || !actual.All(double.IsNaN))
+                {
+                    return $"{name}: a micro-batch gradient is not finite, but the synchronised gradient is not all NaN";
+                }
+                continue;
+            }
+            double[] expected = FixedPointMean(grads[name], microBatches);
+            if (!actual.Select(BitConverter.DoubleToInt64Bits).SequenceEqual(expected.Select(BitConverter.DoubleToInt64Bits)))
+            {
+                return $"{name}: the synchronised gradient differs from the fixed-point mean";
+            }
+        }
+        if (nonFinite == 0)
+        {
+            return "the infinite input made no gradient non-finite";
+        }
+        Console.WriteLine($"non-finite parameters {nonFinite}");
+        return null;
     }
 
     /// <summary>

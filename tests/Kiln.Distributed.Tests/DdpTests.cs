@@ -68,6 +68,10 @@ public sealed class DdpTests
     }
 
     [Fact]
+    public Task Deterministic_mode_turns_a_non_finite_gradient_into_NaN_on_every_rank() =>
+        RunScenariosAsync(3, "ddp-deterministic-nonfinite");
+
+    [Fact]
     public async Task A_rank_with_a_different_hidden_size_fails_at_construction_naming_the_parameter()
     {
         MpiRun.Result result = await MpiRun.RunAsync(3, ["ddp-mismatch", "float64", "1"]);
