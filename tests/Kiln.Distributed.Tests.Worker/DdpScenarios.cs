@@ -26,6 +26,7 @@ internal static class DdpScenarios
         "ddp-mismatch" => Mismatch(group),
         "ddp-overlap" => Overlap(group, bucketCapBytes, bypassHooks: false),
         "ddp-overlap-bypass" => Overlap(group, bucketCapBytes, bypassHooks: true),
+        "ddp-overlap-backward-thread" => OverlapOnBackwardThread(group, bucketCapBytes),
         "ddp-deterministic-sgd" => Deterministic(group, scenario, bucketCapBytes, adamW: false, ScalarType.Float64),
         "ddp-deterministic-adamw" => Deterministic(group, scenario, bucketCapBytes, adamW: true, ScalarType.Float64),
         "ddp-deterministic-nonfinite" => DeterministicNonFinite(group, bucketCapBytes),
@@ -178,6 +179,38 @@ internal static class DdpScenarios
     /// first bucket holding l1's parameters (whose marker runs only when the input requires a gradient), or all of them
     /// on odd steps; none when the layers bypass the hooks. The result must match the single-process run.
     /// </summary>
+    /// <summary>
+    /// Backward on a thread with no dispose scope, as libtorch runs it for CUDA tensors: the markers' gradient wrappers
+    /// must still be freed (they once piled up until the GPU ran out of memory), so the live tensor count stays flat.
+    /// </summary>
+    private static string? OverlapOnBackwardThread(IProcessGroup group, int bucketCapBytes)
+    {
+        manual_seed(11);
+        using var model = new Deep();
+        var ddp = new DistributedDataParallel(model, group, bucketCapBytes);
+        using optim.Optimizer optimizer = Optimizer(model, adamW: false);
+        int shard = GlobalBatch / group.WorldSize;
+        long settled = 0;
+        for (int step = 0; step < 12; step++)
+        {
+            using (var scope = NewDisposeScope())
+            {
+                (Tensor x, Tensor y) = GlobalData();
+                optimizer.zero_grad();
+                Tensor xs = x.narrow(0, group.Rank * shard, shard).detach().requires_grad_(true);
+                Tensor loss = nn.functional.mse_loss(model.forward(xs), y.narrow(0, group.Rank * shard, shard));
+                Task.Run(() => loss.backward()).Wait();
+                ddp.SynchronizeGradients();
+                optimizer.step();
+            }
+            if (step == 2)
+            {
+                settled = Tensor.TotalCount;
+            }
+        }
+        return Tensor.TotalCount <= settled ? null : $"{Tensor.TotalCount - settled} tensor wrappers leaked over 9 steps with backward on another thread";
+    }
+
     private static string? Overlap(IProcessGroup group, int bucketCapBytes, bool bypassHooks)
     {
         int rank = group.Rank, size = group.WorldSize;

@@ -30,6 +30,13 @@ public sealed partial class DistributedDataParallel
     private Exception? _backwardError;
 
     /// <summary>
+    /// The gradient wrappers TorchSharp made for the markers' backward. On CUDA, libtorch runs backward on its own
+    /// device thread, outside any dispose scope, so nothing else would free them before the garbage collector does —
+    /// holding activation-sized GPU memory per marker per step. They are disposed once that backward is over.
+    /// </summary>
+    private readonly List<torch.Tensor> _markerGradients = [];
+
+    /// <summary>
     /// Hooks every leaf submodule (the wrapped module included) that owns parameters and takes and returns one tensor;
     /// a parameter of any other module has no owner and its bucket is launched by <see cref="SynchronizeGradients"/>.
     /// </summary>
@@ -92,6 +99,7 @@ public sealed partial class DistributedDataParallel
 
     private void ResetModuleStates()
     {
+        DisposeMarkerGradients();
         _generation++;
         foreach (ModuleState state in _modules)
         {
@@ -99,6 +107,16 @@ public sealed partial class DistributedDataParallel
             state.Called = false;
             state.Unhookable = false;
         }
+    }
+
+    /// <summary>Frees the markers' gradient wrappers; only once the backward that made them has returned.</summary>
+    private void DisposeMarkerGradients()
+    {
+        foreach (torch.Tensor gradient in _markerGradients)
+        {
+            gradient.Dispose();
+        }
+        _markerGradients.Clear();
     }
 
     /// <summary>Launches, in bucket order, every bucket whose parameters' owning modules have all finished backward.</summary>
@@ -138,6 +156,8 @@ public sealed partial class DistributedDataParallel
             int generation;
             lock (owner._stateLock)
             {
+                // A forward starts only after any earlier backward has returned.
+                owner.DisposeMarkerGradients();
                 if (owner._nextBucket > 0)
                 {
                     throw new InvalidOperationException("DistributedDataParallel: a forward with gradients enabled after the last backward already launched gradient all-reduces; call SynchronizeGradients() after each backward, or run the backward of earlier micro-batches inside NoSync().");
@@ -155,10 +175,11 @@ public sealed partial class DistributedDataParallel
         }
 
         /// <summary>From the marker's backward, on an autograd thread; must not throw into native code.</summary>
-        public void AfterBackward(int generation)
+        public void AfterBackward(int generation, torch.Tensor gradient)
         {
             lock (owner._stateLock)
             {
+                owner._markerGradients.Add(gradient);
                 if (generation != owner._generation || owner._backwardError is not null)
                 {
                     return;
@@ -201,7 +222,7 @@ public sealed partial class DistributedDataParallel
         {
             if (ctx.get_data("marker") is Marker marker)
             {
-                marker.Module.AfterBackward(marker.Generation);
+                marker.Module.AfterBackward(marker.Generation, grad_output);
             }
             return [grad_output, null!];
         }
