@@ -7,15 +7,21 @@ using static TorchSharp.torch;
 //   collectives            every collective, float/int dtypes, awkward sizes, against a reference computed locally
 //   busbw [MB…]            all_reduce bus bandwidth (float32), default 256 MB
 //   ddp                    DDP (SGD and AdamW, 20 steps) against a single-process run of the same global batch
+//   lm [--flag value…]     steps/s of TinyGpt trained with DDP (a world of 1 trains alone), as torch_tiny_gpt.py
 // Prints one line per check; exit 0 when everything matched.
 string mode = args.Length > 0 ? args[0] : "collectives";
-using IProcessGroup group = ProcessGroups.Initialize("nccl");
-var device = new Device(DeviceType.CUDA, int.Parse(Environment.GetEnvironmentVariable("LOCAL_RANK") ?? "0", CultureInfo.InvariantCulture));
+// KILN_BENCH_BACKEND=mpi runs the same code on CPU tensors (a smoke test off the GPU host).
+string backend = Environment.GetEnvironmentVariable("KILN_BENCH_BACKEND") ?? "nccl";
+using IProcessGroup group = ProcessGroups.Initialize(backend);
+Device device = backend == "nccl"
+    ? new Device(DeviceType.CUDA, int.Parse(Environment.GetEnvironmentVariable("LOCAL_RANK") ?? "0", CultureInfo.InvariantCulture))
+    : CPU;
 int failures = mode switch
 {
     "collectives" => Kiln.Distributed.Benchmarks.Collectives.Run(group, device),
     "busbw" => Kiln.Distributed.Benchmarks.BusBandwidth.Run(group, device, [.. args.Skip(1).Select(a => int.Parse(a, CultureInfo.InvariantCulture))]),
     "ddp" => Kiln.Distributed.Benchmarks.DdpEquivalence.Run(group, device),
+    "lm" => Kiln.Distributed.Benchmarks.LanguageModel.Run(group, device, args[1..]),
     _ => throw new ArgumentException($"unknown mode {mode}"),
 };
 return failures == 0 ? 0 : 1;
