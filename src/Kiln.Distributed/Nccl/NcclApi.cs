@@ -117,7 +117,7 @@ internal sealed unsafe class NcclApi
         {
             int code = 0;
             Check(GetVersion(&code), "ncclGetVersion", IntPtr.Zero);
-            return code >= 10000 ? $"{code / 10000}.{code / 100 % 100}.{code % 100}" : $"{code / 1000}.{code / 100 % 10}.{code % 100}";
+            return NcclProbe.FormatVersion(code);
         }
     }
 
