@@ -17,7 +17,7 @@ internal static class LanguageModel
         var flags = new Dictionary<string, string>
         {
             ["text"] = "/usr/share/common-licenses/GPL-3", ["layers"] = "6", ["d-model"] = "512", ["heads"] = "8",
-            ["seq"] = "256", ["batch"] = "32", ["steps"] = "60", ["warmup"] = "10", ["dtype"] = "bfloat16", ["lr"] = "0.0003", ["overlap"] = "true",
+            ["seq"] = "256", ["batch"] = "32", ["steps"] = "60", ["warmup"] = "10", ["dtype"] = "bfloat16", ["lr"] = "0.0003", ["overlap"] = "true", ["optimizer"] = "torch",
         };
         for (int i = 0; i + 1 < args.Length; i += 2)
         {
@@ -44,7 +44,11 @@ internal static class LanguageModel
         DistributedDataParallel? ddp = group.WorldSize > 1
             ? new DistributedDataParallel(model, group, new DistributedDataParallelOptions { OverlapWithBackward = overlap })
             : null;
-        using optim.Optimizer optimizer = optim.AdamW(model.parameters(), lr: double.Parse(flags["lr"], CultureInfo.InvariantCulture));
+        double lr = double.Parse(flags["lr"], CultureInfo.InvariantCulture);
+        // "torch": TorchSharp's AdamW (a dozen kernels per parameter); "fused": Kiln's FusedAdamW over flat buffers.
+        bool fused = flags["optimizer"] == "fused";
+        using optim.Optimizer? optimizer = fused ? null : optim.AdamW(model.parameters(), lr: lr);
+        using FusedAdamW? fusedOptimizer = fused ? new FusedAdamW(model.parameters(), lr: lr) : null;
         manual_seed(42 + group.Rank); // seeds the CUDA generators too: each rank draws its own batches
         using Tensor offsets = arange(seq, device: device).unsqueeze(0);
 
@@ -62,12 +66,14 @@ internal static class LanguageModel
             Tensor positions = starts + offsets;
             Tensor x = data[positions];
             Tensor y = data[positions + 1];
-            optimizer.zero_grad();
+            optimizer?.zero_grad();
+            fusedOptimizer?.ZeroGrad();
             Tensor logits = model.call(x);
             Tensor l = nn.functional.cross_entropy(logits.view(-1, vocab.Length).to_type(ScalarType.Float32), y.view(-1));
             l.backward();
             ddp?.SynchronizeGradients();
-            optimizer.step();
+            optimizer?.step();
+            fusedOptimizer?.Step();
             if (step == warmup + steps - 1)
             {
                 loss = l.item<float>();
@@ -78,7 +84,7 @@ internal static class LanguageModel
         if (group.Rank == 0)
         {
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{{\"impl\":\"kiln\",\"world\":{group.WorldSize},\"params\":{parameters},\"layers\":{Int("layers")},\"d_model\":{Int("d-model")},\"seq\":{seq},\"batch_per_rank\":{batch},\"dtype\":\"{flags["dtype"]}\",\"overlap\":{(overlap ? "true" : "false")},\"steps\":{steps},\"steps_per_s\":{steps / seconds:F2},\"tokens_per_s\":{(double)steps * batch * seq * group.WorldSize / seconds:F0},\"final_loss\":{loss:F4}}}"));
+                $"{{\"impl\":\"kiln\",\"world\":{group.WorldSize},\"params\":{parameters},\"layers\":{Int("layers")},\"d_model\":{Int("d-model")},\"seq\":{seq},\"batch_per_rank\":{batch},\"dtype\":\"{flags["dtype"]}\",\"overlap\":{(overlap ? "true" : "false")},\"optimizer\":\"{flags["optimizer"]}\",\"steps\":{steps},\"steps_per_s\":{steps / seconds:F2},\"tokens_per_s\":{(double)steps * batch * seq * group.WorldSize / seconds:F0},\"final_loss\":{loss:F4}}}"));
         }
         return 0;
     }
