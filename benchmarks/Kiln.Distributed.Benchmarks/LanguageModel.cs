@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 namespace Kiln.Distributed.Benchmarks;
 
 /// <summary>
-/// Trains <see cref="TinyGpt"/> on characters of a text file with DDP over the group (or alone when the world is 1) and
+/// Trains the tiny-lm sample's <see cref="Kiln.Samples.TinyLm.TinyLanguageModel"/> on characters of a text file with DDP over the group (or alone when the world is 1) and
 /// prints steps/s over the timed steps. Same data, model, batch, dtype and optimizer as torch_tiny_gpt.py.
 /// </summary>
 internal static class LanguageModel
@@ -37,7 +37,7 @@ internal static class LanguageModel
         using Tensor data = tensor(text.Select(c => index[c]).ToArray()).to(device);
 
         manual_seed(1234);
-        var model = new TinyGpt(vocab.Length, seq, Int("d-model"), Int("heads"), Int("layers"));
+        var model = new Kiln.Samples.TinyLm.TinyLanguageModel(vocab.Length, seq, Int("d-model"), Int("heads"), Int("layers"));
         model.to(dtype).to(device);
         long parameters = model.parameters().Sum(p => p.numel());
         bool overlap = flags["overlap"] == "true";

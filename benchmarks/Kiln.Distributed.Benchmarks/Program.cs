@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 //   collectives            every collective, float/int dtypes, awkward sizes, against a reference computed locally
 //   busbw [MB…]            all_reduce bus bandwidth (float32), default 256 MB
 //   ddp                    DDP (SGD and AdamW, 20 steps) against a single-process run of the same global batch
-//   lm [--flag value…]     steps/s of TinyGpt trained with DDP (a world of 1 trains alone), as torch_tiny_gpt.py
+//   lm [--flag value…]     steps/s of the tiny-lm sample's model trained with DDP (a world of 1 trains alone), as torch_tiny_gpt.py
 // Prints one line per check; exit 0 when everything matched.
 string mode = args.Length > 0 ? args[0] : "collectives";
 // KILN_BENCH_BACKEND=mpi runs the same code on CPU tensors (a smoke test off the GPU host).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command on a 2-GPU host (carry .device, packed with device-pack.sh src/Kiln.Cli benchmarks/Kiln.Distributed.Benchmarks):
-# TinyGpt steps/s on 1 and 2 GPUs: Kiln (TorchSharp's AdamW or Kiln's FusedAdamW; DDP with and without overlap) and
+# steps/s of the tiny-lm sample's model on 1 and 2 GPUs: Kiln (TorchSharp's AdamW or Kiln's FusedAdamW; DDP with and without overlap) and
 # PyTorch DDP (AdamW foreach by default, and one parameter at a time as TorchSharp's AdamW). JSON lines on stdout and in $OUT/results.jsonl.
 set -uo pipefail
 export NCCL_NVLS_ENABLE=0

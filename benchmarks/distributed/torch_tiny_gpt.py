@@ -1,5 +1,5 @@
-"""PyTorch's side of the TinyGpt comparison: the model, data, batch, dtype and optimizer of
-Kiln.Distributed.Benchmarks' lm mode, trained with torch.nn.parallel.DistributedDataParallel (a world of 1 trains alone).
+"""PyTorch's side of the transformer LM comparison: the model (the tiny-lm sample's layers and shapes), data, batch,
+dtype and optimizer of Kiln.Distributed.Benchmarks' lm mode, trained with torch.nn.parallel.DistributedDataParallel (a world of 1 trains alone).
 
 One process per GPU: torchrun --standalone --nproc-per-node 2 torch_tiny_gpt.py [--layers 6 --d-model 512 ...]
 """
