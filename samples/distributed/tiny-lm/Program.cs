@@ -22,7 +22,8 @@ var flags = new SampleFlags("tiny-lm")
     .Add("device", "cpu", "cpu (mpi backend) or cuda (nccl backend, one GPU per rank)")
     .Add("dtype", "float32", "float32 or bfloat16 (the whole model and its activations; no autocast)")
     .Add("warmup-steps", "10", "steps left out of the timing")
-    .Add("log-every", "20", "print the loss every N steps (0: never)");
+    .Add("log-every", "20", "print the loss every N steps (0: never)")
+    .Add("optimizer", "adamw", "adamw (TorchSharp's, one parameter at a time) or fused (Kiln's FusedAdamW over flat buffers)");
 if (!flags.Parse(args))
 {
     return 2;
@@ -59,7 +60,14 @@ manual_seed(seed);
 using var model = new TinyLanguageModel(vocabulary.Length, seq, dModel, heads, layers);
 model.to(device).to(dtype);
 var ddp = new DistributedDataParallel(model, run.Group);
-using var optimizer = optim.AdamW(model.parameters(), lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01);
+bool fused = flags.String("optimizer") switch
+{
+    "adamw" => false,
+    "fused" => true,
+    string other => throw new ArgumentException($"--optimizer {other}: expected adamw or fused"),
+};
+using optim.Optimizer? optimizer = fused ? null : optim.AdamW(model.parameters(), lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01);
+using FusedAdamW? fusedOptimizer = fused ? new FusedAdamW(model.parameters(), lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01) : null;
 long parameterCount = model.parameters().Sum(p => p.numel());
 run.Log(string.Create(CultureInfo.InvariantCulture,
     $"tiny-lm: {run.WorldSize} rank(s), backend {run.Group.Backend}, device {device}, {dtype}, {parameterCount:N0} parameters, vocabulary {vocabulary.Length}, {corpus.shape[0]:N0} characters; {layers} layers, d_model {dModel}, {heads} heads, seq {seq}, batch {batch}/rank, {steps} steps"));
@@ -83,12 +91,14 @@ for (int step = 1; step <= steps; step++)
     Tensor inputs = windows.narrow(1, 0, seq);
     Tensor targets = windows.narrow(1, 1, seq);
 
-    optimizer.zero_grad();
+    optimizer?.zero_grad();
+    fusedOptimizer?.ZeroGrad();
     Tensor logits = model.call(inputs);
     Tensor loss = nn.functional.cross_entropy(logits.view(-1, vocabulary.Length), targets.reshape(-1));
     loss.backward();
     ddp.SynchronizeGradients();
-    optimizer.step();
+    optimizer?.step();
+    fusedOptimizer?.Step();
 
     bool log = step == 1 || step == steps || (logEvery > 0 && step % logEvery == 0);
     if (log)
