@@ -1,0 +1,92 @@
+using Google.Protobuf;
+using Kiln.Optimize.Onnx.Proto;
+
+namespace Kiln.Optimize;
+
+/// <summary>
+/// An ONNX model held as its protobuf messages: read from and written to <c>.onnx</c> files, rewritten by Kiln's passes.
+/// </summary>
+public sealed class OnnxModel
+{
+    private OnnxModel(ModelProto proto, string source)
+    {
+        Proto = proto;
+        Source = source;
+    }
+
+    /// <summary>Where the model came from (a path, or "memory").</summary>
+    public string Source { get; }
+
+    /// <summary>The ONNX IR version the file declares.</summary>
+    public long IrVersion => Proto.IrVersion;
+
+    /// <summary>The version of the default (ai.onnx) operator set.</summary>
+    public long OpsetVersion => Proto.OpsetImport.FirstOrDefault(o => o.Domain is "" or "ai.onnx")?.Version ?? 0;
+
+    /// <summary>How many nodes the main graph has.</summary>
+    public int NodeCount => Proto.Graph.Node.Count;
+
+    /// <summary>The protobuf model; passes rewrite it in place.</summary>
+    internal ModelProto Proto { get; }
+
+    /// <summary>Reads an <c>.onnx</c> file.</summary>
+    /// <param name="path">The file.</param>
+    /// <returns>The model.</returns>
+    /// <exception cref="OptimizeException">The file is missing, is not an ONNX model, or has no graph.</exception>
+    public static OnnxModel Load(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        byte[] bytes;
+        try
+        {
+            bytes = File.ReadAllBytes(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new OptimizeException($"{path}: cannot read it: {e.Message}", e);
+        }
+        return FromBytes(bytes, path);
+    }
+
+    /// <summary>Parses a serialized ModelProto.</summary>
+    /// <param name="bytes">The model's bytes.</param>
+    /// <param name="source">A name for messages, e.g. the file it came from.</param>
+    /// <returns>The model.</returns>
+    /// <exception cref="OptimizeException">The bytes are not an ONNX model.</exception>
+    public static OnnxModel FromBytes(byte[] bytes, string source = "memory")
+    {
+        ArgumentNullException.ThrowIfNull(bytes);
+        ModelProto proto;
+        try
+        {
+            proto = ModelProto.Parser.ParseFrom(bytes);
+        }
+        catch (InvalidProtocolBufferException e)
+        {
+            throw new OptimizeException($"{source}: not an ONNX model (the protobuf does not parse: {e.Message})", e);
+        }
+        if (proto.Graph is null || proto.IrVersion <= 0)
+        {
+            throw new OptimizeException($"{source}: not an ONNX model (no {(proto.Graph is null ? "graph" : "IR version")})");
+        }
+        return new OnnxModel(proto, source);
+    }
+
+    /// <summary>Serializes the model.</summary>
+    /// <returns>The bytes of its ModelProto.</returns>
+    public byte[] ToBytes() => Proto.ToByteArray();
+
+    /// <summary>Writes the model to <paramref name="path"/> (through a temporary file, so a failed write leaves no half file).</summary>
+    /// <param name="path">The file to write.</param>
+    public void Save(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        string temporary = path + ".tmp";
+        File.WriteAllBytes(temporary, ToBytes());
+        File.Move(temporary, path, overwrite: true);
+    }
+
+    /// <summary>A deep copy: passes run on copies, so a rejected pass leaves the model as it was.</summary>
+    /// <returns>The copy.</returns>
+    public OnnxModel Clone() => new(Proto.Clone(), Source);
+}

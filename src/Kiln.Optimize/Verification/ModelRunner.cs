@@ -1,0 +1,120 @@
+using Kiln.Optimize.Onnx.Proto;
+using Kiln.Runtime;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace Kiln.Optimize.Verification;
+
+/// <summary>An input or output tensor: its element type, shape and values (numbers held as doubles for comparison).</summary>
+internal sealed record TensorValue(TensorElementType Type, long[] Shape, double[] Values);
+
+/// <summary>Runs a model in ONNX Runtime (graph optimizations off, so that Kiln's rewrite is what runs) on given inputs.</summary>
+internal static class ModelRunner
+{
+    /// <summary>Inputs for every graph input that is not an initializer, from its declared type; symbolic dims are 1.</summary>
+    public static Dictionary<string, TensorValue> SampleInputs(OnnxModel model, int seed = 1)
+    {
+        var random = new Random(seed);
+        var initializers = new HashSet<string>(model.Proto.Graph.Initializer.Select(i => i.Name), StringComparer.Ordinal);
+        var inputs = new Dictionary<string, TensorValue>(StringComparer.Ordinal);
+        foreach (ValueInfoProto input in model.Proto.Graph.Input.Where(i => !initializers.Contains(i.Name)))
+        {
+            TypeProto.Types.Tensor tensor = input.Type?.TensorType
+                ?? throw new OptimizeException($"{model.Source}: input '{input.Name}' is not a tensor; give inputs explicitly");
+            long[] shape = [.. (tensor.Shape?.Dim ?? []).Select(d => d.HasDimValue && d.DimValue > 0 ? d.DimValue : 1)];
+            long count = shape.Aggregate(1L, (a, b) => a * b);
+            var type = (TensorElementType)tensor.ElemType;
+            double[] values = type switch
+            {
+                TensorElementType.Float or TensorElementType.Double => [.. Enumerable.Range(0, (int)count).Select(_ => (random.NextDouble() * 2) - 1)],
+                TensorElementType.Int64 or TensorElementType.Int32 => [.. Enumerable.Range(0, (int)count).Select(_ => (double)random.Next(0, 4))],
+                TensorElementType.Bool => [.. Enumerable.Range(0, (int)count).Select(_ => (double)random.Next(0, 2))],
+                _ => throw new OptimizeException($"{model.Source}: input '{input.Name}' has element type {type}; give inputs explicitly"),
+            };
+            inputs[input.Name] = new TensorValue(type, shape, values);
+        }
+        return inputs;
+    }
+
+    /// <summary>Runs the model and returns every graph output.</summary>
+    /// <exception cref="Kiln.Runtime.KilnRuntimeException">ONNX Runtime rejects the model.</exception>
+    /// <exception cref="OnnxRuntimeException">ONNX Runtime fails to run it.</exception>
+    public static Dictionary<string, TensorValue> Run(OnnxModel model, IReadOnlyDictionary<string, TensorValue> inputs)
+    {
+        using InferenceSession session = OnnxSessionFactory.Open(model.ToBytes(), new OnnxSessionOptions { OptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL, IntraOpThreads = 1 });
+        var names = new List<string>();
+        var values = new List<OrtValue>();
+        try
+        {
+            foreach ((string name, TensorValue value) in inputs)
+            {
+                names.Add(name);
+                values.Add(ToOrtValue(value));
+            }
+            string[] outputNames = [.. session.OutputNames];
+            using var runOptions = new RunOptions();
+            using IDisposableReadOnlyCollection<OrtValue> outputs = session.Run(runOptions, names, values, outputNames);
+            var result = new Dictionary<string, TensorValue>(StringComparer.Ordinal);
+            for (int i = 0; i < outputNames.Length; i++)
+            {
+                result[outputNames[i]] = FromOrtValue(outputs[i]);
+            }
+            return result;
+        }
+        finally
+        {
+            foreach (OrtValue value in values)
+            {
+                value.Dispose();
+            }
+        }
+    }
+
+    /// <summary>The largest absolute difference between two runs' outputs (infinite when their names or shapes differ).</summary>
+    public static double MaxAbsDifference(IReadOnlyDictionary<string, TensorValue> expected, IReadOnlyDictionary<string, TensorValue> actual)
+    {
+        double worst = 0;
+        foreach ((string name, TensorValue e) in expected)
+        {
+            if (!actual.TryGetValue(name, out TensorValue? a) || !a.Shape.SequenceEqual(e.Shape))
+            {
+                return double.PositiveInfinity;
+            }
+            for (int i = 0; i < e.Values.Length; i++)
+            {
+                double d = Math.Abs(e.Values[i] - a.Values[i]);
+                if (double.IsNaN(d) && !(double.IsNaN(e.Values[i]) && double.IsNaN(a.Values[i])))
+                {
+                    return double.PositiveInfinity;
+                }
+                worst = Math.Max(worst, double.IsNaN(d) ? 0 : d);
+            }
+        }
+        return worst;
+    }
+
+    private static OrtValue ToOrtValue(TensorValue value) => value.Type switch
+    {
+        TensorElementType.Float => OrtValue.CreateTensorValueFromMemory(value.Values.Select(v => (float)v).ToArray(), value.Shape),
+        TensorElementType.Double => OrtValue.CreateTensorValueFromMemory(value.Values.ToArray(), value.Shape),
+        TensorElementType.Int64 => OrtValue.CreateTensorValueFromMemory(value.Values.Select(v => (long)v).ToArray(), value.Shape),
+        TensorElementType.Int32 => OrtValue.CreateTensorValueFromMemory(value.Values.Select(v => (int)v).ToArray(), value.Shape),
+        TensorElementType.Bool => OrtValue.CreateTensorValueFromMemory(value.Values.Select(v => v != 0).ToArray(), value.Shape),
+        _ => throw new OptimizeException($"inputs of element type {value.Type} are not supported yet"),
+    };
+
+    private static TensorValue FromOrtValue(OrtValue value)
+    {
+        OrtTensorTypeAndShapeInfo info = value.GetTensorTypeAndShape();
+        double[] values = info.ElementDataType switch
+        {
+            TensorElementType.Float => [.. value.GetTensorDataAsSpan<float>().ToArray().Select(v => (double)v)],
+            TensorElementType.Double => value.GetTensorDataAsSpan<double>().ToArray(),
+            TensorElementType.Int64 => [.. value.GetTensorDataAsSpan<long>().ToArray().Select(v => (double)v)],
+            TensorElementType.Int32 => [.. value.GetTensorDataAsSpan<int>().ToArray().Select(v => (double)v)],
+            TensorElementType.Bool => [.. value.GetTensorDataAsSpan<bool>().ToArray().Select(v => v ? 1.0 : 0.0)],
+            TensorElementType other => throw new OptimizeException($"outputs of element type {other} are not compared yet"),
+        };
+        return new TensorValue(info.ElementDataType, info.Shape, values);
+    }
+}

@@ -1,0 +1,54 @@
+using Google.Protobuf;
+using Kiln.Optimize.Onnx.Proto;
+
+namespace Kiln.Optimize.Tests;
+
+/// <summary>Builds small float32 ONNX graphs for the tests (opset 17, IR 8).</summary>
+internal sealed class GraphBuilder
+{
+    private readonly GraphProto _graph = new() { Name = "test" };
+
+    public GraphBuilder Input(string name, params long[] shape)
+    {
+        _graph.Input.Add(Value(name, shape));
+        return this;
+    }
+
+    public GraphBuilder Output(string name, params long[] shape)
+    {
+        _graph.Output.Add(Value(name, shape));
+        return this;
+    }
+
+    public GraphBuilder Initializer(string name, long[] shape, params float[] values)
+    {
+        var tensor = new TensorProto { Name = name, DataType = (int)TensorProto.Types.DataType.Float };
+        tensor.Dims.AddRange(shape);
+        tensor.RawData = ByteString.CopyFrom([.. values.SelectMany(BitConverter.GetBytes)]);
+        _graph.Initializer.Add(tensor);
+        return this;
+    }
+
+    public GraphBuilder Node(string op, string[] inputs, string[] outputs, string? name = null)
+    {
+        var node = new NodeProto { OpType = op, Name = name ?? $"{op}_{_graph.Node.Count}" };
+        node.Input.AddRange(inputs);
+        node.Output.AddRange(outputs);
+        _graph.Node.Add(node);
+        return this;
+    }
+
+    public OnnxModel Build()
+    {
+        var model = new ModelProto { IrVersion = 8, ProducerName = "kiln-tests", Graph = _graph };
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 17 });
+        return OnnxModel.FromBytes(model.ToByteArray(), "test.onnx");
+    }
+
+    private static ValueInfoProto Value(string name, long[] shape)
+    {
+        var tensor = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float, Shape = new TensorShapeProto() };
+        tensor.Shape.Dim.AddRange(shape.Select(d => new TensorShapeProto.Types.Dimension { DimValue = d }));
+        return new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = tensor } };
+    }
+}
