@@ -75,6 +75,42 @@ public sealed class QuantizationTests : IDisposable
     }
 
     [Fact]
+    public void PerChannelScales_FollowColumnsOfDifferentRange_AndStillFuse()
+    {
+        // Column 0 of W is 100× larger than the rest: one scale for the tensor flattens the small columns.
+        float[] w = Random(16 * 8, 5, 0.1f);
+        for (int k = 0; k < 16; k++)
+        {
+            w[k * 8] *= 100;
+        }
+        OnnxModel Build() => new GraphBuilder().Input("x", 2, 16).Output("y", 2, 8)
+            .Initializer("W", [16, 8], w).Node("MatMul", ["x", "W"], ["y"], "fc").Build();
+        OnnxModel model = Build();
+        Dictionary<string, TensorValue> inputs = ModelRunner.SampleInputs(model, seed: 3);
+        TensorValue expected = ModelRunner.Run(model, inputs)["y"];
+        double Error(bool perChannel)
+        {
+            OnnxModel q = Build();
+            new DynamicInt8Quantizer { PerChannel = perChannel }.Apply(q);
+            double[] actual = ModelRunner.Run(q, inputs)["y"].Values;
+            // The small columns only (1..7 of each row).
+            return Enumerable.Range(0, actual.Length).Where(i => i % 8 != 0).Max(i => Math.Abs(actual[i] - expected.Values[i]));
+        }
+        double perTensor = Error(false), perChannel = Error(true);
+        perChannel.ShouldBeLessThan(perTensor / 5, $"per tensor {perTensor:G3}, per channel {perChannel:G3}");
+
+        OnnxModel fused = Build();
+        new DynamicInt8Quantizer { PerChannel = true }.Apply(fused);
+        fused.Proto.Graph.Initializer.Single(i => i.Name == "W_scale").Dims.ShouldBe([8]);
+        string optimizedPath = Path.Combine(_dir, "per-channel.onnx");
+        using (var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_EXTENDED, OptimizedModelFilePath = optimizedPath })
+        using (var session = new InferenceSession(fused.ToBytes(), options))
+        {
+        }
+        OnnxModel.Load(optimizedPath).Proto.Graph.Node.Select(n => n.OpType).ShouldContain("DynamicQuantizeMatMul");
+    }
+
+    [Fact]
     public void ExcludedNodes_StayFloat()
     {
         OnnxModel quantized = Mlp();

@@ -15,6 +15,9 @@ internal sealed class DynamicInt8Quantizer
 {
     private const int FloatType = (int)TensorProto.Types.DataType.Float;
 
+    /// <summary>One scale per output column of each weight (axis 1) instead of one per tensor.</summary>
+    public bool PerChannel { get; init; }
+
     /// <summary>Nodes (by name) to leave in float.</summary>
     public ISet<string> Exclude { get; init; } = new HashSet<string>(StringComparer.Ordinal);
 
@@ -53,7 +56,7 @@ internal sealed class DynamicInt8Quantizer
             {
                 w = (names.Next(weight.Name + "_quantized"), names.Next(weight.Name + "_scale"), names.Next(weight.Name + "_zero_point"));
                 quantizedWeights[weight.Name] = w;
-                graph.Initializer.AddRange(QuantizeWeight(weight, w.Quantized, w.Scale, w.ZeroPoint));
+                graph.Initializer.AddRange(QuantizeWeight(weight, w.Quantized, w.Scale, w.ZeroPoint, PerChannel));
             }
             string product = names.Next(output + "_MatMulInteger");
             string asFloat = names.Next(output + "_cast");
@@ -89,22 +92,41 @@ internal sealed class DynamicInt8Quantizer
             && weight.DataType == FloatType && weight.Dims.Count == 2 && weight.DataLocation == TensorProto.Types.DataLocation.Default;
     }
 
-    /// <summary>Symmetric per-tensor int8: scale = max|W| / 127, values rounded half to even and clamped to ±127.</summary>
-    private static TensorProto[] QuantizeWeight(TensorProto weight, string quantizedName, string scaleName, string zeroPointName)
+    /// <summary>
+    /// Symmetric int8: scale = max|W| / 127 over the tensor (or over each column when per channel), values rounded half
+    /// to even and clamped to ±127, zero points 0.
+    /// </summary>
+    private static TensorProto[] QuantizeWeight(TensorProto weight, string quantizedName, string scaleName, string zeroPointName, bool perChannel)
     {
         float[] values = FloatTensor.Read(weight);
-        float max = values.Length == 0 ? 0 : values.Max(MathF.Abs);
-        float scale = max > 0 ? max / 127f : 1f;
+        int columns = (int)weight.Dims[1];
+        int groups = perChannel ? columns : 1;
+        var scales = new float[groups];
+        for (int i = 0; i < values.Length; i++)
+        {
+            int g = perChannel ? i % columns : 0;
+            scales[g] = Math.Max(scales[g], MathF.Abs(values[i]));
+        }
+        for (int g = 0; g < groups; g++)
+        {
+            scales[g] = scales[g] > 0 ? scales[g] / 127f : 1f;
+        }
         var bytes = new byte[values.Length];
         for (int i = 0; i < values.Length; i++)
         {
+            float scale = scales[perChannel ? i % columns : 0];
             bytes[i] = unchecked((byte)(sbyte)Math.Clamp(MathF.Round(values[i] / scale, MidpointRounding.ToEven), -127f, 127f));
         }
         var quantized = new TensorProto { Name = quantizedName, DataType = (int)TensorProto.Types.DataType.Int8, RawData = ByteString.CopyFrom(bytes) };
         quantized.Dims.AddRange(weight.Dims);
         var scaleTensor = new TensorProto { Name = scaleName, DataType = FloatType };
-        scaleTensor.FloatData.Add(scale);
-        var zeroPoint = new TensorProto { Name = zeroPointName, DataType = (int)TensorProto.Types.DataType.Int8, RawData = ByteString.CopyFrom([0]) };
+        scaleTensor.FloatData.Add(scales);
+        var zeroPoint = new TensorProto { Name = zeroPointName, DataType = (int)TensorProto.Types.DataType.Int8, RawData = ByteString.CopyFrom(new byte[groups]) };
+        if (perChannel)
+        {
+            scaleTensor.Dims.Add(groups);
+            zeroPoint.Dims.Add(groups);
+        }
         return [quantized, scaleTensor, zeroPoint];
     }
 
