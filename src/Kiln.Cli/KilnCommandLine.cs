@@ -18,6 +18,7 @@ internal static class KilnCommandLine
         root.Subcommands.Add(DataCommand.Create());
         root.Subcommands.Add(ServeCommand.Create());
         root.Subcommands.Add(ArchiveCommand.Create());
+        root.Subcommands.Add(OptimizeCommand.Create());
         foreach (Command command in LaunchCommands.Create())
         {
             root.Subcommands.Add(command);

@@ -42,6 +42,12 @@ internal static class ModelRunner
     public static Dictionary<string, TensorValue> Run(OnnxModel model, IReadOnlyDictionary<string, TensorValue> inputs)
     {
         using InferenceSession session = OnnxSessionFactory.Open(model.ToBytes(), new OnnxSessionOptions { OptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL, IntraOpThreads = 1 });
+        return RunSession(session, inputs);
+    }
+
+    /// <summary>Runs an open session on <paramref name="inputs"/> and returns every output.</summary>
+    public static Dictionary<string, TensorValue> RunSession(InferenceSession session, IReadOnlyDictionary<string, TensorValue> inputs)
+    {
         var names = new List<string>();
         var values = new List<OrtValue>();
         try

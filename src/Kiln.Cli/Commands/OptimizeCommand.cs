@@ -1,0 +1,110 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using Kiln.Optimize;
+
+namespace Kiln.Cli.Commands;
+
+/// <summary><c>kiln optimize</c>: graph passes and int8 quantization of an ONNX model, baseline and result side by side.</summary>
+internal static class OptimizeCommand
+{
+    private static readonly JsonSerializerOptions ReportJson = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+
+    public static Command Create()
+    {
+        var model = new Argument<string>("MODEL") { Description = "The .onnx model." };
+        var output = new Option<string?>("--output", "-o") { Description = "Where to write the optimized model." };
+        var quantize = new Option<string>("--quantize") { Description = "none, or int8 (dynamic: int8 weights, activations quantized at run time).", DefaultValueFactory = _ => "none" };
+        quantize.AcceptOnlyFromAmong("none", "int8");
+        var perTensor = new Option<bool>("--per-tensor") { Description = "int8 weights with one scale per tensor instead of one per output column." };
+        var budget = new Option<string?>("--budget") { Description = "Accuracy budget for int8, e.g. cosine=0.99: the worst nodes stay float until it holds." };
+        var report = new Option<string?>("--report") { Description = "Also write the report as JSON to this file." };
+        var reportOnly = new Option<bool>("--report-only") { Description = "Measure the model; change nothing." };
+        var threads = new Option<int>("--threads") { Description = "Intra-op threads for the latency measurements.", DefaultValueFactory = _ => 1 };
+        var seconds = new Option<double>("--measure-seconds") { Description = "Seconds per latency measurement.", DefaultValueFactory = _ => 2 };
+        var command = new Command("optimize", "Make an ONNX model faster: graph passes checked by running it, int8 quantization, a side-by-side report.")
+        {
+            model, output, quantize, perTensor, budget, report, reportOnly, threads, seconds,
+        };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            TextWriter stdout = parse.InvocationConfiguration.Output;
+            TextWriter stderr = parse.InvocationConfiguration.Error;
+            double? minimumCosine = null;
+            if (parse.GetValue(budget) is { } text)
+            {
+                string[] parts = text.Split('=', 2);
+                if (parts.Length != 2 || parts[0].Trim() != "cosine" || !double.TryParse(parts[1], NumberStyles.Float, CultureInfo.InvariantCulture, out double value) || value is <= 0 or > 1)
+                {
+                    await stderr.WriteLineAsync($"kiln optimize: --budget {text}: expected cosine=V with 0 < V ≤ 1 (the only metric so far)").ConfigureAwait(false);
+                    return 2;
+                }
+                minimumCosine = value;
+            }
+            var options = new OptimizeOptions
+            {
+                ReportOnly = parse.GetValue(reportOnly),
+                Quantize = parse.GetValue(quantize) == "int8" ? QuantizeMode.DynamicInt8 : QuantizeMode.None,
+                PerChannel = !parse.GetValue(perTensor),
+                MinimumCosine = minimumCosine,
+                Threads = parse.GetValue(threads),
+                MeasureTime = TimeSpan.FromSeconds(parse.GetValue(seconds)),
+            };
+            try
+            {
+                var progress = new Progress<string>(line => stderr.WriteLine($"optimize: {line}"));
+                OptimizationReport result = await Task.Run(() => ModelOptimizer.Run(parse.GetValue(model)!, parse.GetValue(output), options, progress, cancellationToken), cancellationToken).ConfigureAwait(false);
+                await stdout.WriteAsync(Format(result)).ConfigureAwait(false);
+                if (parse.GetValue(report) is { } reportPath)
+                {
+                    await File.WriteAllTextAsync(reportPath, JsonSerializer.Serialize(result, ReportJson), cancellationToken).ConfigureAwait(false);
+                }
+                return 0;
+            }
+            catch (Exception ex) when (ex is OptimizeException or IOException or UnauthorizedAccessException)
+            {
+                await stderr.WriteLineAsync($"kiln optimize: {ex.Message}").ConfigureAwait(false);
+                return 1;
+            }
+        });
+        return command;
+    }
+
+    /// <summary>The report as a table: baseline, result and their ratio, then what each step did.</summary>
+    internal static string Format(OptimizationReport report)
+    {
+        var text = new System.Text.StringBuilder();
+        ModelFigures b = report.Baseline, r = report.Result;
+        text.AppendLine(CultureInfo.InvariantCulture, $"{"",-18} {"baseline",14} {"result",14} {"ratio",10}");
+        Row("file size", $"{b.FileBytes / 1e6:F2} MB", $"{r.FileBytes / 1e6:F2} MB", Ratio(r.FileBytes, b.FileBytes));
+        Row("nodes", $"{b.Nodes}", $"{r.Nodes}", Ratio(r.Nodes, b.Nodes));
+        Row("p50 batch 1", $"{b.P50Batch1Ms:F3} ms", $"{r.P50Batch1Ms:F3} ms", Ratio(b.P50Batch1Ms, r.P50Batch1Ms) + " faster");
+        Row("p99 batch 1", $"{b.P99Batch1Ms:F3} ms", $"{r.P99Batch1Ms:F3} ms", Ratio(b.P99Batch1Ms, r.P99Batch1Ms) + " faster");
+        if (b.P50Batch32Ms is { } b32 && r.P50Batch32Ms is { } r32)
+        {
+            Row("p50 batch 32", $"{b32:F3} ms", $"{r32:F3} ms", Ratio(b32, r32) + " faster");
+        }
+        else
+        {
+            Row("p50 batch 32", "n/a", "n/a", "(fixed batch)");
+        }
+        Row("runs/s batch 1", $"{b.ThroughputBatch1:F1}", $"{r.ThroughputBatch1:F1}", Ratio(r.ThroughputBatch1, b.ThroughputBatch1));
+        Row("max abs error", $"{b.MaxAbsError:G3}", $"{r.MaxAbsError:G3}", "");
+        Row("cosine", $"{b.Cosine:F5}", $"{r.Cosine:F5}", "");
+        foreach (StepOutcome step in report.Steps)
+        {
+            text.AppendLine(CultureInfo.InvariantCulture, $"{(step.Kept ? "kept" : "rolled back"),-12} {step.Step}: {step.Detail}");
+        }
+        if (report.Output is { } written)
+        {
+            text.AppendLine(CultureInfo.InvariantCulture, $"wrote {written}");
+        }
+        return text.ToString();
+
+        void Row(string name, string baseline, string result, string ratio) =>
+            text.AppendLine(CultureInfo.InvariantCulture, $"{name,-18} {baseline,14} {result,14} {ratio,10}");
+
+        static string Ratio(double numerator, double denominator) =>
+            denominator == 0 ? "" : string.Create(CultureInfo.InvariantCulture, $"{numerator / denominator:F2}×");
+    }
+}

@@ -1,0 +1,152 @@
+using System.Diagnostics;
+using Kiln.Optimize.Passes;
+using Kiln.Optimize.Quantization;
+using Kiln.Optimize.Verification;
+using Kiln.Runtime;
+using Microsoft.ML.OnnxRuntime;
+
+namespace Kiln.Optimize;
+
+/// <summary>
+/// <c>kiln optimize</c>'s engine: measures a model, runs the graph passes (each checked by ONNX Runtime and rolled back
+/// when it changes the outputs or is rejected), optionally quantizes, measures the result the same way, writes it.
+/// </summary>
+public static class ModelOptimizer
+{
+    /// <summary>Optimizes <paramref name="inputPath"/> into <paramref name="outputPath"/> and reports both side by side.</summary>
+    /// <param name="inputPath">The <c>.onnx</c> model.</param>
+    /// <param name="outputPath">Where to write the result; ignored with <see cref="OptimizeOptions.ReportOnly"/>.</param>
+    /// <param name="options">What to do.</param>
+    /// <param name="progress">Receives one line per stage (long runs).</param>
+    /// <param name="cancellationToken">Stops between stages.</param>
+    /// <returns>The report.</returns>
+    /// <exception cref="OptimizeException">The input is not an ONNX model, ONNX Runtime cannot run it, or quantization is impossible (opset).</exception>
+    public static OptimizationReport Run(string inputPath, string? outputPath, OptimizeOptions options, IProgress<string>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        OnnxModel model = OnnxModel.Load(inputPath);
+        if (!options.ReportOnly && string.IsNullOrEmpty(outputPath))
+        {
+            throw new OptimizeException("no output file: give -o OUT.onnx, or --report-only");
+        }
+        Dictionary<string, TensorValue> inputs = ModelRunner.SampleInputs(model);
+        Dictionary<string, TensorValue> reference;
+        try
+        {
+            reference = ModelRunner.Run(model, inputs);
+        }
+        catch (Exception e) when (e is KilnRuntimeException or OnnxRuntimeException)
+        {
+            throw new OptimizeException($"{inputPath}: ONNX Runtime cannot run it: {e.Message}", e);
+        }
+        progress?.Report($"measuring {inputPath} ({model.NodeCount} nodes)");
+        ModelFigures baseline = Measure(model, inputs, reference, options);
+        if (options.ReportOnly)
+        {
+            return new OptimizationReport(inputPath, null, baseline, baseline, []);
+        }
+
+        cancellationToken.ThrowIfCancellationRequested();
+        progress?.Report("graph passes");
+        IGraphPass[] passes = [new IdentityElimination(), new DeadNodeElimination()];
+        (OnnxModel optimized, List<PassOutcome> outcomes) = new PassPipeline(passes).Run(model, inputs);
+        var steps = outcomes.Select(o => new StepOutcome(o.Pass, o.Kept, o.Kept ? $"{o.Changes} change(s), {o.NodesBefore} → {o.NodesAfter} nodes" : o.Reason ?? "rolled back")).ToList();
+
+        if (options.Quantize == QuantizeMode.DynamicInt8)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            progress?.Report("int8 quantization" + (options.MinimumCosine is { } c ? $" within cosine ≥ {c}" : ""));
+            if (options.MinimumCosine is { } minimum)
+            {
+                BudgetResult budget = new AccuracyBudget(minimum, options.PerChannel).Quantize(optimized, [inputs]);
+                optimized = budget.Model;
+                steps.Add(new StepOutcome("int8", budget.Quantized.Count > 0,
+                    budget.BudgetMet
+                        ? $"{budget.Quantized.Count} MatMul(s) quantized, {budget.KeptFloat.Count} kept float for cosine {budget.Cosine:F5} ≥ {minimum}"
+                        : $"no quantized model meets cosine ≥ {minimum}; the float model is kept"));
+            }
+            else
+            {
+                OnnxModel candidate = optimized.Clone();
+                List<string> quantized = new DynamicInt8Quantizer { PerChannel = options.PerChannel }.Apply(candidate);
+                optimized = candidate;
+                steps.Add(new StepOutcome("int8", quantized.Count > 0, $"{quantized.Count} MatMul(s) quantized ({(options.PerChannel ? "per channel" : "per tensor")})"));
+            }
+        }
+
+        cancellationToken.ThrowIfCancellationRequested();
+        progress?.Report($"measuring the result ({optimized.NodeCount} nodes)");
+        ModelFigures result = Measure(optimized, inputs, reference, options);
+        optimized.Save(outputPath!);
+        return new OptimizationReport(inputPath, outputPath, baseline, result, steps);
+    }
+
+    private static ModelFigures Measure(OnnxModel model, Dictionary<string, TensorValue> inputs, Dictionary<string, TensorValue> reference, OptimizeOptions options)
+    {
+        Dictionary<string, TensorValue> outputs = ModelRunner.Run(model, inputs);
+        double maxAbs = ModelRunner.MaxAbsDifference(reference, outputs);
+        double cosine = Cosine(reference, outputs);
+        using var sessionOptions = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, IntraOpNumThreads = options.Threads, InterOpNumThreads = 1 };
+        using var session = new InferenceSession(model.ToBytes(), sessionOptions);
+        (double p50, double p99) = Latency(session, inputs, options.MeasureTime);
+        double? p50Batch32 = null;
+        if (Batched(model, inputs, 32) is { } batch)
+        {
+            p50Batch32 = Latency(session, batch, options.MeasureTime).P50;
+        }
+        return new ModelFigures(model.ToBytes().LongLength, model.NodeCount, p50, p99, p50Batch32, 1000 / p50, maxAbs, cosine);
+    }
+
+    /// <summary>The inputs with their first dimension set to <paramref name="batch"/>, where every input declares it symbolic.</summary>
+    private static Dictionary<string, TensorValue>? Batched(OnnxModel model, Dictionary<string, TensorValue> inputs, int batch)
+    {
+        var result = new Dictionary<string, TensorValue>(StringComparer.Ordinal);
+        foreach (Onnx.Proto.ValueInfoProto input in model.Proto.Graph.Input.Where(i => inputs.ContainsKey(i.Name)))
+        {
+            var dims = input.Type?.TensorType?.Shape?.Dim;
+            if (dims is null || dims.Count == 0 || dims[0].HasDimValue)
+            {
+                return null;
+            }
+            TensorValue one = inputs[input.Name];
+            long[] shape = [batch, .. one.Shape.Skip(1)];
+            result[input.Name] = one with { Shape = shape, Values = [.. Enumerable.Repeat(one.Values, batch).SelectMany(v => v)] };
+        }
+        return result.Count > 0 ? result : null;
+    }
+
+    private static (double P50, double P99) Latency(InferenceSession session, Dictionary<string, TensorValue> inputs, TimeSpan budget)
+    {
+        var times = new List<double>();
+        var clock = Stopwatch.StartNew();
+        for (int i = 0; i < 3; i++)
+        {
+            _ = ModelRunner.RunSession(session, inputs);
+        }
+        clock.Restart();
+        while ((clock.Elapsed < budget || times.Count < 10) && times.Count < 100_000)
+        {
+            long start = Stopwatch.GetTimestamp();
+            _ = ModelRunner.RunSession(session, inputs);
+            times.Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+        }
+        times.Sort();
+        return (times[times.Count / 2], times[Math.Min(times.Count - 1, (int)(times.Count * 0.99))]);
+    }
+
+    private static double Cosine(Dictionary<string, TensorValue> a, Dictionary<string, TensorValue> b)
+    {
+        double dot = 0, na = 0, nb = 0;
+        foreach ((string name, TensorValue x) in a)
+        {
+            double[] y = b[name].Values;
+            for (int i = 0; i < x.Values.Length; i++)
+            {
+                dot += x.Values[i] * y[i];
+                na += x.Values[i] * x.Values[i];
+                nb += y[i] * y[i];
+            }
+        }
+        return na == 0 && nb == 0 ? 1 : dot / Math.Sqrt(na * nb);
+    }
+}

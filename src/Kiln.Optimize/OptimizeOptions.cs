@@ -1,0 +1,33 @@
+namespace Kiln.Optimize;
+
+/// <summary>How <c>kiln optimize</c> quantizes.</summary>
+public enum QuantizeMode
+{
+    /// <summary>Graph passes only.</summary>
+    None,
+
+    /// <summary>Dynamic int8: weights int8, activations quantized at run time (MatMuls with constant weights).</summary>
+    DynamicInt8,
+}
+
+/// <summary>What <see cref="ModelOptimizer"/> does; immutable once built.</summary>
+public sealed class OptimizeOptions
+{
+    /// <summary>Measure the model only; change nothing.</summary>
+    public bool ReportOnly { get; init; }
+
+    /// <summary>The quantization to apply after the graph passes.</summary>
+    public QuantizeMode Quantize { get; init; }
+
+    /// <summary>Int8 weights get one scale per output column instead of one per tensor.</summary>
+    public bool PerChannel { get; init; } = true;
+
+    /// <summary>With int8: the lowest mean cosine to the float model's outputs; the worst nodes stay float until it holds.</summary>
+    public double? MinimumCosine { get; init; }
+
+    /// <summary>How long each latency measurement runs at most.</summary>
+    public TimeSpan MeasureTime { get; init; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>Intra-op threads of the measuring ONNX Runtime sessions (0: ONNX Runtime's default).</summary>
+    public int Threads { get; init; } = 1;
+}
