@@ -29,12 +29,43 @@ internal sealed class GraphBuilder
         return this;
     }
 
+    public GraphBuilder Int64Initializer(string name, long[] shape, params long[] values)
+    {
+        var tensor = new TensorProto { Name = name, DataType = (int)TensorProto.Types.DataType.Int64 };
+        tensor.Dims.AddRange(shape);
+        tensor.RawData = ByteString.CopyFrom([.. values.SelectMany(BitConverter.GetBytes)]);
+        _graph.Initializer.Add(tensor);
+        return this;
+    }
+
+    /// <summary>Declares the shape of an intermediate value (value_info).</summary>
+    public GraphBuilder ValueInfo(string name, params long[] shape)
+    {
+        _graph.ValueInfo.Add(Value(name, shape));
+        return this;
+    }
+
+    /// <summary>Adds an attribute to the node added last.</summary>
+    public GraphBuilder Attribute(string name, float value) => Attribute(new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Float, F = value });
+
+    public GraphBuilder Attribute(string name, long value) => Attribute(new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = value });
+
+    public GraphBuilder Attribute(string name, long[] values) => Attribute(new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Ints, Ints = { values } });
+
+    public GraphBuilder Attribute(string name, TensorProto value) => Attribute(new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Tensor, T = value });
+
     public GraphBuilder Node(string op, string[] inputs, string[] outputs, string? name = null)
     {
         var node = new NodeProto { OpType = op, Name = name ?? $"{op}_{_graph.Node.Count}" };
         node.Input.AddRange(inputs);
         node.Output.AddRange(outputs);
         _graph.Node.Add(node);
+        return this;
+    }
+
+    private GraphBuilder Attribute(AttributeProto attribute)
+    {
+        _graph.Node[^1].Attribute.Add(attribute);
         return this;
     }
 
