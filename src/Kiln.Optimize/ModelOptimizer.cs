@@ -48,7 +48,10 @@ public static class ModelOptimizer
 
         cancellationToken.ThrowIfCancellationRequested();
         progress?.Report("graph passes");
-        IGraphPass[] passes = [new IdentityElimination(), new DeadNodeElimination()];
+        // Gemm has no integer form here: when quantizing, MatMul + Add stay apart (ORT folds the bias into its fused int8 op).
+        IGraphPass[] passes = options.Quantize == QuantizeMode.None
+            ? [new ConstantFolding(), new IdentityElimination(), new MatMulAddToGemm(), new ConvBatchNormFolding(), new DeadNodeElimination()]
+            : [new ConstantFolding(), new IdentityElimination(), new ConvBatchNormFolding(), new DeadNodeElimination()];
         (OnnxModel optimized, List<PassOutcome> outcomes) = new PassPipeline(passes).Run(model, inputs);
         var steps = outcomes.Select(o => new StepOutcome(o.Pass, o.Kept, o.Kept ? $"{o.Changes} change(s), {o.NodesBefore} → {o.NodesAfter} nodes" : o.Reason ?? "rolled back")).ToList();
 

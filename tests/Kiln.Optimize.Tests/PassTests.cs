@@ -35,9 +35,19 @@ public sealed class PassTests
             .Initializer("w", [3], 1f, 2f, 3f).Initializer("unused", [3], 9f, 9f, 9f)
             .Node("Mul", ["x", "w"], ["y"]).Node("Add", ["x", "unused"], ["dead1"]).Node("Relu", ["dead1"], ["dead2"]).Build();
         (OnnxModel result, List<PassOutcome> outcomes) = new PassPipeline([new DeadNodeElimination()]).Run(model);
-        outcomes.Single().Changes.ShouldBe(2);
+        outcomes.Single().Changes.ShouldBe(3); // two nodes and one initializer
         result.Proto.Graph.Node.Select(n => n.OpType).ShouldBe(["Mul"]);
         result.Proto.Graph.Initializer.Select(i => i.Name).ShouldBe(["w"]);
+    }
+
+    [Fact]
+    public void UnreadInitializers_Alone_AreRemoved_AndTheResultKept()
+    {
+        OnnxModel model = new GraphBuilder().Input("x", 3).Output("y", 3)
+            .Initializer("unused", [3], 9f, 9f, 9f).Node("Relu", ["x"], ["y"]).Build();
+        (OnnxModel result, List<PassOutcome> outcomes) = new PassPipeline([new DeadNodeElimination()]).Run(model);
+        outcomes.Single().ShouldSatisfyAllConditions(o => o.Kept.ShouldBeTrue(), o => o.Changes.ShouldBe(1));
+        result.Proto.Graph.Initializer.ShouldBeEmpty();
     }
 
     [Fact]

@@ -3,7 +3,7 @@ using Kiln.Optimize.Onnx.Proto;
 
 namespace Kiln.Optimize.Passes;
 
-/// <summary>Removes nodes none of whose outputs reach a graph output, then initializers nothing reads.</summary>
+/// <summary>Removes nodes none of whose outputs reach a graph output, then initializers nothing reads; counts both.</summary>
 internal sealed class DeadNodeElimination : IGraphPass
 {
     public string Name => "dead-node-elimination";
@@ -43,6 +43,7 @@ internal sealed class DeadNodeElimination : IGraphPass
         foreach (TensorProto initializer in graph.Initializer.Where(i => !read.Contains(i.Name) && !index.GraphInputs.Contains(i.Name)).ToList())
         {
             graph.Initializer.Remove(initializer);
+            removed++;
         }
         return removed;
     }
