@@ -29,7 +29,13 @@ public static class ModelOptimizer
         {
             throw new OptimizeException("no output file: give -o OUT.onnx, or --report-only");
         }
-        Dictionary<string, TensorValue> inputs = ModelRunner.SampleInputs(model);
+        Dictionary<string, TensorValue> inputs = ModelRunner.SampleInputs(model, shapes: options.InputShapes);
+        foreach ((string name, double value) in options.Specialize)
+        {
+            TensorValue sample = inputs.TryGetValue(name, out TensorValue? existing) ? existing
+                : throw new OptimizeException($"{inputPath}: cannot specialize '{name}': the model's inputs are {string.Join(", ", inputs.Keys)}");
+            inputs[name] = sample with { Shape = [], Values = [value] };
+        }
         Dictionary<string, TensorValue> reference;
         try
         {
@@ -39,21 +45,40 @@ public static class ModelOptimizer
         {
             throw new OptimizeException($"{inputPath}: ONNX Runtime cannot run it: {e.Message}", e);
         }
-        progress?.Report($"measuring {inputPath} ({model.NodeCount} nodes)");
+        progress?.Report($"measuring {inputPath} ({model.TotalNodeCount} nodes)");
         ModelFigures baseline = Measure(model, inputs, reference, options);
         if (options.ReportOnly)
         {
             return new OptimizationReport(inputPath, null, baseline, baseline, []);
         }
 
+        OnnxModel start = model;
+        var steps = new List<StepOutcome>();
+        Dictionary<string, TensorValue> resultInputs = inputs;
+        if (options.Specialize.Count > 0)
+        {
+            // Not checked against the reference on its own: it changes the model's inputs; the final comparison covers it.
+            var fixedValues = options.Specialize.Keys.ToDictionary(n => n, n => inputs[n], StringComparer.Ordinal);
+            start = model.Clone();
+            new InputSpecialization(fixedValues).Apply(start.Proto);
+            resultInputs = inputs.Where(i => !fixedValues.ContainsKey(i.Key)).ToDictionary(i => i.Key, i => i.Value, StringComparer.Ordinal);
+            steps.Add(new StepOutcome("specialize", true, string.Join(", ", options.Specialize.Select(p => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{p.Key}={p.Value}")))));
+        }
+
         cancellationToken.ThrowIfCancellationRequested();
         progress?.Report("graph passes");
         // Gemm has no integer form here: when quantizing, MatMul + Add stay apart (ORT folds the bias into its fused int8 op).
+        // Folding decides If conditions and inlining branches exposes more constants: three rounds of both.
+        IGraphPass[] folding = [new ConstantFolding(), new IfElimination(), new ConstantFolding(), new IfElimination(), new ConstantFolding(), new IfElimination()];
         IGraphPass[] passes = options.Quantize == QuantizeMode.None
-            ? [new ConstantFolding(), new IdentityElimination(), new MatMulAddToGemm(), new ConvBatchNormFolding(), new DeadNodeElimination()]
-            : [new ConstantFolding(), new IdentityElimination(), new ConvBatchNormFolding(), new DeadNodeElimination()];
-        (OnnxModel optimized, List<PassOutcome> outcomes) = new PassPipeline(passes).Run(model, inputs);
-        var steps = outcomes.Select(o => new StepOutcome(o.Pass, o.Kept, o.Kept ? $"{o.Changes} change(s), {o.NodesBefore} → {o.NodesAfter} nodes" : o.Reason ?? "rolled back")).ToList();
+            ? [.. folding, new IdentityElimination(), new MatMulAddToGemm(), new ConvBatchNormFolding(), new DeadNodeElimination()]
+            : [.. folding, new IdentityElimination(), new ConvBatchNormFolding(), new DeadNodeElimination()];
+        (OnnxModel optimized, List<PassOutcome> outcomes) = new PassPipeline(passes).Run(start, resultInputs, reference);
+        var reported = new HashSet<string>(StringComparer.Ordinal);
+        foreach (PassOutcome o in outcomes.Where(o => reported.Add(o.Pass) || o.Changes > 0 || !o.Kept))
+        {
+            steps.Add(new StepOutcome(o.Pass, o.Kept, o.Kept ? $"{o.Changes} change(s), {o.NodesBefore} → {o.NodesAfter} nodes" : o.Reason ?? "rolled back"));
+        }
 
         if (options.Quantize == QuantizeMode.DynamicInt8)
         {
@@ -61,7 +86,7 @@ public static class ModelOptimizer
             progress?.Report("int8 quantization" + (options.MinimumCosine is { } c ? $" within cosine ≥ {c}" : ""));
             if (options.MinimumCosine is { } minimum)
             {
-                BudgetResult budget = new AccuracyBudget(minimum, options.PerChannel).Quantize(optimized, [inputs]);
+                BudgetResult budget = new AccuracyBudget(minimum, options.PerChannel).Quantize(optimized, [resultInputs]);
                 optimized = budget.Model;
                 steps.Add(new StepOutcome("int8", budget.Quantized.Count > 0,
                     budget.BudgetMet
@@ -78,8 +103,8 @@ public static class ModelOptimizer
         }
 
         cancellationToken.ThrowIfCancellationRequested();
-        progress?.Report($"measuring the result ({optimized.NodeCount} nodes)");
-        ModelFigures result = Measure(optimized, inputs, reference, options);
+        progress?.Report($"measuring the result ({optimized.TotalNodeCount} nodes)");
+        ModelFigures result = Measure(optimized, resultInputs, reference, options);
         optimized.Save(outputPath!);
         return new OptimizationReport(inputPath, outputPath, baseline, result, steps);
     }
@@ -97,7 +122,7 @@ public static class ModelOptimizer
         {
             p50Batch32 = Latency(session, batch, options.MeasureTime).P50;
         }
-        return new ModelFigures(model.ToBytes().LongLength, model.NodeCount, p50, p99, p50Batch32, 1000 / p50, maxAbs, cosine);
+        return new ModelFigures(model.ToBytes().LongLength, model.TotalNodeCount, p50, p99, p50Batch32, 1000 / p50, maxAbs, cosine);
     }
 
     /// <summary>The inputs with their first dimension set to <paramref name="batch"/>, where every input declares it symbolic.</summary>

@@ -26,6 +26,9 @@ public sealed class OnnxModel
     /// <summary>How many nodes the main graph has.</summary>
     public int NodeCount => Proto.Graph.Node.Count;
 
+    /// <summary>How many nodes the model has, those inside If/Loop/Scan bodies included.</summary>
+    public int TotalNodeCount => Count(Proto.Graph);
+
     /// <summary>The protobuf model; passes rewrite it in place.</summary>
     internal ModelProto Proto { get; }
 
@@ -85,6 +88,9 @@ public sealed class OnnxModel
         File.WriteAllBytes(temporary, ToBytes());
         File.Move(temporary, path, overwrite: true);
     }
+
+    private static int Count(GraphProto graph) =>
+        graph.Node.Count + graph.Node.SelectMany(n => n.Attribute).SelectMany(a => a.G is null ? a.Graphs : a.Graphs.Append(a.G)).Sum(Count);
 
     /// <summary>A deep copy: passes run on copies, so a rejected pass leaves the model as it was.</summary>
     /// <returns>The copy.</returns>

@@ -25,6 +25,12 @@ public sealed class OptimizeOptions
     /// <summary>With int8: the lowest mean cosine to the float model's outputs; the worst nodes stay float until it holds.</summary>
     public double? MinimumCosine { get; init; }
 
+    /// <summary>Graph inputs fixed to a scalar value (e.g. a sample rate of 16000): the result only computes what the model computes for them.</summary>
+    public IReadOnlyDictionary<string, double> Specialize { get; init; } = new Dictionary<string, double>();
+
+    /// <summary>Shapes of the generated inputs by input name (others: declared dims, symbolic ones 1).</summary>
+    public IReadOnlyDictionary<string, long[]> InputShapes { get; init; } = new Dictionary<string, long[]>();
+
     /// <summary>How long each latency measurement runs at most.</summary>
     public TimeSpan MeasureTime { get; init; } = TimeSpan.FromSeconds(2);
 

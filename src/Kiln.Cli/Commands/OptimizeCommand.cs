@@ -18,13 +18,15 @@ internal static class OptimizeCommand
         quantize.AcceptOnlyFromAmong("none", "int8");
         var perTensor = new Option<bool>("--per-tensor") { Description = "int8 weights with one scale per tensor instead of one per output column." };
         var budget = new Option<string?>("--budget") { Description = "Accuracy budget for int8, e.g. cosine=0.99: the worst nodes stay float until it holds." };
+        var specialize = new Option<string?>("--specialize") { Description = "Fix scalar inputs to values, e.g. sr=16000 (comma-separated): branches they decide are folded away." };
+        var shapes = new Option<string?>("--input-shape") { Description = "Shapes of the generated inputs, e.g. input=1x512,state=2x1x128 (symbolic dims are 1 otherwise)." };
         var report = new Option<string?>("--report") { Description = "Also write the report as JSON to this file." };
         var reportOnly = new Option<bool>("--report-only") { Description = "Measure the model; change nothing." };
         var threads = new Option<int>("--threads") { Description = "Intra-op threads for the latency measurements.", DefaultValueFactory = _ => 1 };
         var seconds = new Option<double>("--measure-seconds") { Description = "Seconds per latency measurement.", DefaultValueFactory = _ => 2 };
         var command = new Command("optimize", "Make an ONNX model faster: graph passes checked by running it, int8 quantization, a side-by-side report.")
         {
-            model, output, quantize, perTensor, budget, report, reportOnly, threads, seconds,
+            model, output, quantize, perTensor, budget, specialize, shapes, report, reportOnly, threads, seconds,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -41,8 +43,35 @@ internal static class OptimizeCommand
                 }
                 minimumCosine = value;
             }
+            var fixedInputs = new Dictionary<string, double>(StringComparer.Ordinal);
+            foreach (string pair in (parse.GetValue(specialize) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            {
+                string[] parts = pair.Split('=', 2);
+                if (parts.Length != 2 || parts[0].Length == 0 || !double.TryParse(parts[1], NumberStyles.Float, CultureInfo.InvariantCulture, out double value))
+                {
+                    await stderr.WriteLineAsync($"kiln optimize: --specialize {pair}: expected NAME=NUMBER").ConfigureAwait(false);
+                    return 2;
+                }
+                fixedInputs[parts[0]] = value;
+            }
+            var inputShapes = new Dictionary<string, long[]>(StringComparer.Ordinal);
+            foreach (string pair in (parse.GetValue(shapes) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            {
+                string[] parts = pair.Split('=', 2);
+                long[]? dims = parts.Length == 2 && parts[0].Length > 0
+                    ? [.. parts[1].Split('x').Select(d => long.TryParse(d, NumberStyles.None, CultureInfo.InvariantCulture, out long n) && n > 0 ? n : -1)]
+                    : null;
+                if (dims is null || dims.Any(d => d < 0))
+                {
+                    await stderr.WriteLineAsync($"kiln optimize: --input-shape {pair}: expected NAME=D1xD2x… with positive dims").ConfigureAwait(false);
+                    return 2;
+                }
+                inputShapes[parts[0]] = dims;
+            }
             var options = new OptimizeOptions
             {
+                InputShapes = inputShapes,
+                Specialize = fixedInputs,
                 ReportOnly = parse.GetValue(reportOnly),
                 Quantize = parse.GetValue(quantize) == "int8" ? QuantizeMode.DynamicInt8 : QuantizeMode.None,
                 PerChannel = !parse.GetValue(perTensor),

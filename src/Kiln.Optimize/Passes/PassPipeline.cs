@@ -12,10 +12,13 @@ internal sealed record PassOutcome(string Pass, int Changes, int NodesBefore, in
 /// </summary>
 internal sealed class PassPipeline(IReadOnlyList<IGraphPass> passes, double tolerance = 1e-5)
 {
-    public (OnnxModel Model, List<PassOutcome> Outcomes) Run(OnnxModel model, IReadOnlyDictionary<string, TensorValue>? inputs = null)
+    /// <param name="model">The model; left as it is.</param>
+    /// <param name="inputs">Inputs to compare on; generated from the input types when null.</param>
+    /// <param name="reference">The outputs to stay close to; the model's own on <paramref name="inputs"/> when null.</param>
+    public (OnnxModel Model, List<PassOutcome> Outcomes) Run(OnnxModel model, IReadOnlyDictionary<string, TensorValue>? inputs = null, IReadOnlyDictionary<string, TensorValue>? reference = null)
     {
         inputs ??= ModelRunner.SampleInputs(model);
-        Dictionary<string, TensorValue> reference = ModelRunner.Run(model, inputs);
+        reference ??= ModelRunner.Run(model, inputs);
         var outcomes = new List<PassOutcome>();
         OnnxModel current = model;
         foreach (IGraphPass pass in passes)

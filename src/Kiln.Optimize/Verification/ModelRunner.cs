@@ -11,8 +11,8 @@ internal sealed record TensorValue(TensorElementType Type, long[] Shape, double[
 /// <summary>Runs a model in ONNX Runtime (graph optimizations off, so that Kiln's rewrite is what runs) on given inputs.</summary>
 internal static class ModelRunner
 {
-    /// <summary>Inputs for every graph input that is not an initializer, from its declared type; symbolic dims are 1.</summary>
-    public static Dictionary<string, TensorValue> SampleInputs(OnnxModel model, int seed = 1)
+    /// <summary>Inputs for every graph input that is not an initializer, from its declared type (or <paramref name="shapes"/>); symbolic dims are 1.</summary>
+    public static Dictionary<string, TensorValue> SampleInputs(OnnxModel model, int seed = 1, IReadOnlyDictionary<string, long[]>? shapes = null)
     {
         var random = new Random(seed);
         var initializers = new HashSet<string>(model.Proto.Graph.Initializer.Select(i => i.Name), StringComparer.Ordinal);
@@ -21,7 +21,7 @@ internal static class ModelRunner
         {
             TypeProto.Types.Tensor tensor = input.Type?.TensorType
                 ?? throw new OptimizeException($"{model.Source}: input '{input.Name}' is not a tensor; give inputs explicitly");
-            long[] shape = [.. (tensor.Shape?.Dim ?? []).Select(d => d.HasDimValue && d.DimValue > 0 ? d.DimValue : 1)];
+            long[] shape = shapes?.GetValueOrDefault(input.Name) ?? [.. (tensor.Shape?.Dim ?? []).Select(d => d.HasDimValue && d.DimValue > 0 ? d.DimValue : 1)];
             long count = shape.Aggregate(1L, (a, b) => a * b);
             var type = (TensorElementType)tensor.ElemType;
             double[] values = type switch
