@@ -65,17 +65,7 @@ internal static class Initializers
     }
 
     /// <summary><paramref name="stem"/>, or stem_2, stem_3… whichever no value, initializer or input of the graph has.</summary>
-    public static string UniqueName(GraphProto graph, string stem)
-    {
-        var taken = new HashSet<string>(graph.Initializer.Select(i => i.Name).Concat(graph.Input.Select(i => i.Name))
-            .Concat(graph.Output.Select(o => o.Name)).Concat(graph.Node.SelectMany(n => n.Output)), StringComparer.Ordinal);
-        string name = stem;
-        for (int k = 2; taken.Contains(name); k++)
-        {
-            name = $"{stem}_{k}";
-        }
-        return name;
-    }
+    public static string UniqueName(GraphProto graph, string stem) => new NameScope(graph).Next(stem);
 
     /// <summary>The declared rank and dims (0 or less where unknown) of a value, from graph inputs, outputs, value_info or initializers.</summary>
     public static long[]? Shape(GraphProto graph, string name)

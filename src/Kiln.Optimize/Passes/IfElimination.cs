@@ -24,21 +24,11 @@ internal sealed class IfElimination : IGraphPass
                 continue;
             }
             GraphProto branch = node.Attribute.First(a => a.Name == (taken ? "then_branch" : "else_branch")).G;
-            var used = new HashSet<string>(graph.Initializer.Select(t => t.Name).Concat(graph.Input.Select(v => v.Name))
-                .Concat(graph.Output.Select(v => v.Name)).Concat(graph.Node.SelectMany(n => n.Output)).Concat(graph.Node.Select(n => n.Name)), StringComparer.Ordinal);
-            string Fresh(string stem)
-            {
-                string name = stem;
-                for (int k = 2; !used.Add(name); k++)
-                {
-                    name = $"{stem}_{k}";
-                }
-                return name;
-            }
+            var names = new NameScope(graph);
             var renames = new Dictionary<string, string>(StringComparer.Ordinal);
             foreach (string produced in branch.Node.SelectMany(n => n.Output).Concat(branch.Initializer.Select(t => t.Name)).Where(n => n.Length > 0))
             {
-                renames[produced] = Fresh($"{node.Name}_{produced}");
+                renames[produced] = names.Next($"{node.Name}_{produced}");
             }
             for (int k = 0; k < branch.Output.Count; k++)
             {
@@ -62,7 +52,7 @@ internal sealed class IfElimination : IGraphPass
                 {
                     copy.Output[k] = renames.GetValueOrDefault(copy.Output[k], copy.Output[k]);
                 }
-                copy.Name = Fresh($"{node.Name}/{inner.Name}");
+                copy.Name = names.Next($"{node.Name}/{inner.Name}");
                 Rename(copy, renames);
                 nodes.Add(copy);
             }
@@ -72,7 +62,7 @@ internal sealed class IfElimination : IGraphPass
                 string inside = branch.Output[k].Name;
                 if (!branch.Node.Any(n => n.Output.Contains(inside)))
                 {
-                    var identity = new NodeProto { OpType = "Identity", Name = Fresh($"{node.Name}/out{k}") };
+                    var identity = new NodeProto { OpType = "Identity", Name = names.Next($"{node.Name}/out{k}") };
                     identity.Input.Add(branch.Initializer.Any(t => t.Name == inside) ? renames[inside] : inside);
                     identity.Output.Add(node.Output[k]);
                     nodes.Add(identity);

@@ -34,7 +34,7 @@ internal sealed class DynamicInt8Quantizer
         var initializers = graph.Initializer.ToDictionary(i => i.Name, StringComparer.Ordinal);
         var activations = new Dictionary<string, (string Quantized, string Scale, string ZeroPoint)>(StringComparer.Ordinal);
         var quantizedWeights = new Dictionary<string, (string Quantized, string Scale, string ZeroPoint)>(StringComparer.Ordinal);
-        var names = new UniqueNames(graph);
+        var names = new NameScope(graph);
         var quantized = new List<string>();
         var rewritten = new List<NodeProto>(graph.Node.Count);
         foreach (NodeProto node in graph.Node)
@@ -136,32 +136,5 @@ internal sealed class DynamicInt8Quantizer
         node.Input.AddRange(inputs);
         node.Output.AddRange(outputs);
         return node;
-    }
-
-    /// <summary>Value and node names not yet used in the graph.</summary>
-    private sealed class UniqueNames
-    {
-        private readonly HashSet<string> _used = new(StringComparer.Ordinal);
-
-        public UniqueNames(GraphProto graph)
-        {
-            var index = new GraphIndex(graph);
-            _used.UnionWith(index.Producers.Keys);
-            _used.UnionWith(index.Consumers.Keys);
-            _used.UnionWith(index.GraphInputs);
-            _used.UnionWith(index.GraphOutputs);
-            _used.UnionWith(index.Initializers);
-            _used.UnionWith(graph.Node.Select(n => n.Name));
-        }
-
-        public string Next(string wanted)
-        {
-            string name = wanted;
-            for (int i = 1; !_used.Add(name); i++)
-            {
-                name = $"{wanted}_{i}";
-            }
-            return name;
-        }
     }
 }
