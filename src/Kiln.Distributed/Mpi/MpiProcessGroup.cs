@@ -146,19 +146,11 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
         int count = Count(tensor);
         if (count > 0)
         {
-            lock (_callLock)
+            using (Call("all_reduce", count, tensor.dtype))
             {
-                _watchdog.Begin("all_reduce", count, tensor.dtype);
-                try
+                fixed (byte* data = tensor.bytes)
                 {
-                    fixed (byte* data = tensor.bytes)
-                    {
-                        _mpi.Check(_mpi.Allreduce(MpiApi.InPlace, (IntPtr)data, count, datatype, mpiOp, _mpi.CommWorld), "MPI_Allreduce");
-                    }
-                }
-                finally
-                {
-                    _watchdog.End();
+                    _mpi.Check(_mpi.Allreduce(MpiApi.InPlace, (IntPtr)data, count, datatype, mpiOp, _mpi.CommWorld), "MPI_Allreduce");
                 }
             }
         }
@@ -179,19 +171,11 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
         {
             return;
         }
-        lock (_callLock)
+        using (Call("broadcast", count, tensor.dtype))
         {
-            _watchdog.Begin("broadcast", count, tensor.dtype);
-            try
+            fixed (byte* data = tensor.bytes)
             {
-                fixed (byte* data = tensor.bytes)
-                {
-                    _mpi.Check(_mpi.Bcast((IntPtr)data, count, datatype, root, _mpi.CommWorld), "MPI_Bcast");
-                }
-            }
-            finally
-            {
-                _watchdog.End();
+                _mpi.Check(_mpi.Bcast((IntPtr)data, count, datatype, root, _mpi.CommWorld), "MPI_Bcast");
             }
         }
     }
@@ -203,30 +187,19 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
         ArgumentNullException.ThrowIfNull(output);
         IntPtr datatype = CheckTensor(input, nameof(input));
         _ = CheckTensor(output, nameof(output));
-        CheckSameDtype(input, output);
+        CollectiveArguments.SameDtype(input, output);
         int count = Count(input);
-        if (output.numel() != (long)count * WorldSize)
-        {
-            throw new ArgumentException($"output has {output.numel()} elements; all_gather needs world size × input = {WorldSize} × {count}.", nameof(output));
-        }
+        CollectiveArguments.AllGatherOutput(count, output, WorldSize);
         if (count == 0)
         {
             return;
         }
-        lock (_callLock)
+        using (Call("all_gather", count, input.dtype))
         {
-            _watchdog.Begin("all_gather", count, input.dtype);
-            try
+            fixed (byte* send = input.bytes)
+            fixed (byte* receive = output.bytes)
             {
-                fixed (byte* send = input.bytes)
-                fixed (byte* receive = output.bytes)
-                {
-                    _mpi.Check(_mpi.Allgather((IntPtr)send, count, datatype, (IntPtr)receive, count, datatype, _mpi.CommWorld), "MPI_Allgather");
-                }
-            }
-            finally
-            {
-                _watchdog.End();
+                _mpi.Check(_mpi.Allgather((IntPtr)send, count, datatype, (IntPtr)receive, count, datatype, _mpi.CommWorld), "MPI_Allgather");
             }
         }
     }
@@ -238,7 +211,7 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
         ArgumentNullException.ThrowIfNull(output);
         _ = CheckTensor(input, nameof(input));
         _ = CheckTensor(output, nameof(output));
-        CheckSameDtype(input, output);
+        CollectiveArguments.SameDtype(input, output);
         if (MpiApi.IsHalf(input.dtype))
         {
             using torch.Tensor input32 = input.to_type(torch.ScalarType.Float32);
@@ -253,32 +226,17 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
         {
             throw new NotSupportedException($"ReduceOp.Average needs a floating-point tensor, not {output.dtype}.");
         }
+        CollectiveArguments.ReduceScatterBlock(input, output, WorldSize);
         long total = input.numel();
-        if (total % WorldSize != 0)
-        {
-            throw new ArgumentException($"input has {total} elements, not a multiple of the world size {WorldSize}.", nameof(input));
-        }
         int count = Count(output);
-        if (count != total / WorldSize)
-        {
-            throw new ArgumentException($"output has {count} elements; reduce_scatter needs input / world size = {total / WorldSize}.", nameof(output));
-        }
         if (count > 0)
         {
-            lock (_callLock)
+            using (Call("reduce_scatter", total, input.dtype))
             {
-                _watchdog.Begin("reduce_scatter", total, input.dtype);
-                try
+                fixed (byte* send = input.bytes)
+                fixed (byte* receive = output.bytes)
                 {
-                    fixed (byte* send = input.bytes)
-                    fixed (byte* receive = output.bytes)
-                    {
-                        _mpi.Check(_mpi.ReduceScatterBlock((IntPtr)send, (IntPtr)receive, count, datatype, mpiOp, _mpi.CommWorld), "MPI_Reduce_scatter_block");
-                    }
-                }
-                finally
-                {
-                    _watchdog.End();
+                    _mpi.Check(_mpi.ReduceScatterBlock((IntPtr)send, (IntPtr)receive, count, datatype, mpiOp, _mpi.CommWorld), "MPI_Reduce_scatter_block");
                 }
             }
         }
@@ -292,17 +250,9 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
     public void Barrier()
     {
         ThrowIfDisposed();
-        lock (_callLock)
+        using (Call("barrier", -1, default))
         {
-            _watchdog.Begin("barrier", -1, default);
-            try
-            {
-                _mpi.Check(_mpi.Barrier(_mpi.CommWorld), "MPI_Barrier");
-            }
-            finally
-            {
-                _watchdog.End();
-            }
+            _mpi.Check(_mpi.Barrier(_mpi.CommWorld), "MPI_Barrier");
         }
     }
 
@@ -313,19 +263,11 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
         CheckRank(destination, nameof(destination));
         IntPtr datatype = CheckTensor(tensor, nameof(tensor));
         int count = Count(tensor);
-        lock (_callLock)
+        using (Call("send", count, tensor.dtype, destination))
         {
-            _watchdog.Begin("send", count, tensor.dtype, destination);
-            try
+            fixed (byte* data = tensor.bytes)
             {
-                fixed (byte* data = tensor.bytes)
-                {
-                    _mpi.Check(_mpi.Send((IntPtr)data, count, datatype, destination, tag, _mpi.CommWorld), "MPI_Send");
-                }
-            }
-            finally
-            {
-                _watchdog.End();
+                _mpi.Check(_mpi.Send((IntPtr)data, count, datatype, destination, tag, _mpi.CommWorld), "MPI_Send");
             }
         }
     }
@@ -337,20 +279,12 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
         CheckRank(source, nameof(source));
         IntPtr datatype = CheckTensor(tensor, nameof(tensor));
         int count = Count(tensor);
-        lock (_callLock)
+        using (Call("recv", count, tensor.dtype, source))
         {
-            _watchdog.Begin("recv", count, tensor.dtype, source);
-            try
+            fixed (byte* data = tensor.bytes)
             {
-                fixed (byte* data = tensor.bytes)
-                {
-                    // Open MPI's MPI_STATUS_IGNORE is a null pointer.
-                    _mpi.Check(_mpi.Recv((IntPtr)data, count, datatype, source, tag, _mpi.CommWorld, IntPtr.Zero), "MPI_Recv");
-                }
-            }
-            finally
-            {
-                _watchdog.End();
+                // Open MPI's MPI_STATUS_IGNORE is a null pointer.
+                _mpi.Check(_mpi.Recv((IntPtr)data, count, datatype, source, tag, _mpi.CommWorld, IntPtr.Zero), "MPI_Recv");
             }
         }
     }
@@ -414,14 +348,6 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
         return _mpi.MovingDatatype(tensor.dtype);
     }
 
-    private static void CheckSameDtype(torch.Tensor input, torch.Tensor output)
-    {
-        if (input.dtype != output.dtype)
-        {
-            throw new ArgumentException($"output is {output.dtype} but input is {input.dtype}.", nameof(output));
-        }
-    }
-
     private static int Count(torch.Tensor tensor)
     {
         long count = tensor.numel();
@@ -430,11 +356,31 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
             : throw new NotSupportedException($"A tensor of {count} elements is over MPI's int count limit ({int.MaxValue}).");
     }
 
-    private void CheckRank(int rank, string name)
+    private void CheckRank(int rank, string name) => CollectiveArguments.Rank(rank, WorldSize, name);
+
+    /// <summary>Holds the call lock and tells the watchdog which collective runs, until disposed.</summary>
+    private CallScope Call(string operation, long count, torch.ScalarType dtype, int peer = -1)
     {
-        if (rank < 0 || rank >= WorldSize)
+        Lock.Scope held = _callLock.EnterScope();
+        _watchdog.Begin(operation, count, dtype, peer);
+        return new CallScope(held, _watchdog);
+    }
+
+    private ref struct CallScope
+    {
+        private Lock.Scope _held;
+        private readonly CollectiveWatchdog _watchdog;
+
+        public CallScope(Lock.Scope held, CollectiveWatchdog watchdog)
         {
-            throw new ArgumentOutOfRangeException(name, rank, $"a rank must be between 0 and {WorldSize - 1}");
+            _held = held;
+            _watchdog = watchdog;
+        }
+
+        public void Dispose()
+        {
+            _watchdog.End();
+            _held.Dispose();
         }
     }
 

@@ -144,12 +144,9 @@ internal sealed unsafe class NcclProcessGroup : IProcessGroup, IAsyncCollectives
         ArgumentNullException.ThrowIfNull(output);
         int datatype = CheckTensor(input, nameof(input));
         _ = CheckTensor(output, nameof(output));
-        CheckSameDtype(input, output);
+        CollectiveArguments.SameDtype(input, output);
         long count = input.numel();
-        if (output.numel() != count * WorldSize)
-        {
-            throw new ArgumentException($"output has {output.numel()} elements; all_gather needs world size × input = {WorldSize} × {count}.", nameof(output));
-        }
+        CollectiveArguments.AllGatherOutput(count, output, WorldSize);
         IntPtr send = DataPointer(input), receive = DataPointer(output);
         Call(() => _nccl.AllGather(send, receive, (nuint)count, datatype, _comm.Value, _stream), "ncclAllGather", count);
     }
@@ -161,20 +158,12 @@ internal sealed unsafe class NcclProcessGroup : IProcessGroup, IAsyncCollectives
         ArgumentNullException.ThrowIfNull(output);
         int datatype = CheckTensor(input, nameof(input));
         _ = CheckTensor(output, nameof(output));
-        CheckSameDtype(input, output);
+        CollectiveArguments.SameDtype(input, output);
         if (op == ReduceOp.Average && !input.is_floating_point())
         {
             throw new NotSupportedException($"ReduceOp.Average needs a floating-point tensor, not {input.dtype}.");
         }
-        if (input.numel() % WorldSize != 0)
-        {
-            throw new ArgumentException($"input has {input.numel()} elements, not a multiple of the world size {WorldSize}.", nameof(input));
-        }
-        long block = input.numel() / WorldSize;
-        if (output.numel() != block)
-        {
-            throw new ArgumentException($"output has {output.numel()} elements; reduce_scatter gives each rank input / world size = {block}.", nameof(output));
-        }
+        long block = CollectiveArguments.ReduceScatterBlock(input, output, WorldSize);
         IntPtr send = DataPointer(input), receive = DataPointer(output);
         Call(() => _nccl.ReduceScatter(send, receive, (nuint)block, datatype, NcclApi.Op(op), _comm.Value, _stream), "ncclReduceScatter", block);
     }
@@ -329,27 +318,13 @@ internal sealed unsafe class NcclProcessGroup : IProcessGroup, IAsyncCollectives
         return NcclApi.Datatype(tensor.dtype);
     }
 
-    private void CheckRank(int rank, string parameter)
-    {
-        if (rank < 0 || rank >= WorldSize)
-        {
-            throw new ArgumentOutOfRangeException(parameter, rank, $"rank must be in [0, {WorldSize}).");
-        }
-    }
+    private void CheckRank(int rank, string parameter) => CollectiveArguments.Rank(rank, WorldSize, parameter);
 
     private static void CheckTag(int tag)
     {
         if (tag != 0)
         {
             throw new NotSupportedException("the nccl backend has no message tags; send and receive in the same order on both ranks with tag 0.");
-        }
-    }
-
-    private static void CheckSameDtype(torch.Tensor input, torch.Tensor output)
-    {
-        if (input.dtype != output.dtype)
-        {
-            throw new ArgumentException($"input is {input.dtype} but output is {output.dtype}; they must match.", nameof(output));
         }
     }
 
