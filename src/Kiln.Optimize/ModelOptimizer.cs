@@ -113,16 +113,17 @@ public static class ModelOptimizer
     {
         Dictionary<string, TensorValue> outputs = ModelRunner.Run(model, inputs);
         double maxAbs = ModelRunner.MaxAbsDifference(reference, outputs);
-        double cosine = Cosine(reference, outputs);
+        double cosine = ModelRunner.Cosine(reference, outputs);
         using var sessionOptions = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, IntraOpNumThreads = options.Threads, InterOpNumThreads = 1 };
-        using var session = new InferenceSession(model.ToBytes(), sessionOptions);
+        byte[] bytes = model.ToBytes();
+        using var session = new InferenceSession(bytes, sessionOptions);
         (double p50, double p99) = Latency(session, inputs, options.MeasureTime);
         double? p50Batch32 = null;
         if (Batched(model, inputs, 32) is { } batch)
         {
             p50Batch32 = Latency(session, batch, options.MeasureTime).P50;
         }
-        return new ModelFigures(model.ToBytes().LongLength, model.TotalNodeCount, p50, p99, p50Batch32, 1000 / p50, maxAbs, cosine);
+        return new ModelFigures(bytes.LongLength, model.TotalNodeCount, p50, p99, p50Batch32, 1000 / p50, maxAbs, cosine);
     }
 
     /// <summary>The inputs with their first dimension set to <paramref name="batch"/>, where every input declares it symbolic.</summary>
@@ -160,21 +161,5 @@ public static class ModelOptimizer
         }
         times.Sort();
         return (times[times.Count / 2], times[Math.Min(times.Count - 1, (int)(times.Count * 0.99))]);
-    }
-
-    private static double Cosine(Dictionary<string, TensorValue> a, Dictionary<string, TensorValue> b)
-    {
-        double dot = 0, na = 0, nb = 0;
-        foreach ((string name, TensorValue x) in a)
-        {
-            double[] y = b[name].Values;
-            for (int i = 0; i < x.Values.Length; i++)
-            {
-                dot += x.Values[i] * y[i];
-                na += x.Values[i] * x.Values[i];
-                nb += y[i] * y[i];
-            }
-        }
-        return na == 0 && nb == 0 ? 1 : dot / Math.Sqrt(na * nb);
     }
 }

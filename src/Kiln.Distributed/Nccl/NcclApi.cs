@@ -18,7 +18,6 @@ internal sealed unsafe class NcclApi
         Nccl = nccl;
         CudaRuntime = cudart;
         TorchSharp = torchSharp;
-        GetVersion = (delegate* unmanaged<int*, int>)Require(nccl, "ncclGetVersion");
         GetUniqueId = (delegate* unmanaged<NcclUniqueId*, int>)Require(nccl, "ncclGetUniqueId");
         CommInitRank = (delegate* unmanaged<IntPtr*, int, NcclUniqueId, int, int>)Require(nccl, "ncclCommInitRank");
         CommDestroy = (delegate* unmanaged<IntPtr, int>)Require(nccl, "ncclCommDestroy");
@@ -50,7 +49,6 @@ internal sealed unsafe class NcclApi
     public NativeLibraryHandle CudaRuntime { get; }
     public NativeLibraryHandle TorchSharp { get; }
 
-    public delegate* unmanaged<int*, int> GetVersion { get; }
     public delegate* unmanaged<NcclUniqueId*, int> GetUniqueId { get; }
     public delegate* unmanaged<IntPtr*, int, NcclUniqueId, int, int> CommInitRank { get; }
     public delegate* unmanaged<IntPtr, int> CommDestroy { get; }
@@ -107,17 +105,6 @@ internal sealed unsafe class NcclApi
         {
             library.Dispose();
             return new DistributedException(message);
-        }
-    }
-
-    /// <summary>NCCL's version as "2.28.9".</summary>
-    public string Version
-    {
-        get
-        {
-            int code = 0;
-            Check(GetVersion(&code), "ncclGetVersion", IntPtr.Zero);
-            return NcclProbe.FormatVersion(code);
         }
     }
 

@@ -52,9 +52,6 @@ internal sealed unsafe class NcclProcessGroup : IProcessGroup, IAsyncCollectives
     /// <summary>The settings the group was created with.</summary>
     public ProcessGroupOptions Options { get; }
 
-    /// <summary>NCCL's version, e.g. 2.28.9.</summary>
-    public string NcclVersion => _nccl.Version;
-
     /// <summary>Joins the communicator described by torchrun's environment: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT.</summary>
     public static NcclProcessGroup Create(ProcessGroupOptions options)
     {
@@ -199,15 +196,6 @@ internal sealed unsafe class NcclProcessGroup : IProcessGroup, IAsyncCollectives
         int datatype = CheckTensor(tensor, nameof(tensor));
         IntPtr data = DataPointer(tensor);
         Call(() => _nccl.Recv(data, (nuint)tensor.numel(), datatype, source, _comm.Value, _stream), "ncclRecv", tensor.numel());
-    }
-
-    /// <summary>Waits on the host until every collective queued so far has finished.</summary>
-    public void Synchronize()
-    {
-        lock (_callLock)
-        {
-            _nccl.CheckCuda(_nccl.StreamSynchronize(_stream), "cudaStreamSynchronize");
-        }
     }
 
     /// <summary>

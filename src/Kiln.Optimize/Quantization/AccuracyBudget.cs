@@ -57,19 +57,7 @@ internal sealed class AccuracyBudget(double minimumCosine, bool perChannel = tru
         double sum = 0;
         for (int i = 0; i < samples.Count; i++)
         {
-            Dictionary<string, TensorValue> actual = ModelRunner.Run(model, samples[i]);
-            double dot = 0, na = 0, nb = 0;
-            foreach ((string name, TensorValue expected) in reference[i])
-            {
-                double[] a = expected.Values, b = actual[name].Values;
-                for (int k = 0; k < a.Length; k++)
-                {
-                    dot += a[k] * b[k];
-                    na += a[k] * a[k];
-                    nb += b[k] * b[k];
-                }
-            }
-            sum += na == 0 && nb == 0 ? 1 : dot / Math.Sqrt(na * nb);
+            sum += ModelRunner.Cosine(reference[i], ModelRunner.Run(model, samples[i]));
         }
         return sum / samples.Count;
     }

@@ -99,6 +99,23 @@ internal static class ModelRunner
         return worst;
     }
 
+    /// <summary>The cosine between all of one run's outputs and another's, taken as one vector (1 when both are all zeros).</summary>
+    public static double Cosine(IReadOnlyDictionary<string, TensorValue> expected, IReadOnlyDictionary<string, TensorValue> actual)
+    {
+        double dot = 0, ne = 0, na = 0;
+        foreach ((string name, TensorValue e) in expected)
+        {
+            double[] a = actual[name].Values;
+            for (int i = 0; i < e.Values.Length; i++)
+            {
+                dot += e.Values[i] * a[i];
+                ne += e.Values[i] * e.Values[i];
+                na += a[i] * a[i];
+            }
+        }
+        return ne == 0 && na == 0 ? 1 : dot / Math.Sqrt(ne * na);
+    }
+
     private static OrtValue ToOrtValue(TensorValue value) => value.Type switch
     {
         TensorElementType.Float => OrtValue.CreateTensorValueFromMemory(value.Values.Select(v => (float)v).ToArray(), value.Shape),
