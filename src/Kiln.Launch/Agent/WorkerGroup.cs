@@ -185,6 +185,8 @@ internal sealed partial class WorkerGroup : IAsyncDisposable
         }
         if (failed is not null)
         {
+            // Its last lines of stderr may still be in the pipe when the exit is seen; they belong in the error file.
+            failed.DrainAsync().GetAwaiter().GetResult();
             return (WorkerGroupState.Failed, _mpirunRanks is null ? failed.Describe() : DescribeMpirunFailure(failed));
         }
         return (allDone ? WorkerGroupState.Succeeded : WorkerGroupState.Healthy, null);
@@ -264,8 +266,6 @@ internal sealed partial class WorkerGroup : IAsyncDisposable
     /// </summary>
     private WorkerFailure DescribeMpirunFailure(Worker worker)
     {
-        // mpirun writes its report just before it exits: read the pipe to its end before looking for it.
-        worker.DrainAsync().GetAwaiter().GetResult();
         WorkerFailure mpirun = worker.Describe();
         int rank = ParseMpirunFailedRank(mpirun.StderrTail);
         // MPI rank r is app context r, whose local rank is r.

@@ -112,17 +112,17 @@ internal sealed class ElasticRendezvous
     public async Task RunHeartbeatsAsync(CancellationToken cancellationToken)
     {
         long beat = 0;
-        while (!cancellationToken.IsCancellationRequested)
+        try
         {
-            await _store.SetAsync(Key($"hb/{NodeId}"), Encode((++beat).ToString(CultureInfo.InvariantCulture)), cancellationToken).ConfigureAwait(false);
-            try
+            while (!cancellationToken.IsCancellationRequested)
             {
+                await _store.SetAsync(Key($"hb/{NodeId}"), Encode((++beat).ToString(CultureInfo.InvariantCulture)), cancellationToken).ConfigureAwait(false);
                 await Task.Delay(_settings.HeartbeatInterval, cancellationToken).ConfigureAwait(false);
             }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // Cancelled mid-write (a store over the network) or mid-wait: either way the beating is over.
         }
     }
 
