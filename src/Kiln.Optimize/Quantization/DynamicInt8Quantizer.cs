@@ -11,9 +11,12 @@ namespace Kiln.Optimize.Quantization;
 /// distinct activation), MatMulInteger, Cast to float, and a Mul by the product of the two scales, which writes the
 /// original MatMul output.
 /// </summary>
-internal sealed class DynamicInt8Quantizer
+internal sealed class DynamicInt8Quantizer : IQuantizer
 {
     private const int FloatType = (int)TensorProto.Types.DataType.Float;
+
+    /// <inheritdoc/>
+    public string Name => "int8";
 
     /// <summary>One scale per output column of each weight (axis 1) instead of one per tensor.</summary>
     public bool PerChannel { get; init; }
