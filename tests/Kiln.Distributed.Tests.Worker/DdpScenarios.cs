@@ -267,6 +267,11 @@ internal static class DdpScenarios
             referenceOptimizer.step();
         }
         Console.WriteLine($"buckets {ddp.BucketCount}, launched during backward {ddp.LastBucketsLaunchedDuringBackward}");
+        if (ddp.HostReadsOfPresenceFlags != 0)
+        {
+            // Every parameter had a gradient: nothing should have made the host wait for an all-reduce.
+            return $"presence flags were read on the host {ddp.HostReadsOfPresenceFlags} times although every gradient was present";
+        }
         return Compare(model, reference);
     }
 
@@ -462,6 +467,10 @@ internal static class DdpScenarios
             : nn.functional.mse_loss(m.WithUnused(x.narrow(0, r * shard, shard)), y.narrow(0, r * shard, shard));
         Loss(model, rank).backward();
         ddp.SynchronizeGradients();
+        if (rank == 0 && ddp.HostReadsOfPresenceFlags == 0)
+        {
+            return "rank 0 had no gradient for 'unused' but never read which ranks had one";
+        }
 
         // The expected average, from every rank's local gradients computed here on a fresh replica.
         using Mlp reference = Build();

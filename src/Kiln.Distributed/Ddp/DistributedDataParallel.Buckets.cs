@@ -29,6 +29,9 @@ public sealed partial class DistributedDataParallel
         }
     }
 
+    /// <summary>How many times a bucket's presence flags were copied to the host (only when a local gradient was missing).</summary>
+    internal int HostReadsOfPresenceFlags { get; private set; }
+
     /// <summary>How many buckets the last <see cref="SynchronizeGradients"/> found already launched by backward.</summary>
     internal int LastBucketsLaunchedDuringBackward { get; private set; }
 
@@ -81,18 +84,25 @@ public sealed partial class DistributedDataParallel
         using (var noGrad = torch.no_grad())
         {
             var pieces = new torch.Tensor[bucket.Parameters.Length + 1];
-            var flags = new float[bucket.Parameters.Length];
             for (int k = 0; k < bucket.Parameters.Length; k++)
             {
                 torch.Tensor p = _parameters[bucket.Parameters[k]].Parameter;
                 torch.Tensor? grad = p.grad;
                 present[k] = grad is not null;
-                flags[k] = present[k] ? 1f : 0f;
                 pieces[k] = grad is null ? torch.zeros(p.numel(), dtype: p.dtype, device: p.device) : grad.reshape(-1);
             }
             torch.Tensor first = _parameters[bucket.Parameters[0]].Parameter;
-            pieces[^1] = torch.tensor(flags).to(first.dtype, first.device);
-            flat = torch.cat(pieces, 0).contiguous().DetachFromDisposeScope();
+            // Filled on the device: a host array copied over would make the host wait for the GPU (a pageable copy synchronises).
+            torch.Tensor flags = torch.ones(bucket.Parameters.Length, dtype: first.dtype, device: first.device);
+            for (int k = 0; k < present.Length; k++)
+            {
+                if (!present[k])
+                {
+                    flags.narrow(0, k, 1).zero_();
+                }
+            }
+            pieces[^1] = flags;
+            flat = torch.cat(pieces, 0).DetachFromDisposeScope();
         }
         try
         {
@@ -126,7 +136,11 @@ public sealed partial class DistributedDataParallel
             Bucket bucket = _buckets[launched.Index];
             int count = bucket.Parameters.Length;
             long gradients = launched.Flat.numel() - count;
-            double[] ranksWithGradient = launched.Flat.narrow(0, gradients, count).to_type(torch.ScalarType.Float64).cpu().data<double>().ToArray();
+            // The flags only matter for a parameter without a local gradient (did any rank have one?); reading them
+            // makes the host wait for the all-reduce, so the common case, every gradient present, never does.
+            double[]? ranksWithGradient = launched.Present.All(p => p) ? null
+                : launched.Flat.narrow(0, gradients, count).to_type(torch.ScalarType.Float64).cpu().data<double>().ToArray();
+            HostReadsOfPresenceFlags += ranksWithGradient is null ? 0 : 1;
             torch.Tensor averages = launched.Flat.narrow(0, 0, gradients).div_(Group.WorldSize);
             long offset = 0;
             for (int k = 0; k < count; k++)
@@ -138,7 +152,7 @@ public sealed partial class DistributedDataParallel
                 {
                     throw new DistributedException($"DistributedDataParallel: parameter '{name}' received its gradient after its bucket was launched during backward: it is used outside the module that owns it (or that module is called through forward() in one micro-batch and call() in another); set DistributedDataParallelOptions.OverlapWithBackward = false.");
                 }
-                if (ranksWithGradient[k] > 0)
+                if (ranksWithGradient is null || ranksWithGradient[k] > 0)
                 {
                     torch.Tensor average = averages.narrow(0, offset, n).view_as(p);
                     if (grad is null)
