@@ -71,7 +71,8 @@ public sealed class OptimizeCommandTests : IDisposable
     }
 
     [Theory]
-    [InlineData("--budget", "top1=0.99")]
+    [InlineData("--budget", "top5=0.99")]
+    [InlineData("--budget", "cosine<=0.99")]
     [InlineData("--quantize", "int3")]
     public async Task BadFlags_ExitTwo(string flag, string value)
     {

@@ -17,7 +17,10 @@ internal static class OptimizeCommand
         var quantize = new Option<string>("--quantize") { Description = "none, or int8 (dynamic: int8 weights, activations quantized at run time).", DefaultValueFactory = _ => "none" };
         quantize.AcceptOnlyFromAmong("none", "int8");
         var perTensor = new Option<bool>("--per-tensor") { Description = "int8 weights with one scale per tensor instead of one per output column." };
-        var budget = new Option<string?>("--budget") { Description = "Accuracy budget for int8, e.g. cosine=0.99: the worst nodes stay float until it holds." };
+        var budget = new Option<string[]>("--budget")
+        {
+            Description = "Accuracy budget for quantization: cosine=V, top1=V, maxabs=V (also cosine>=V, maxabs<=V); repeatable or comma-separated, all must hold. The worst nodes stay float until they do.",
+        };
         var specialize = new Option<string?>("--specialize") { Description = "Fix scalar inputs to values, e.g. sr=16000 (comma-separated): branches they decide are folded away." };
         var shapes = new Option<string?>("--input-shape") { Description = "Shapes of the generated inputs, e.g. input=1x512,state=2x1x128 (symbolic dims are 1 otherwise)." };
         var report = new Option<string?>("--report") { Description = "Also write the report as JSON to this file." };
@@ -32,16 +35,15 @@ internal static class OptimizeCommand
         {
             TextWriter stdout = parse.InvocationConfiguration.Output;
             TextWriter stderr = parse.InvocationConfiguration.Error;
-            double? minimumCosine = null;
-            if (parse.GetValue(budget) is { } text)
+            IReadOnlyList<AccuracyBudgetSpec> budgets;
+            try
             {
-                string[] parts = text.Split('=', 2);
-                if (parts.Length != 2 || parts[0].Trim() != "cosine" || !double.TryParse(parts[1], NumberStyles.Float, CultureInfo.InvariantCulture, out double value) || value is <= 0 or > 1)
-                {
-                    await stderr.WriteLineAsync($"kiln optimize: --budget {text}: expected cosine=V with 0 < V ≤ 1 (the only metric so far)").ConfigureAwait(false);
-                    return 2;
-                }
-                minimumCosine = value;
+                budgets = AccuracyBudgetSpec.ParseAll(parse.GetValue(budget) ?? []);
+            }
+            catch (FormatException ex)
+            {
+                await stderr.WriteLineAsync($"kiln optimize: --budget: {ex.Message}").ConfigureAwait(false);
+                return 2;
             }
             var fixedInputs = new Dictionary<string, double>(StringComparer.Ordinal);
             foreach (string pair in (parse.GetValue(specialize) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
@@ -75,7 +77,7 @@ internal static class OptimizeCommand
                 ReportOnly = parse.GetValue(reportOnly),
                 Quantize = parse.GetValue(quantize) == "int8" ? QuantizeMode.DynamicInt8 : QuantizeMode.None,
                 PerChannel = !parse.GetValue(perTensor),
-                MinimumCosine = minimumCosine,
+                Budgets = budgets,
                 Threads = parse.GetValue(threads),
                 MeasureTime = TimeSpan.FromSeconds(parse.GetValue(seconds)),
             };
@@ -120,9 +122,21 @@ internal static class OptimizeCommand
         Row("runs/s batch 1", $"{b.ThroughputBatch1:F1}", $"{r.ThroughputBatch1:F1}", Ratio(r.ThroughputBatch1, b.ThroughputBatch1));
         Row("max abs error", $"{b.MaxAbsError:G3}", $"{r.MaxAbsError:G3}", "");
         Row("cosine", $"{b.Cosine:F5}", $"{r.Cosine:F5}", "");
+        if (r.Top1Agreement is { } top1)
+        {
+            Row("top-1 agreement", $"{b.Top1Agreement ?? 1:P2}", $"{top1:P2}", "");
+        }
+        if (r.Top5Agreement is { } top5)
+        {
+            Row("top-5 agreement", $"{b.Top5Agreement ?? 1:P2}", $"{top5:P2}", "");
+        }
         foreach (StepOutcome step in report.Steps)
         {
             text.AppendLine(CultureInfo.InvariantCulture, $"{(step.Kept ? "kept" : "rolled back"),-12} {step.Step}: {step.Detail}");
+        }
+        foreach (KeptFloatNode node in report.KeptFloat ?? [])
+        {
+            text.AppendLine(CultureInfo.InvariantCulture, $"{"float",-12} {node.Node}: alone quantized, cosine {node.Cosine:F5}, top-1 {node.Top1Agreement:P1}, max abs {node.MaxAbsError:G3}");
         }
         if (report.Output is { } written)
         {
