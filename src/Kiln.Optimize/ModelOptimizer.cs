@@ -90,8 +90,17 @@ public static class ModelOptimizer
             progress?.Report($"{name} quantization" + (budgets.Count > 0 ? $" within {string.Join(", ", budgets)}" : ""));
             if (budgets.Count > 0)
             {
-                IReadOnlyDictionary<string, TensorValue>[] samples = [resultInputs, .. Enumerable.Range(2, BudgetSamples - 1).Select(seed => SampleInputs(model, seed, options, resultInputs))];
-                BudgetResult budget = new AccuracyBudget(budgets, quantizer).Quantize(optimized, samples, progress, cancellationToken);
+                IReadOnlyDictionary<string, TensorValue>[] samples = [resultInputs, .. Enumerable.Range(2, BudgetSamples - 1)
+                    .Select(seed => SampleInputs(model, seed, options, resultInputs)).Where(sample => RunsOn(optimized, sample))];
+                BudgetResult budget;
+                try
+                {
+                    budget = new AccuracyBudget(budgets, quantizer).Quantize(optimized, samples, progress, cancellationToken);
+                }
+                catch (Exception e) when (e is KilnRuntimeException or OnnxRuntimeException)
+                {
+                    throw new OptimizeException($"{inputPath}: ONNX Runtime cannot run the {name} model: {e.Message}", e);
+                }
                 optimized = budget.Model;
                 keptFloat = [.. budget.KeptFloat.Select(n => new KeptFloatNode(n, budget.NodeErrors[n].Cosine, budget.NodeErrors[n].Top1, budget.NodeErrors[n].MaxAbs))];
                 string within = string.Join(", ", budgets);
@@ -127,6 +136,23 @@ public static class ModelOptimizer
         QuantizeMode.DynamicInt8 => exclude => new DynamicInt8Quantizer { PerChannel = options.PerChannel, Exclude = exclude },
         _ => throw new OptimizeException($"no quantizer for {options.Quantize}"),
     };
+
+    /// <summary>
+    /// Whether the model runs on generated inputs: values in their generic ranges can be out of a model's domain (token
+    /// type ids of 3 for a model with two); such samples are left out of the budget's samples.
+    /// </summary>
+    private static bool RunsOn(OnnxModel model, IReadOnlyDictionary<string, TensorValue> sample)
+    {
+        try
+        {
+            _ = ModelRunner.Run(model, sample);
+            return true;
+        }
+        catch (OnnxRuntimeException)
+        {
+            return false;
+        }
+    }
 
     /// <summary>Generated inputs with another seed, the specialized inputs left out (as in <paramref name="like"/>).</summary>
     private static Dictionary<string, TensorValue> SampleInputs(OnnxModel model, int seed, OptimizeOptions options, Dictionary<string, TensorValue> like) =>

@@ -278,4 +278,31 @@ public sealed class AccuracyBudgetTests
             Directory.Delete(folder, recursive: true);
         }
     }
+
+    [Fact]
+    public void ModelOptimizer_LeavesOutGeneratedSamplesTheModelCannotRun()
+    {
+        // An embedding table of 3 rows: generated ids (0–3) of 3 are out of range for ONNX Runtime's Gather.
+        OnnxModel model = new GraphBuilder().Int64Input("ids", 1).Output("y", 1, 4)
+            .Initializer("table", [3, 8], Random(3 * 8, 21, 1f)).Initializer("W", [8, 4], Random(8 * 4, 22, 1f))
+            .Node("Gather", ["table", "ids"], ["e"], "embed").Node("MatMul", ["e", "W"], ["y"], "fc").Build();
+        bool Runs(int seed) => ModelRunner.SampleInputs(model, seed)["ids"].Values.All(v => v < 3);
+        Runs(1).ShouldBeTrue("the measuring input must run");
+        int usable = 1 + Enumerable.Range(2, 3).Count(Runs);
+        usable.ShouldBeLessThan(4, "the test needs a generated sample the model cannot run");
+
+        string folder = Directory.CreateTempSubdirectory("kiln-budget-").FullName;
+        try
+        {
+            string input = Path.Combine(folder, "embed.onnx");
+            model.Save(input);
+            var options = new OptimizeOptions { Quantize = QuantizeMode.DynamicInt8, Budgets = [new AccuracyBudgetSpec(AccuracyMetric.Cosine, 0.9)], MeasureTime = TimeSpan.FromMilliseconds(20) };
+            OptimizationReport report = ModelOptimizer.Run(input, Path.Combine(folder, "int8.onnx"), options);
+            report.Steps.Single(s => s.Step == "int8").Detail.ShouldContain($"on {usable} samples");
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
 }
