@@ -105,7 +105,8 @@ public static class ModelOptimizer
                 keptFloat = [.. budget.KeptFloat.Select(n => new KeptFloatNode(n, budget.NodeErrors[n].Cosine, budget.NodeErrors[n].Top1, budget.NodeErrors[n].MaxAbs))];
                 string within = string.Join(", ", budgets);
                 steps.Add(new StepOutcome(name, budget.Quantized.Count > 0,
-                    budget.BudgetMet && budget.Quantized.Count > 0
+                    budget.Quantized.Count == 0 && budget.KeptFloat.Count == 0 ? "0 node(s) quantized (no candidates)"
+                    : budget.BudgetMet && budget.Quantized.Count > 0
                         ? $"{budget.Quantized.Count} node(s) quantized, {budget.KeptFloat.Count} kept float ({budget.Accuracy} on {samples.Length} samples; {within})"
                         : budget.BudgetMet
                             ? $"no quantized model meets {within} on {samples.Length} samples; the float model is kept"

@@ -94,6 +94,8 @@ public sealed class OptimizeCommandTests : IDisposable
     [InlineData("--budget", "top5=0.99")]
     [InlineData("--budget", "cosine<=0.99")]
     [InlineData("--quantize", "int3")]
+    [InlineData("--batch", "0")]
+    [InlineData("--autotune-seconds", "-1")]
     public async Task BadFlags_ExitTwo(string flag, string value)
     {
         (int code, _, string error) = await RunAsync("optimize", PreprocessOnnx, "-o", Path.Combine(_folder, "x.onnx"), flag, value);

@@ -87,6 +87,21 @@ public sealed class RuntimeTunerTests : IDisposable
     }
 
     [Fact]
+    public void Batch_SetsASymbolicFirstDimension_AndTheTuningRecordsWhatRan()
+    {
+        string fixedPath = SaveMlp("fixed.onnx");
+        OnnxModel dynamic = OnnxModel.Load(fixedPath);
+        dynamic.Proto.Graph.Input[0].Type.TensorType.Shape.Dim[0] = new Onnx.Proto.TensorShapeProto.Types.Dimension { DimParam = "N" };
+        dynamic.Proto.Graph.Output[0].Type.TensorType.Shape.Dim[0] = new Onnx.Proto.TensorShapeProto.Types.Dimension { DimParam = "N" };
+        string dynamicPath = Path.Combine(_dir, "dynamic.onnx");
+        dynamic.Save(dynamicPath);
+        var options = new RuntimeTunerOptions { Batch = 32, TimePerConfig = TimeSpan.FromMilliseconds(5), IntraOpThreads = [1], TryParallel = false, OptimizationLevels = [GraphOptimizationLevel.ORT_ENABLE_ALL] };
+        TuningReport report = RuntimeTuner.Tune([new TuningVariant(dynamicPath, "fp32"), new TuningVariant(fixedPath, "fp32")], options);
+        report.Best[dynamicPath].Batch.ShouldBe(32);
+        report.Best[fixedPath].Batch.ShouldBe(8, "the model declares 8");
+    }
+
+    [Fact]
     public void Tune_IsCancellable()
     {
         string model = SaveMlp("mlp.onnx");

@@ -50,6 +50,11 @@ internal static class OptimizeCommand
                 await stderr.WriteLineAsync($"kiln optimize: --budget: {ex.Message}").ConfigureAwait(false);
                 return 2;
             }
+            if (parse.GetValue(batch) < 1 || !(parse.GetValue(autotuneSeconds) > 0))
+            {
+                await stderr.WriteLineAsync("kiln optimize: --batch must be at least 1 and --autotune-seconds above 0").ConfigureAwait(false);
+                return 2;
+            }
             var fixedInputs = new Dictionary<string, double>(StringComparer.Ordinal);
             foreach (string pair in (parse.GetValue(specialize) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
             {

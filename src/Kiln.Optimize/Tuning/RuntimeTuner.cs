@@ -18,7 +18,10 @@ public sealed class RuntimeTunerOptions
     /// <summary>How long each configuration runs (after two warm-up runs); at least one run is measured. Default 0.5 s.</summary>
     public TimeSpan TimePerConfig { get; init; } = TimeSpan.FromSeconds(0.5);
 
-    /// <summary>The batch size: the first dimension of every input that declares it symbolic. Default 1.</summary>
+    /// <summary>
+    /// The batch size: the first dimension of every input that declares it symbolic. Default 1. The tuning records the
+    /// first input's first dimension as measured (a fixed batch dimension stays what the model declares).
+    /// </summary>
     public int Batch { get; init; } = 1;
 
     /// <summary>Shapes of the generated inputs by input name (they override <see cref="Batch"/>).</summary>
@@ -150,7 +153,7 @@ public static class RuntimeTuner
                 IntraOpThreads = fastest.IntraOpThreads,
                 InterOpThreads = fastest.InterOpThreads,
                 ParallelExecution = fastest.ExecutionMode == "parallel",
-                Batch = options.Batch,
+                Batch = inputs.Values.FirstOrDefault()?.Shape is [long first, ..] ? (int)first : 1,
                 P50Ms = fastest.P50Ms,
                 P99Ms = fastest.P99Ms,
                 Machine = machine,
