@@ -80,25 +80,44 @@ public static class ModelOptimizer
             steps.Add(new StepOutcome(o.Pass, o.Kept, o.Kept ? $"{o.Changes} change(s), {o.NodesBefore} → {o.NodesAfter} nodes" : o.Reason ?? "rolled back"));
         }
 
-        if (options.Quantize == QuantizeMode.DynamicInt8)
+        IReadOnlyList<KeptFloatNode> keptFloat = [];
+        if (options.Quantize != QuantizeMode.None)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            progress?.Report("int8 quantization" + (options.MinimumCosine is { } c ? $" within cosine ≥ {c}" : ""));
-            if (options.MinimumCosine is { } minimum)
+            IReadOnlyList<AccuracyBudgetSpec> budgets = options.AllBudgets;
+            Func<ISet<string>, IQuantizer> quantizer = QuantizerFactory(options);
+            string name = quantizer(new HashSet<string>()).Name;
+            progress?.Report($"{name} quantization" + (budgets.Count > 0 ? $" within {string.Join(", ", budgets)}" : ""));
+            if (budgets.Count > 0)
             {
-                BudgetResult budget = new AccuracyBudget(minimum, options.PerChannel).Quantize(optimized, [resultInputs]);
+                IReadOnlyDictionary<string, TensorValue>[] samples = [resultInputs, .. Enumerable.Range(2, BudgetSamples - 1)
+                    .Select(seed => SampleInputs(model, seed, options, resultInputs)).Where(sample => RunsOn(optimized, sample))];
+                BudgetResult budget;
+                try
+                {
+                    budget = new AccuracyBudget(budgets, quantizer).Quantize(optimized, samples, progress, cancellationToken);
+                }
+                catch (Exception e) when (e is KilnRuntimeException or OnnxRuntimeException)
+                {
+                    throw new OptimizeException($"{inputPath}: ONNX Runtime cannot run the {name} model: {e.Message}", e);
+                }
                 optimized = budget.Model;
-                steps.Add(new StepOutcome("int8", budget.Quantized.Count > 0,
-                    budget.BudgetMet
-                        ? $"{budget.Quantized.Count} MatMul(s) quantized, {budget.KeptFloat.Count} kept float for cosine {budget.Cosine:F5} ≥ {minimum}"
-                        : $"no quantized model meets cosine ≥ {minimum}; the float model is kept"));
+                keptFloat = [.. budget.KeptFloat.Select(n => new KeptFloatNode(n, budget.NodeErrors[n].Cosine, budget.NodeErrors[n].Top1, budget.NodeErrors[n].MaxAbs))];
+                string within = string.Join(", ", budgets);
+                steps.Add(new StepOutcome(name, budget.Quantized.Count > 0,
+                    budget.Quantized.Count == 0 && budget.KeptFloat.Count == 0 ? "0 node(s) quantized (no candidates)"
+                    : budget.BudgetMet && budget.Quantized.Count > 0
+                        ? $"{budget.Quantized.Count} node(s) quantized, {budget.KeptFloat.Count} kept float ({budget.Accuracy} on {samples.Length} samples; {within})"
+                        : budget.BudgetMet
+                            ? $"no quantized model meets {within} on {samples.Length} samples; the float model is kept"
+                            : $"not even the float model meets {within}; the float model is kept"));
             }
             else
             {
                 OnnxModel candidate = optimized.Clone();
-                List<string> quantized = new DynamicInt8Quantizer { PerChannel = options.PerChannel }.Apply(candidate);
+                List<string> quantized = quantizer(new HashSet<string>()).Apply(candidate);
                 optimized = candidate;
-                steps.Add(new StepOutcome("int8", quantized.Count > 0, $"{quantized.Count} MatMul(s) quantized ({(options.PerChannel ? "per channel" : "per tensor")})"));
+                steps.Add(new StepOutcome(name, quantized.Count > 0, $"{quantized.Count} node(s) quantized{(options.Quantize == QuantizeMode.DynamicInt8 ? (options.PerChannel ? " (per channel)" : " (per tensor)") : "")}"));
             }
         }
 
@@ -106,14 +125,52 @@ public static class ModelOptimizer
         progress?.Report($"measuring the result ({optimized.TotalNodeCount} nodes)");
         ModelFigures result = Measure(optimized, resultInputs, reference, options);
         optimized.Save(outputPath!);
-        return new OptimizationReport(inputPath, outputPath, baseline, result, steps);
+        return new OptimizationReport(inputPath, outputPath, baseline, result, steps, keptFloat);
     }
+
+    /// <summary>Sample inputs the accuracy budget is checked on (the measuring inputs and generated ones).</summary>
+    private const int BudgetSamples = 4;
+
+    /// <summary>Makes the quantizer <paramref name="options"/> asks for, given the nodes to leave in float.</summary>
+    private static Func<ISet<string>, IQuantizer> QuantizerFactory(OptimizeOptions options) => options.Quantize switch
+    {
+        QuantizeMode.DynamicInt8 => exclude => new DynamicInt8Quantizer { PerChannel = options.PerChannel, Exclude = exclude },
+        _ => throw new OptimizeException($"no quantizer for {options.Quantize}"),
+    };
+
+    /// <summary>
+    /// Whether the model runs on generated inputs: values in their generic ranges can be out of a model's domain (token
+    /// type ids of 3 for a model with two); such samples are left out of the budget's samples.
+    /// </summary>
+    private static bool RunsOn(OnnxModel model, IReadOnlyDictionary<string, TensorValue> sample)
+    {
+        try
+        {
+            _ = ModelRunner.Run(model, sample);
+            return true;
+        }
+        catch (OnnxRuntimeException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Generated inputs with another seed, the specialized inputs left out (as in <paramref name="like"/>).</summary>
+    private static Dictionary<string, TensorValue> SampleInputs(OnnxModel model, int seed, OptimizeOptions options, Dictionary<string, TensorValue> like) =>
+        ModelRunner.SampleInputs(model, seed, options.InputShapes).Where(i => like.ContainsKey(i.Key)).ToDictionary(i => i.Key, i => i.Value, StringComparer.Ordinal);
 
     private static ModelFigures Measure(OnnxModel model, Dictionary<string, TensorValue> inputs, Dictionary<string, TensorValue> reference, OptimizeOptions options)
     {
         Dictionary<string, TensorValue> outputs = ModelRunner.Run(model, inputs);
         double maxAbs = ModelRunner.MaxAbsDifference(reference, outputs);
         double cosine = ModelRunner.Cosine(reference, outputs);
+        (double? top1, double? top5) = (null, null);
+        string first = model.Proto.Graph.Output.Count > 0 ? model.Proto.Graph.Output[0].Name : "";
+        if (reference.TryGetValue(first, out TensorValue? classes) && AccuracyMetrics.LooksLikeClasses(classes) && outputs.TryGetValue(first, out TensorValue? actual))
+        {
+            top1 = Agreement(AccuracyMetrics.TopKAgreement(classes, actual, 1));
+            top5 = classes.Shape[1] > 5 ? Agreement(AccuracyMetrics.TopKAgreement(classes, actual, 5)) : null;
+        }
         using var sessionOptions = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, IntraOpNumThreads = options.Threads, InterOpNumThreads = 1 };
         byte[] bytes = model.ToBytes();
         using var session = new InferenceSession(bytes, sessionOptions);
@@ -123,7 +180,9 @@ public static class ModelOptimizer
         {
             p50Batch32 = Latency(session, batch, options.MeasureTime).P50;
         }
-        return new ModelFigures(bytes.LongLength, model.TotalNodeCount, p50, p99, p50Batch32, 1000 / p50, maxAbs, cosine);
+        return new ModelFigures(bytes.LongLength, model.TotalNodeCount, p50, p99, p50Batch32, 1000 / p50, maxAbs, cosine, top1, top5);
+
+        static double Agreement((long Agreeing, long Rows) counts) => counts.Rows == 0 ? 1 : (double)counts.Agreeing / counts.Rows;
     }
 
     /// <summary>The inputs with their first dimension set to <paramref name="batch"/>, where every input declares it symbolic.</summary>

@@ -23,7 +23,18 @@ public sealed class OptimizeOptions
     public bool PerChannel { get; init; } = true;
 
     /// <summary>With int8: the lowest mean cosine to the float model's outputs; the worst nodes stay float until it holds.</summary>
+    /// <remarks>Shorthand for a cosine entry in <see cref="Budgets"/>; both apply.</remarks>
     public double? MinimumCosine { get; init; }
+
+    /// <summary>
+    /// With quantization: accuracy bounds that must all hold on the sample inputs (cosine, top-1 agreement, max abs
+    /// error); the nodes contributing most error stay float until they do. Empty: quantize every candidate.
+    /// </summary>
+    public IReadOnlyList<AccuracyBudgetSpec> Budgets { get; init; } = [];
+
+    /// <summary><see cref="Budgets"/> together with <see cref="MinimumCosine"/>.</summary>
+    internal IReadOnlyList<AccuracyBudgetSpec> AllBudgets =>
+        MinimumCosine is { } cosine ? [.. Budgets, new AccuracyBudgetSpec(AccuracyMetric.Cosine, cosine)] : Budgets;
 
     /// <summary>Graph inputs fixed to a scalar value (e.g. a sample rate of 16000): the result only computes what the model computes for them.</summary>
     public IReadOnlyDictionary<string, double> Specialize { get; init; } = new Dictionary<string, double>();

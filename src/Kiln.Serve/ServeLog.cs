@@ -20,6 +20,12 @@ internal static partial class ServeLog
     [LoggerMessage(EventId = 202, Level = LogLevel.Information, Message = "Model {Model} default version is now {Version}")]
     public static partial void DefaultVersionSet(ILogger logger, string model, string version);
 
+    [LoggerMessage(EventId = 210, Level = LogLevel.Information, Message = "Model file {File}: ONNX Runtime settings from {TuningFile}: {Provider}, optimization {Level}, {IntraOpThreads} intra-op / {InterOpThreads} inter-op thread(s), {Mode} (tuned: {Tuned})")]
+    public static partial void TuningApplied(ILogger logger, string file, string tuningFile, string provider, string level, int intraOpThreads, int interOpThreads, string mode, string tuned);
+
+    [LoggerMessage(EventId = 211, Level = LogLevel.Warning, Message = "Model file {File}: {TuningFile} asks for {Provider}, which this ONNX Runtime build does not offer ({Available}); using {Fallback}")]
+    public static partial void TuningProviderUnavailable(ILogger logger, string file, string tuningFile, string provider, string available, string fallback);
+
     [LoggerMessage(EventId = 300, Level = LogLevel.Information, Message = "Model {Model} version {Version} scaled from {From} to {To} workers")]
     public static partial void WorkersScaled(ILogger logger, string model, string version, int from, int to);
 

@@ -60,6 +60,26 @@ public sealed class OptimizeCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task Autotune_WithReportOnly_WritesTheTuningFileBesideTheModel_AndPrintsTheTable()
+    {
+        string copy = Path.Combine(_folder, "prep.onnx");
+        File.Copy(PreprocessOnnx, copy);
+        (int code, string output, string error) = await RunAsync("optimize", copy, "--report-only", "--measure-seconds", "0.05", "--autotune", "--autotune-seconds", "0.01");
+        code.ShouldBe(0, error);
+        string file = copy + ".tuning.json";
+        output.ShouldContain("autotune at batch 1");
+        output.ShouldContain($"wrote {file}");
+        Kiln.Runtime.OnnxTuning tuning = Kiln.Runtime.OnnxTuning.Load(file);
+        tuning.Model.ShouldBe("prep.onnx");
+        tuning.Precision.ShouldBe("fp32");
+        // The saved configuration is the table's first (fastest) row, marked.
+        string first = output.Split('\n').First(l => l.StartsWith("* ", StringComparison.Ordinal) || l.StartsWith("  prep.onnx", StringComparison.Ordinal));
+        first.ShouldStartWith("* prep.onnx");
+        first.ShouldContain(Kiln.Runtime.OnnxTuning.LevelName(tuning.OptimizationLevel));
+        error.ShouldContain("optimize: 1/");
+    }
+
+    [Fact]
     public async Task NotAnOnnxFile_ExitsOne_NamingIt()
     {
         string notes = Path.Combine(_folder, "notes.onnx");
@@ -71,8 +91,11 @@ public sealed class OptimizeCommandTests : IDisposable
     }
 
     [Theory]
-    [InlineData("--budget", "top1=0.99")]
+    [InlineData("--budget", "top5=0.99")]
+    [InlineData("--budget", "cosine<=0.99")]
     [InlineData("--quantize", "int3")]
+    [InlineData("--batch", "0")]
+    [InlineData("--autotune-seconds", "-1")]
     public async Task BadFlags_ExitTwo(string flag, string value)
     {
         (int code, _, string error) = await RunAsync("optimize", PreprocessOnnx, "-o", Path.Combine(_folder, "x.onnx"), flag, value);

@@ -14,6 +14,14 @@ internal sealed class GraphBuilder
         return this;
     }
 
+    public GraphBuilder Int64Input(string name, params long[] shape)
+    {
+        ValueInfoProto value = Value(name, shape);
+        value.Type.TensorType.ElemType = (int)TensorProto.Types.DataType.Int64;
+        _graph.Input.Add(value);
+        return this;
+    }
+
     public GraphBuilder Output(string name, params long[] shape)
     {
         _graph.Output.Add(Value(name, shape));

@@ -2,6 +2,8 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using Kiln.Optimize;
+using Kiln.Optimize.Tuning;
+using Kiln.Runtime;
 
 namespace Kiln.Cli.Commands;
 
@@ -17,31 +19,41 @@ internal static class OptimizeCommand
         var quantize = new Option<string>("--quantize") { Description = "none, or int8 (dynamic: int8 weights, activations quantized at run time).", DefaultValueFactory = _ => "none" };
         quantize.AcceptOnlyFromAmong("none", "int8");
         var perTensor = new Option<bool>("--per-tensor") { Description = "int8 weights with one scale per tensor instead of one per output column." };
-        var budget = new Option<string?>("--budget") { Description = "Accuracy budget for int8, e.g. cosine=0.99: the worst nodes stay float until it holds." };
+        var budget = new Option<string[]>("--budget")
+        {
+            Description = "Accuracy budget for quantization: cosine=V, top1=V, maxabs=V (also cosine>=V, maxabs<=V); repeatable or comma-separated, all must hold. The worst nodes stay float until they do.",
+        };
         var specialize = new Option<string?>("--specialize") { Description = "Fix scalar inputs to values, e.g. sr=16000 (comma-separated): branches they decide are folded away." };
         var shapes = new Option<string?>("--input-shape") { Description = "Shapes of the generated inputs, e.g. input=1x512,state=2x1x128 (symbolic dims are 1 otherwise)." };
         var report = new Option<string?>("--report") { Description = "Also write the report as JSON to this file." };
         var reportOnly = new Option<bool>("--report-only") { Description = "Measure the model; change nothing." };
         var threads = new Option<int>("--threads") { Description = "Intra-op threads for the latency measurements.", DefaultValueFactory = _ => 1 };
         var seconds = new Option<double>("--measure-seconds") { Description = "Seconds per latency measurement.", DefaultValueFactory = _ => 2 };
+        var autotune = new Option<bool>("--autotune") { Description = "Also search ONNX Runtime settings (provider, optimization level, threads, execution mode) for the fastest; writes MODEL.onnx.tuning.json beside the result (beside MODEL with --report-only)." };
+        var batch = new Option<int>("--batch") { Description = "Batch size for --autotune (the first dimension of inputs that declare it symbolic).", DefaultValueFactory = _ => 1 };
+        var autotuneSeconds = new Option<double>("--autotune-seconds") { Description = "Seconds each --autotune configuration runs.", DefaultValueFactory = _ => 0.5 };
         var command = new Command("optimize", "Make an ONNX model faster: graph passes checked by running it, int8 quantization, a side-by-side report.")
         {
-            model, output, quantize, perTensor, budget, specialize, shapes, report, reportOnly, threads, seconds,
+            model, output, quantize, perTensor, budget, specialize, shapes, report, reportOnly, threads, seconds, autotune, batch, autotuneSeconds,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
             TextWriter stdout = parse.InvocationConfiguration.Output;
             TextWriter stderr = parse.InvocationConfiguration.Error;
-            double? minimumCosine = null;
-            if (parse.GetValue(budget) is { } text)
+            IReadOnlyList<AccuracyBudgetSpec> budgets;
+            try
             {
-                string[] parts = text.Split('=', 2);
-                if (parts.Length != 2 || parts[0].Trim() != "cosine" || !double.TryParse(parts[1], NumberStyles.Float, CultureInfo.InvariantCulture, out double value) || value is <= 0 or > 1)
-                {
-                    await stderr.WriteLineAsync($"kiln optimize: --budget {text}: expected cosine=V with 0 < V ≤ 1 (the only metric so far)").ConfigureAwait(false);
-                    return 2;
-                }
-                minimumCosine = value;
+                budgets = AccuracyBudgetSpec.ParseAll(parse.GetValue(budget) ?? []);
+            }
+            catch (FormatException ex)
+            {
+                await stderr.WriteLineAsync($"kiln optimize: --budget: {ex.Message}").ConfigureAwait(false);
+                return 2;
+            }
+            if (parse.GetValue(batch) < 1 || !(parse.GetValue(autotuneSeconds) > 0))
+            {
+                await stderr.WriteLineAsync("kiln optimize: --batch must be at least 1 and --autotune-seconds above 0").ConfigureAwait(false);
+                return 2;
             }
             var fixedInputs = new Dictionary<string, double>(StringComparer.Ordinal);
             foreach (string pair in (parse.GetValue(specialize) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
@@ -75,7 +87,7 @@ internal static class OptimizeCommand
                 ReportOnly = parse.GetValue(reportOnly),
                 Quantize = parse.GetValue(quantize) == "int8" ? QuantizeMode.DynamicInt8 : QuantizeMode.None,
                 PerChannel = !parse.GetValue(perTensor),
-                MinimumCosine = minimumCosine,
+                Budgets = budgets,
                 Threads = parse.GetValue(threads),
                 MeasureTime = TimeSpan.FromSeconds(parse.GetValue(seconds)),
             };
@@ -88,15 +100,51 @@ internal static class OptimizeCommand
                 {
                     await File.WriteAllTextAsync(reportPath, JsonSerializer.Serialize(result, ReportJson), cancellationToken).ConfigureAwait(false);
                 }
+                if (parse.GetValue(autotune))
+                {
+                    // The file to tune is the one written (or the input with --report-only); with quantization the float input is measured too.
+                    string target = result.Output ?? result.Model;
+                    string precision = options.Quantize == QuantizeMode.DynamicInt8 ? "int8" : "fp32";
+                    TuningVariant[] variants = result.Output is not null && options.Quantize != QuantizeMode.None
+                        ? [new TuningVariant(target, precision), new TuningVariant(result.Model, "fp32")]
+                        : [new TuningVariant(target, precision)];
+                    var tunerOptions = new RuntimeTunerOptions { Batch = parse.GetValue(batch), TimePerConfig = TimeSpan.FromSeconds(parse.GetValue(autotuneSeconds)), InputShapes = inputShapes };
+                    TuningReport tuning = await Task.Run(() => RuntimeTuner.Tune(variants, tunerOptions, progress, cancellationToken), cancellationToken).ConfigureAwait(false);
+                    OnnxTuning chosen = tuning.Best[target];
+                    string file = OnnxTuning.PathFor(target);
+                    chosen.Save(file);
+                    await stdout.WriteAsync(FormatTuning(tuning, chosen)).ConfigureAwait(false);
+                    if (tuning.Fastest != chosen)
+                    {
+                        await stdout.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"note: {tuning.Fastest.Model} ({tuning.Fastest.Precision}) is faster here: p50 {tuning.Fastest.P50Ms:F3} ms against {chosen.P50Ms:F3} ms")).ConfigureAwait(false);
+                    }
+                    await stdout.WriteLineAsync($"wrote {file}").ConfigureAwait(false);
+                }
                 return 0;
             }
-            catch (Exception ex) when (ex is OptimizeException or IOException or UnauthorizedAccessException)
+            catch (Exception ex) when (ex is OptimizeException or KilnRuntimeException or IOException or UnauthorizedAccessException)
             {
                 await stderr.WriteLineAsync($"kiln optimize: {ex.Message}").ConfigureAwait(false);
                 return 1;
             }
         });
         return command;
+    }
+
+    /// <summary>Every configuration the tuner measured, fastest first; the one saved is marked with <c>*</c>.</summary>
+    internal static string FormatTuning(TuningReport tuning, OnnxTuning chosen)
+    {
+        var text = new System.Text.StringBuilder();
+        text.AppendLine(CultureInfo.InvariantCulture, $"autotune at batch {chosen.Batch} on {chosen.Machine.Cpu} ({chosen.Machine.Cores} cores, ONNX Runtime {chosen.Machine.OnnxRuntime})");
+        text.AppendLine(CultureInfo.InvariantCulture, $"  {"model",-24} {"precision",-9} {"provider",-22} {"level",-9} {"intra",5} {"inter",5} {"mode",-10} {"p50 ms",9} {"p99 ms",9} {"runs",6}");
+        foreach (TuningMeasurement m in tuning.Measurements.OrderBy(m => double.IsNaN(m.P50Ms) ? double.MaxValue : m.P50Ms).ThenBy(m => m.P99Ms).ThenBy(m => m.IntraOpThreads + m.InterOpThreads))
+        {
+            bool saved = m.Model == chosen.Model && m.Provider == chosen.ExecutionProvider && m.OptimizationLevel == OnnxTuning.LevelName(chosen.OptimizationLevel)
+                && m.IntraOpThreads == chosen.IntraOpThreads && m.InterOpThreads == chosen.InterOpThreads && m.ExecutionMode == (chosen.ParallelExecution ? "parallel" : "sequential");
+            string figures = m.Error is null ? string.Create(CultureInfo.InvariantCulture, $"{m.P50Ms,9:F3} {m.P99Ms,9:F3} {m.Runs,6}") : $"failed: {m.Error}";
+            text.AppendLine(CultureInfo.InvariantCulture, $"{(saved ? "*" : " ")} {m.Model,-24} {m.Precision,-9} {m.Provider,-22} {m.OptimizationLevel,-9} {m.IntraOpThreads,5} {m.InterOpThreads,5} {m.ExecutionMode,-10} {figures}");
+        }
+        return text.ToString();
     }
 
     /// <summary>The report as a table: baseline, result and their ratio, then what each step did.</summary>
@@ -120,9 +168,21 @@ internal static class OptimizeCommand
         Row("runs/s batch 1", $"{b.ThroughputBatch1:F1}", $"{r.ThroughputBatch1:F1}", Ratio(r.ThroughputBatch1, b.ThroughputBatch1));
         Row("max abs error", $"{b.MaxAbsError:G3}", $"{r.MaxAbsError:G3}", "");
         Row("cosine", $"{b.Cosine:F5}", $"{r.Cosine:F5}", "");
+        if (r.Top1Agreement is { } top1)
+        {
+            Row("top-1 agreement", $"{b.Top1Agreement ?? 1:P2}", $"{top1:P2}", "");
+        }
+        if (r.Top5Agreement is { } top5)
+        {
+            Row("top-5 agreement", $"{b.Top5Agreement ?? 1:P2}", $"{top5:P2}", "");
+        }
         foreach (StepOutcome step in report.Steps)
         {
             text.AppendLine(CultureInfo.InvariantCulture, $"{(step.Kept ? "kept" : "rolled back"),-12} {step.Step}: {step.Detail}");
+        }
+        foreach (KeptFloatNode node in report.KeptFloat ?? [])
+        {
+            text.AppendLine(CultureInfo.InvariantCulture, $"{"float",-12} {node.Node}: alone quantized, cosine {node.Cosine:F5}, top-1 {node.Top1Agreement:P1}, max abs {node.MaxAbsError:G3}");
         }
         if (report.Output is { } written)
         {

@@ -1,64 +1,136 @@
+using System.Globalization;
 using Kiln.Optimize.Verification;
 
 namespace Kiln.Optimize.Quantization;
 
 /// <summary>What the budgeted quantization kept in float, and the accuracy it reached.</summary>
-internal sealed record BudgetResult(OnnxModel Model, IReadOnlyList<string> Quantized, IReadOnlyList<string> KeptFloat, double Cosine, bool BudgetMet, IReadOnlyDictionary<string, double> NodeErrors);
+/// <param name="Model">The model chosen: the quantized one within budget, or the float model when none is.</param>
+/// <param name="Quantized">Nodes quantized in <paramref name="Model"/>.</param>
+/// <param name="KeptFloat">Candidate nodes left in float, worst first.</param>
+/// <param name="Accuracy">The chosen model's accuracy on all samples.</param>
+/// <param name="BudgetMet">Whether every budget holds for <paramref name="Model"/>.</param>
+/// <param name="NodeErrors">Each candidate's accuracy with that node alone quantized (empty when quantizing everything met the budget).</param>
+/// <param name="Evaluations">Quantized models built and run (the cost of the search).</param>
+internal sealed record BudgetResult(
+    OnnxModel Model,
+    IReadOnlyList<string> Quantized,
+    IReadOnlyList<string> KeptFloat,
+    AccuracyMeasure Accuracy,
+    bool BudgetMet,
+    IReadOnlyDictionary<string, AccuracyMeasure> NodeErrors,
+    int Evaluations);
 
 /// <summary>
-/// Quantizes under an accuracy budget (the lowest mean cosine between the float model's and the quantized model's
-/// outputs over sample inputs): when quantizing every MatMul misses it, each node's own contribution is measured by
-/// quantizing that node alone, and nodes are left in float, worst first, until the budget is met. When even that does
-/// not meet it, the float model is the best within budget and the result says so.
+/// Quantizes under accuracy budgets (every <see cref="AccuracyBudgetSpec"/> must hold on the sample inputs), with any
+/// <see cref="IQuantizer"/>: when quantizing every candidate misses a budget, each candidate's own contribution is
+/// measured, candidates are ranked worst first, and the fewest worst nodes left in float that bring the model within
+/// budget are found by a binary search over that ranking. When not even that meets it, the float model is kept and
+/// the result says so.
 /// </summary>
-internal sealed class AccuracyBudget(double minimumCosine, bool perChannel = true)
+/// <remarks>
+/// A node's contribution is measured with <b>that node alone quantized</b> (every other candidate excluded), not with
+/// it alone left in float: alone, its error is measured against the exact float outputs, so even small errors rank
+/// cleanly; with the other ~100 nodes quantized, removing one changes the output by less than the noise the others
+/// add, and the ranking would be noise. Nodes are ranked by the largest share of any budget's allowance their error
+/// uses (<see cref="AccuracyBudgetSpec.Usage"/>), ties by cosine loss. Contributions use the first
+/// <see cref="ContributionSamples"/> samples; the search checks the budget on all of them. Cost: one quantized model
+/// per candidate (on the subset) plus about log2(candidates) + 1 on all samples.
+/// </remarks>
+internal sealed class AccuracyBudget
 {
-    public BudgetResult Quantize(OnnxModel model, IReadOnlyList<IReadOnlyDictionary<string, TensorValue>> samples)
+    private readonly IReadOnlyList<AccuracyBudgetSpec> _budgets;
+    private readonly Func<ISet<string>, IQuantizer> _quantizer;
+
+    /// <param name="budgets">The bounds that must all hold (at least one).</param>
+    /// <param name="quantizer">Makes the quantizer to apply, given the nodes it must leave in float.</param>
+    public AccuracyBudget(IReadOnlyList<AccuracyBudgetSpec> budgets, Func<ISet<string>, IQuantizer> quantizer)
+    {
+        ArgumentNullException.ThrowIfNull(budgets);
+        ArgumentNullException.ThrowIfNull(quantizer);
+        ArgumentOutOfRangeException.ThrowIfZero(budgets.Count);
+        _budgets = budgets;
+        _quantizer = quantizer;
+    }
+
+    /// <summary>Samples used to measure each node's contribution (the first ones given). Default 2.</summary>
+    public int ContributionSamples { get; init; } = 2;
+
+    public BudgetResult Quantize(OnnxModel model, IReadOnlyList<IReadOnlyDictionary<string, TensorValue>> samples, IProgress<string>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentOutOfRangeException.ThrowIfZero(samples.Count);
-        Dictionary<string, TensorValue>[] reference = [.. samples.Select(s => ModelRunner.Run(model, s))];
+        string classOutput = model.Proto.Graph.Output.Count > 0 ? model.Proto.Graph.Output[0].Name : "";
+        IReadOnlyDictionary<string, TensorValue>[] reference = [.. samples.Select(s => ModelRunner.Run(model, s))];
+        bool floatMeets = AccuracyMeasure.Exact.Meets(_budgets);
+        int evaluations = 0;
 
         (OnnxModel all, List<string> candidates) = Quantized(model, []);
-        double cosine = MeanCosine(all, samples, reference);
-        if (cosine >= minimumCosine)
+        if (candidates.Count == 0)
         {
-            return new BudgetResult(all, candidates, [], cosine, true, new Dictionary<string, double>());
+            return new BudgetResult(model.Clone(), [], [], AccuracyMeasure.Exact, floatMeets, new Dictionary<string, AccuracyMeasure>(), evaluations);
         }
-        var errors = new Dictionary<string, double>(StringComparer.Ordinal);
+        AccuracyMeasure accuracy = Measure(all, samples.Count);
+        progress?.Report($"all {candidates.Count} node(s) quantized: {accuracy}");
+        if (accuracy.Meets(_budgets))
+        {
+            return new BudgetResult(all, candidates, [], accuracy, true, new Dictionary<string, AccuracyMeasure>(), evaluations);
+        }
+
+        int subset = Math.Clamp(ContributionSamples, 1, samples.Count);
+        var errors = new Dictionary<string, AccuracyMeasure>(StringComparer.Ordinal);
         foreach (string node in candidates)
         {
-            (OnnxModel alone, _) = Quantized(model, [.. candidates.Where(c => c != node)]);
-            errors[node] = 1 - MeanCosine(alone, samples, reference);
+            cancellationToken.ThrowIfCancellationRequested();
+            (OnnxModel alone, _) = Quantized(model, candidates.Where(c => c != node));
+            errors[node] = Measure(alone, subset);
+            progress?.Report($"contribution {errors.Count}/{candidates.Count}: {node}: {errors[node]}");
         }
-        var kept = new List<string>();
-        foreach (string node in errors.OrderByDescending(e => e.Value).Select(e => e.Key))
+        string[] ranked = [.. candidates
+            .OrderByDescending(n => errors[n].Usage(_budgets))
+            .ThenByDescending(n => 1 - errors[n].Cosine)
+            .ThenBy(n => n, StringComparer.Ordinal)];
+
+        // The fewest worst nodes in float that meet the budget: all of them (the float model) meets it whenever the
+        // float model can; binary search below that, keeping the best model that met it.
+        (int Count, OnnxModel Model, List<string> Quantized, AccuracyMeasure Accuracy)? best = null;
+        int lo = 1, hi = ranked.Length;
+        while (lo < hi)
         {
-            kept.Add(node);
-            (OnnxModel candidate, List<string> quantized) = Quantized(model, kept);
-            cosine = quantized.Count == 0 ? 1 : MeanCosine(candidate, samples, reference);
-            if (cosine >= minimumCosine)
+            cancellationToken.ThrowIfCancellationRequested();
+            int mid = (lo + hi) / 2;
+            (OnnxModel candidate, List<string> quantized) = Quantized(model, ranked.Take(mid));
+            AccuracyMeasure measured = Measure(candidate, samples.Count);
+            bool met = measured.Meets(_budgets);
+            progress?.Report(string.Create(CultureInfo.InvariantCulture, $"{mid} node(s) in float: {measured}{(met ? " — within budget" : "")}"));
+            if (met)
             {
-                return new BudgetResult(candidate, quantized, kept, cosine, true, errors);
+                best = (mid, candidate, quantized, measured);
+                hi = mid;
+            }
+            else
+            {
+                lo = mid + 1;
             }
         }
-        return new BudgetResult(model.Clone(), [], kept, 1, minimumCosine <= 1, errors);
+        if (best is { } found)
+        {
+            return new BudgetResult(found.Model, found.Quantized, ranked[..found.Count], found.Accuracy, true, errors, evaluations);
+        }
+        // Only the float model is left (every candidate in float).
+        return new BudgetResult(model.Clone(), [], ranked, AccuracyMeasure.Exact, floatMeets, errors, evaluations);
+
+        AccuracyMeasure Measure(OnnxModel candidate, int count)
+        {
+            evaluations++;
+            IReadOnlyDictionary<string, TensorValue>[] actual = [.. samples.Take(count).Select(s => ModelRunner.Run(candidate, s))];
+            return AccuracyMetrics.Compare(reference[..count], actual, classOutput);
+        }
     }
 
     private (OnnxModel Model, List<string> Quantized) Quantized(OnnxModel model, IEnumerable<string> exclude)
     {
         OnnxModel copy = model.Clone();
-        List<string> quantized = new DynamicInt8Quantizer { PerChannel = perChannel, Exclude = new HashSet<string>(exclude, StringComparer.Ordinal) }.Apply(copy);
+        List<string> quantized = _quantizer(new HashSet<string>(exclude, StringComparer.Ordinal)).Apply(copy);
         return (copy, quantized);
-    }
-
-    private static double MeanCosine(OnnxModel model, IReadOnlyList<IReadOnlyDictionary<string, TensorValue>> samples, Dictionary<string, TensorValue>[] reference)
-    {
-        double sum = 0;
-        for (int i = 0; i < samples.Count; i++)
-        {
-            sum += ModelRunner.Cosine(reference[i], ModelRunner.Run(model, samples[i]));
-        }
-        return sum / samples.Count;
     }
 }

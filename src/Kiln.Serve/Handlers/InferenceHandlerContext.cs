@@ -62,11 +62,13 @@ public sealed class InferenceHandlerContext
 
     /// <summary>
     /// Opens an ONNX Runtime session on the serialized file, with the server's settings: its intra-op thread count, and
-    /// the CUDA provider when this build has it and model-config.yaml does not say <c>deviceType: cpu</c>.
+    /// the CUDA provider when this build has it and model-config.yaml does not say <c>deviceType: cpu</c>; a tuning file
+    /// beside the model (<c>MODEL.onnx.tuning.json</c>, from <c>kiln optimize --autotune</c>) replaces them with its own.
     /// </summary>
     /// <remarks>The caller owns the session and must dispose it (in the handler's <c>Dispose</c>). <c>Run</c> is thread-safe.</remarks>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
     /// <exception cref="KilnRuntimeException">ONNX Runtime rejects the model.</exception>
+    /// <exception cref="ServeException">The tuning file beside the model is not valid.</exception>
     public InferenceSession OpenOnnxSession() => Open(SerializedFilePath);
 
     /// <summary>Opens an ONNX Runtime session on another ONNX file of the archive, with the server's settings.</summary>
@@ -78,14 +80,8 @@ public sealed class InferenceHandlerContext
 
     private InferenceSession Open(string path)
     {
-        BackendOptions backend = _context.Backend;
-        bool onGpu = backend.DeviceType != "cpu" && OnnxSessionFactory.AvailableProviders.Contains("CUDAExecutionProvider");
-        InferenceSession session = OnnxSessionFactory.Open(path, new OnnxSessionOptions
-        {
-            IntraOpThreads = backend.IntraOpThreads,
-            Provider = onGpu ? OnnxProvider.Cuda : OnnxProvider.Cpu,
-            DeviceId = backend.DeviceId,
-        });
+        (OnnxSessionOptions settings, bool onGpu) = _context.Backend.OnnxSession(path);
+        InferenceSession session = OnnxSessionFactory.Open(path, settings);
         if (onGpu)
         {
             Interlocked.Increment(ref _gpuSessions);

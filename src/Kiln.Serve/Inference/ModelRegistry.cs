@@ -101,7 +101,7 @@ internal sealed class ModelRegistry : IAsyncDisposable
                 throw ServeException.BadRequest($"Preferred batch sizes must lie between 1 and batch_size ({settings.BatchSize}), and max_queue_delay_microseconds must be at least 0.");
             }
             string handlerName = request.Handler ?? archive.Manifest.Handler;
-            var backend = new BackendOptions { IntraOpThreads = settings.IntraOpThreads, DeviceType = ModelArchive.ConfigString(config, "deviceType") };
+            var backend = new BackendOptions { IntraOpThreads = settings.IntraOpThreads, DeviceType = ModelArchive.ConfigString(config, "deviceType"), Logger = _logger };
             IModelHandler handler = await Task.Run(() => HandlerCatalog.Create(handlerName, new HandlerContext(archive, settings, backend) { Logger = _logger }), cancellationToken).ConfigureAwait(false);
             host = new ModelVersionHost(archive, name, url, handler, settings, _metrics, _logger);
             lock (_gate)

@@ -21,13 +21,8 @@ internal sealed class OnnxBackend : ModelBackend
 
     public OnnxBackend(string path, BackendOptions options)
     {
-        _onGpu = options.DeviceType != "cpu" && OnnxSessionFactory.AvailableProviders.Contains("CUDAExecutionProvider");
-        _session = OnnxSessionFactory.Open(path, new OnnxSessionOptions
-        {
-            IntraOpThreads = options.IntraOpThreads,
-            Provider = _onGpu ? OnnxProvider.Cuda : OnnxProvider.Cpu,
-            DeviceId = options.DeviceId,
-        });
+        (OnnxSessionOptions settings, _onGpu) = options.OnnxSession(path);
+        _session = OnnxSessionFactory.Open(path, settings);
         try
         {
             if (_session.InputMetadata.Count != 1)

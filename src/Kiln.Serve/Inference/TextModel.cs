@@ -12,8 +12,6 @@ namespace Kiln.Serve.Inference;
 /// </summary>
 internal sealed class TextModel : IDisposable
 {
-    private const string CudaProvider = "CUDAExecutionProvider";
-
     private readonly InferenceSession _session;
     private readonly string _idsName;
     private readonly string? _maskName;
@@ -49,16 +47,11 @@ internal sealed class TextModel : IDisposable
         {
             throw new ServeException(400, "ModelException", $"{handler} runs ONNX models (.onnx); {file} is not one.");
         }
-        bool onGpu = context.Backend.DeviceType != "cpu" && OnnxSessionFactory.AvailableProviders.Contains(CudaProvider);
+        (OnnxSessionOptions settings, bool onGpu) = context.Backend.OnnxSession(path);
         InferenceSession session;
         try
         {
-            session = OnnxSessionFactory.Open(path, new OnnxSessionOptions
-            {
-                IntraOpThreads = context.Backend.IntraOpThreads,
-                Provider = onGpu ? OnnxProvider.Cuda : OnnxProvider.Cpu,
-                DeviceId = context.Backend.DeviceId,
-            });
+            session = OnnxSessionFactory.Open(path, settings);
         }
         catch (KilnRuntimeException ex)
         {
