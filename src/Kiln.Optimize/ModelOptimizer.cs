@@ -70,7 +70,7 @@ public static class ModelOptimizer
         // Gemm has no integer form here: when quantizing, MatMul + Add stay apart (ORT folds the bias into its fused int8 op).
         // Folding decides If conditions and inlining branches exposes more constants: three rounds of both.
         IGraphPass[] folding = [new ConstantFolding(), new IfElimination(), new ConstantFolding(), new IfElimination(), new ConstantFolding(), new IfElimination()];
-        IGraphPass[] passes = options.Quantize == QuantizeMode.None
+        IGraphPass[] passes = options.Quantize is QuantizeMode.None or QuantizeMode.Float16
             ? [.. folding, new IdentityElimination(), new MatMulAddToGemm(), new ConvBatchNormFolding(), new DeadNodeElimination()]
             : [.. folding, new IdentityElimination(), new ConvBatchNormFolding(), new DeadNodeElimination()];
         (OnnxModel optimized, List<PassOutcome> outcomes) = new PassPipeline(passes).Run(start, resultInputs, reference);
@@ -86,20 +86,26 @@ public static class ModelOptimizer
             progress?.Report("int8 quantization" + (options.MinimumCosine is { } c ? $" within cosine ≥ {c}" : ""));
             if (options.MinimumCosine is { } minimum)
             {
-                BudgetResult budget = new AccuracyBudget(minimum, options.PerChannel).Quantize(optimized, [resultInputs]);
+                BudgetResult budget = new AccuracyBudget(minimum, options.PerChannel, options.OpTypes).Quantize(optimized, [resultInputs]);
                 optimized = budget.Model;
                 steps.Add(new StepOutcome("int8", budget.Quantized.Count > 0,
                     budget.BudgetMet
-                        ? $"{budget.Quantized.Count} MatMul(s) quantized, {budget.KeptFloat.Count} kept float for cosine {budget.Cosine:F5} ≥ {minimum}"
+                        ? $"{budget.Quantized.Count} node(s) quantized, {budget.KeptFloat.Count} kept float for cosine {budget.Cosine:F5} ≥ {minimum}"
                         : $"no quantized model meets cosine ≥ {minimum}; the float model is kept"));
             }
             else
             {
                 OnnxModel candidate = optimized.Clone();
-                List<string> quantized = new DynamicInt8Quantizer { PerChannel = options.PerChannel }.Apply(candidate);
+                List<string> quantized = new DynamicInt8Quantizer { PerChannel = options.PerChannel, OpTypes = options.OpTypes ?? DynamicInt8Quantizer.DefaultOpTypes }.Apply(candidate);
                 optimized = candidate;
-                steps.Add(new StepOutcome("int8", quantized.Count > 0, $"{quantized.Count} MatMul(s) quantized ({(options.PerChannel ? "per channel" : "per tensor")})"));
+                steps.Add(new StepOutcome("int8", quantized.Count > 0, $"{quantized.Count} node(s) quantized ({(options.PerChannel ? "per channel" : "per tensor")})"));
             }
+        }
+        else if (options.Quantize is QuantizeMode.Int4 or QuantizeMode.Float16)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            (optimized, StepOutcome step) = ApplyQuantizer(optimized, options, resultInputs, progress);
+            steps.Add(step);
         }
 
         cancellationToken.ThrowIfCancellationRequested();
@@ -107,6 +113,28 @@ public static class ModelOptimizer
         ModelFigures result = Measure(optimized, resultInputs, reference, options);
         optimized.Save(outputPath!);
         return new OptimizationReport(inputPath, outputPath, baseline, result, steps);
+    }
+
+    /// <summary>int4 or fp16, under the accuracy budget when one is given (nodes left in float32, worst first).</summary>
+    private static (OnnxModel Model, StepOutcome Step) ApplyQuantizer(OnnxModel model, OptimizeOptions options, Dictionary<string, TensorValue> inputs, IProgress<string>? progress)
+    {
+        IQuantizer Create(ISet<string> exclude) => options.Quantize == QuantizeMode.Int4
+            ? new Int4WeightQuantizer { BlockSize = options.BlockSize, Exclude = exclude }
+            : new Float16Converter { KeepFloat32OpTypes = options.KeepFloat32OpTypes, Exclude = exclude };
+        string name = Create(new HashSet<string>()).Name;
+        string what = options.Quantize == QuantizeMode.Int4 ? $"MatMul(s) to int4 (block {options.BlockSize})" : "node(s) in float16";
+        progress?.Report(name + (options.MinimumCosine is { } c ? $" within cosine ≥ {c}" : ""));
+        if (options.MinimumCosine is { } minimum)
+        {
+            BudgetResult budget = new AccuracyBudget(minimum, quantizer: Create).Quantize(model, [inputs]);
+            return (budget.Model, new StepOutcome(name, budget.Quantized.Count > 0,
+                budget.BudgetMet
+                    ? $"{budget.Quantized.Count} {what}, {budget.KeptFloat.Count} kept float32 for cosine {budget.Cosine:F5} ≥ {minimum}"
+                    : $"no {name} model meets cosine ≥ {minimum}; the float model is kept"));
+        }
+        OnnxModel candidate = model.Clone();
+        List<string> converted = Create(new HashSet<string>(StringComparer.Ordinal)).Apply(candidate);
+        return (candidate, new StepOutcome(name, converted.Count > 0, $"{converted.Count} {what}"));
     }
 
     private static ModelFigures Measure(OnnxModel model, Dictionary<string, TensorValue> inputs, Dictionary<string, TensorValue> reference, OptimizeOptions options)

@@ -11,7 +11,7 @@ internal sealed record BudgetResult(OnnxModel Model, IReadOnlyList<string> Quant
 /// quantizing that node alone, and nodes are left in float, worst first, until the budget is met. When even that does
 /// not meet it, the float model is the best within budget and the result says so.
 /// </summary>
-internal sealed class AccuracyBudget(double minimumCosine, bool perChannel = true, IReadOnlySet<string>? opTypes = null)
+internal sealed class AccuracyBudget(double minimumCosine, bool perChannel = true, IReadOnlySet<string>? opTypes = null, Func<ISet<string>, IQuantizer>? quantizer = null)
 {
     public BudgetResult Quantize(OnnxModel model, IReadOnlyList<IReadOnlyDictionary<string, TensorValue>> samples)
     {
@@ -48,7 +48,9 @@ internal sealed class AccuracyBudget(double minimumCosine, bool perChannel = tru
     private (OnnxModel Model, List<string> Quantized) Quantized(OnnxModel model, IEnumerable<string> exclude)
     {
         OnnxModel copy = model.Clone();
-        List<string> quantized = new DynamicInt8Quantizer { PerChannel = perChannel, OpTypes = opTypes ?? DynamicInt8Quantizer.DefaultOpTypes, Exclude = new HashSet<string>(exclude, StringComparer.Ordinal) }.Apply(copy);
+        var excluded = new HashSet<string>(exclude, StringComparer.Ordinal);
+        IQuantizer q = quantizer?.Invoke(excluded) ?? new DynamicInt8Quantizer { PerChannel = perChannel, OpTypes = opTypes ?? DynamicInt8Quantizer.DefaultOpTypes, Exclude = excluded };
+        List<string> quantized = q.Apply(copy);
         return (copy, quantized);
     }
 
