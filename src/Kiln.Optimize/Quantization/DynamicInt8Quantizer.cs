@@ -190,7 +190,7 @@ internal sealed class DynamicInt8Quantizer : IQuantizer
             var w = Weight(table.Name + "|rows", () =>
             {
                 (byte[] codes, float[] scales) = Symmetric(values, perChannel ? rows : 1, i => perChannel ? i / width : 0, offset: 0);
-                return Store(table.Name, table.Dims, TensorProto.Types.DataType.Int8, codes, scales, perChannel ? [rows, 1] : [], zeroPoint: 0);
+                return Store(table.Name, table.Dims, TensorProto.Types.DataType.Int8, codes, scales, perChannel ? [rows, 1] : [], zeroPoint: perChannel ? null : (byte)0);
             });
             string gathered = _names.Next(y + "_int8");
             output.Add(QuantizedGraph.Node("Gather", _names.Next(node.Name + "_int8"), [w.Quantized, node.Input[1]], [gathered]));
@@ -236,16 +236,20 @@ internal sealed class DynamicInt8Quantizer : IQuantizer
             return Store(name, [rows, columns], TensorProto.Types.DataType.Int8, codes, scales, perChannel ? [columns] : [], zeroPoint: 0);
         }
 
-        private (string, string, string) Store(string stem, IEnumerable<long> dims, TensorProto.Types.DataType type, byte[] codes, float[] scales, long[] scaleDims, byte zeroPoint)
+        private (string, string, string) Store(string stem, IEnumerable<long> dims, TensorProto.Types.DataType type, byte[] codes, float[] scales, long[] scaleDims, byte? zeroPoint)
         {
             (string q, string s, string z) = (_names.Next(stem + "_quantized"), _names.Next(stem + "_scale"), _names.Next(stem + "_zero_point"));
             var quantized = new TensorProto { Name = q, DataType = (int)type, RawData = ByteString.CopyFrom(codes) };
             quantized.Dims.AddRange(dims);
             Initializers.Add(model, quantized);
             Initializers.Add(model, Initializers.FloatTensor(s, scaleDims, scales));
+            if (zeroPoint is not { } zeroValue)
+            {
+                return (q, s, "");
+            }
             // Conv's weight zero point is one scalar even with per-channel scales (128 for every channel).
             long[] zeroDims = type == TensorProto.Types.DataType.Int8 && scaleDims.Length == 1 ? scaleDims : [];
-            var zero = new TensorProto { Name = z, DataType = (int)type, RawData = ByteString.CopyFrom(Enumerable.Repeat(zeroPoint, (int)zeroDims.Aggregate(1L, (a, d) => a * d)).ToArray()) };
+            var zero = new TensorProto { Name = z, DataType = (int)type, RawData = ByteString.CopyFrom(Enumerable.Repeat(zeroValue, (int)zeroDims.Aggregate(1L, (a, d) => a * d)).ToArray()) };
             zero.Dims.AddRange(zeroDims);
             Initializers.Add(model, zero);
             return (q, s, z);
