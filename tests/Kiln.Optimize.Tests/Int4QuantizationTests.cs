@@ -148,4 +148,29 @@ public sealed class Int4QuantizationTests
         model.Proto.Graph.Node.Single(n => n.OpType == "MatMul").Name.ShouldBe("fc2");
         Should.Throw<OptimizeException>(() => new Int4WeightQuantizer { BlockSize = 48 }.Apply(Model(64, 32, 3))).Message.ShouldContain("48");
     }
+
+    [Fact]
+    public void Budget_WithInt4_LeavesTheWorseLayerInFloat()
+    {
+        OnnxModel model = Model(64, 16, 4);
+        IReadOnlyDictionary<string, TensorValue>[] samples = [ModelRunner.SampleInputs(model, 1)];
+        Dictionary<string, TensorValue> reference = ModelRunner.Run(model, samples[0]);
+        double Alone(string node)
+        {
+            OnnxModel copy = model.Clone();
+            new Int4WeightQuantizer { Exclude = new HashSet<string> { node == "fc1" ? "fc2" : "fc1" } }.Apply(copy);
+            return ModelRunner.Cosine(reference, ModelRunner.Run(copy, samples[0]));
+        }
+        (double fc1, double fc2) = (Alone("fc1"), Alone("fc2"));
+        string worse = fc1 < fc2 ? "fc1" : "fc2", better = worse == "fc1" ? "fc2" : "fc1";
+
+        BudgetResult result = new AccuracyBudget(Math.Max(fc1, fc2) - 1e-9, quantizer: exclude => new Int4WeightQuantizer { Exclude = exclude }).Quantize(model, samples);
+        result.Cosine.ShouldBeGreaterThanOrEqualTo(Math.Max(fc1, fc2) - 1e-9);
+        result.BudgetMet.ShouldBeTrue();
+        result.KeptFloat.ShouldBe([worse]);
+        result.Quantized.ShouldBe([better]);
+        result.NodeErrors[worse].ShouldBeGreaterThan(result.NodeErrors[better]);
+        result.Model.Proto.Graph.Node.Single(n => n.Name == worse).OpType.ShouldBe("MatMul");
+        result.Model.Proto.Graph.Node.Count(n => n.OpType == "MatMulNBits").ShouldBe(1);
+    }
 }
