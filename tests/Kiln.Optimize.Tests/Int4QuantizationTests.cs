@@ -173,4 +173,31 @@ public sealed class Int4QuantizationTests
         result.Model.Proto.Graph.Node.Single(n => n.Name == worse).OpType.ShouldBe("MatMul");
         result.Model.Proto.Graph.Node.Count(n => n.OpType == "MatMulNBits").ShouldBe(1);
     }
+
+    [Fact]
+    public void Gemm_TransposedScaledAndBiased_BecomesMatMulNBitsAndAdd_EqualToTheReference()
+    {
+        float[] b = Random(24 * 64, 3, 0.3f), c = Random(24, 4, 0.2f);
+        OnnxModel model = new GraphBuilder().Input("x", 3, 64).Output("y", 3, 24)
+            .Initializer("B", [24, 64], b).Initializer("C", [24], c)
+            .Node("Gemm", ["x", "B", "C"], ["y"], "g").Attribute("transB", 1L).Attribute("alpha", 0.5f).Attribute("beta", 2f).Build();
+        Dictionary<string, TensorValue> inputs = ModelRunner.SampleInputs(model, seed: 3);
+        OnnxModel quantized = model.Clone();
+        new Int4WeightQuantizer().Apply(quantized).ShouldBe(["g"]);
+        GraphProto graph = quantized.Proto.Graph;
+        graph.Node.Select(n => n.OpType).ShouldBe(["MatMulNBits", "Add"]);
+        graph.Initializer.Select(i => i.Name).ShouldNotContain("B");
+        graph.Initializer.Select(i => i.Name).ShouldNotContain("C");
+
+        // Reference: x · (0.5 · dequantized Bᵀ) + 2 · C, the 0.5 already inside the stored scales.
+        double[] w = Dequantize(graph, graph.Node[0]);
+        double[] expected = MatMul(inputs["x"].Values.Select(v => (double)(float)v).ToArray(), w, 64, 24);
+        for (int i = 0; i < expected.Length; i++)
+        {
+            expected[i] += 2 * c[i % 24];
+        }
+        double[] actual = ModelRunner.Run(quantized, inputs)["y"].Values;
+        actual.Zip(expected, (a, e) => Math.Abs(a - e)).Max().ShouldBeLessThan(1e-4);
+        ModelRunner.Cosine(ModelRunner.Run(model, inputs), ModelRunner.Run(quantized, inputs)).ShouldBeGreaterThan(0.99);
+    }
 }

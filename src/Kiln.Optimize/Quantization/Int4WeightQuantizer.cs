@@ -5,7 +5,8 @@ using Kiln.Optimize.Onnx.Proto;
 namespace Kiln.Optimize.Quantization;
 
 /// <summary>
-/// Weight-only int4: every MatMul whose second input is a 2-D float initializer W [K, N] becomes ONNX Runtime's
+/// Weight-only int4: every MatMul whose second input is a 2-D float initializer W [K, N] (and every Gemm with transA 0
+/// and a constant B: B transposed when transB, alpha folded into the scales, beta · C added after) becomes ONNX Runtime's
 /// <c>com.microsoft.MatMulNBits</c> (bits 4): W is cut along K into blocks of <see cref="BlockSize"/> values per
 /// output column, each block with its own float scale (and, when <see cref="Symmetric"/> is off, its own 4-bit zero
 /// point); a value dequantizes as (code − zero point) · scale. The activation stays float.
@@ -35,7 +36,7 @@ internal sealed class Int4WeightQuantizer : IQuantizer
     /// <inheritdoc/>
     public ISet<string> Exclude { get; init; } = new HashSet<string>(StringComparer.Ordinal);
 
-    /// <summary>Rewrites <paramref name="model"/> in place; returns the names of the MatMuls it replaced.</summary>
+    /// <summary>Rewrites <paramref name="model"/> in place; returns the names of the MatMuls and Gemms it replaced.</summary>
     /// <exception cref="OptimizeException">The block size is not a power of two of at least 16.</exception>
     public List<string> Apply(OnnxModel model)
     {
@@ -48,52 +49,113 @@ internal sealed class Int4WeightQuantizer : IQuantizer
         GraphProto graph = proto.Graph;
         var names = new NameScope(graph);
         var packed = new Dictionary<string, (string B, string Scales, string? ZeroPoints, long K, long N)>(StringComparer.Ordinal);
+        var replaced = new HashSet<string>(StringComparer.Ordinal);
         var quantized = new List<string>();
-        for (int i = 0; i < graph.Node.Count; i++)
+        var rewritten = new List<NodeProto>(graph.Node.Count);
+
+        (string B, string Scales, string? ZeroPoints, long K, long N) Pack(TensorProto weight, float[] values, bool transposed, float alpha)
         {
-            NodeProto node = graph.Node[i];
-            if (node.OpType != "MatMul" || !QuantizedGraph.IsDefaultDomain(node) || Exclude.Contains(node.Name) || node.Input.Count != 2
-                || Initializers.FindConstant(proto, node.Input[0]) is not null
-                || Initializers.FindConstant(proto, node.Input[1]) is not { } weight || weight.Dims.Count != 2
-                || Initializers.ReadFloats(weight) is not { } values
-                || Initializers.Shape(graph, node.Input[0]) is { Length: < 2 })
+            string key = string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{weight.Name}|{transposed}|{alpha}");
+            if (packed.TryGetValue(key, out var w))
             {
-                continue;
+                return w;
             }
-            if (!packed.TryGetValue(weight.Name, out var w))
+            int k = (int)weight.Dims[transposed ? 1 : 0], n = (int)weight.Dims[transposed ? 0 : 1];
+            Int4Blocks blocks = Quantize(transposed ? Transpose(values, n, k) : values, k, n, BlockSize, Symmetric);
+            for (int s = 0; s < blocks.Scales.Length && alpha != 1; s++)
             {
-                long k = weight.Dims[0], n = weight.Dims[1];
-                Int4Blocks blocks = Quantize(values, (int)k, (int)n, BlockSize, Symmetric);
-                w = (names.Next(weight.Name + "_int4"), names.Next(weight.Name + "_int4_scales"), Symmetric ? null : names.Next(weight.Name + "_int4_zero_points"), k, n);
-                packed[weight.Name] = w;
-                int blockCount = blocks.Scales.Length / (int)n;
-                var b = new TensorProto { Name = w.B, DataType = (int)TensorProto.Types.DataType.Uint8, RawData = ByteString.CopyFrom(blocks.Codes) };
-                b.Dims.AddRange([n, blockCount, BlockSize / 2]);
-                Initializers.Add(proto, b);
-                Initializers.Add(proto, Initializers.FloatTensor(w.Scales, [blocks.Scales.Length], blocks.Scales));
-                if (w.ZeroPoints is not null)
-                {
-                    var zp = new TensorProto { Name = w.ZeroPoints, DataType = (int)TensorProto.Types.DataType.Uint8, RawData = ByteString.CopyFrom(blocks.ZeroPoints!) };
-                    zp.Dims.Add(blocks.ZeroPoints!.Length);
-                    Initializers.Add(proto, zp);
-                }
+                blocks.Scales[s] *= alpha;
             }
-            NodeProto nbits = QuantizedGraph.Node("MatMulNBits", names.Next(node.Name + "_int4"),
-                    w.ZeroPoints is null ? [node.Input[0], w.B, w.Scales] : [node.Input[0], w.B, w.Scales, w.ZeroPoints], [node.Output[0]], QuantizedGraph.MicrosoftDomain)
-                .With("K", w.K).With("N", w.N).With("bits", 4).With("block_size", BlockSize);
-            if (AccuracyLevel != 0)
+            w = (names.Next(weight.Name + "_int4"), names.Next(weight.Name + "_int4_scales"), Symmetric ? null : names.Next(weight.Name + "_int4_zero_points"), k, n);
+            packed[key] = w;
+            replaced.Add(weight.Name);
+            var b = new TensorProto { Name = w.B, DataType = (int)TensorProto.Types.DataType.Uint8, RawData = ByteString.CopyFrom(blocks.Codes) };
+            b.Dims.AddRange([n, blocks.Scales.Length / n, BlockSize / 2]);
+            Initializers.Add(proto, b);
+            Initializers.Add(proto, Initializers.FloatTensor(w.Scales, [blocks.Scales.Length], blocks.Scales));
+            if (w.ZeroPoints is not null)
             {
-                nbits.With("accuracy_level", AccuracyLevel);
+                var zp = new TensorProto { Name = w.ZeroPoints, DataType = (int)TensorProto.Types.DataType.Uint8, RawData = ByteString.CopyFrom(blocks.ZeroPoints!) };
+                zp.Dims.Add(blocks.ZeroPoints!.Length);
+                Initializers.Add(proto, zp);
             }
-            graph.Node[i] = nbits;
-            quantized.Add(node.Name);
+            return w;
         }
+
+        NodeProto NBits(string name, string a, (string B, string Scales, string? ZeroPoints, long K, long N) w, string output)
+        {
+            NodeProto nbits = QuantizedGraph.Node("MatMulNBits", names.Next(name + "_int4"),
+                    w.ZeroPoints is null ? [a, w.B, w.Scales] : [a, w.B, w.Scales, w.ZeroPoints], [output], QuantizedGraph.MicrosoftDomain)
+                .With("K", w.K).With("N", w.N).With("bits", 4).With("block_size", BlockSize);
+            return AccuracyLevel != 0 ? nbits.With("accuracy_level", AccuracyLevel) : nbits;
+        }
+
+        foreach (NodeProto node in graph.Node)
+        {
+            TensorProto? weight = null;
+            float[]? values = null;
+            bool candidate = node.OpType is "MatMul" or "Gemm" && QuantizedGraph.IsDefaultDomain(node) && !Exclude.Contains(node.Name) && node.Input.Count >= 2
+                && Initializers.FindConstant(proto, node.Input[0]) is null
+                && (weight = Initializers.FindConstant(proto, node.Input[1])) is { Dims.Count: 2 } && (values = Initializers.ReadFloats(weight)) is not null
+                && Initializers.Shape(graph, node.Input[0]) is not { Length: < 2 };
+            if (candidate && node.OpType == "MatMul" && node.Input.Count == 2)
+            {
+                rewritten.Add(NBits(node.Name, node.Input[0], Pack(weight!, values!, false, 1f), node.Output[0]));
+                quantized.Add(node.Name);
+            }
+            else if (candidate && node.OpType == "Gemm" && QuantizedGraph.IntAttribute(node, "transA", 0) == 0)
+            {
+                // Gemm: alpha folded into the scales, beta · C added after.
+                float alpha = QuantizedGraph.FloatAttribute(node, "alpha", 1f), beta = QuantizedGraph.FloatAttribute(node, "beta", 1f);
+                string? c = node.Input.Count > 2 && node.Input[2].Length > 0 && beta != 0 ? node.Input[2] : null;
+                float[]? bias = c is null || beta == 1 ? null : Initializers.FindConstant(proto, c) is { } t ? Initializers.ReadFloats(t) : null;
+                if (c is not null && beta != 1 && bias is null)
+                {
+                    rewritten.Add(node);
+                    continue;
+                }
+                var w = Pack(weight!, values!, QuantizedGraph.IntAttribute(node, "transB", 0) != 0, alpha);
+                string product = c is null ? node.Output[0] : names.Next(node.Output[0] + "_unbiased");
+                rewritten.Add(NBits(node.Name, node.Input[0], w, product));
+                if (c is not null)
+                {
+                    if (bias is not null)
+                    {
+                        string scaled = names.Next(c + "_beta");
+                        Initializers.Add(proto, Initializers.FloatTensor(scaled, Initializers.FindConstant(proto, c)!.Dims, [.. bias.Select(v => v * beta)]));
+                        replaced.Add(c);
+                        c = scaled;
+                    }
+                    rewritten.Add(QuantizedGraph.Node("Add", names.Next(node.Name + "_bias"), [product, c], [node.Output[0]]));
+                }
+                quantized.Add(node.Name);
+            }
+            else
+            {
+                rewritten.Add(node);
+            }
+        }
+        graph.Node.Clear();
+        graph.Node.AddRange(rewritten);
         if (quantized.Count > 0)
         {
             QuantizedGraph.ImportMicrosoftDomain(proto);
-            Initializers.RemoveUnread(graph, packed.Keys);
+            Initializers.RemoveUnread(graph, replaced);
         }
         return quantized;
+    }
+
+    private static float[] Transpose(float[] values, int rows, int columns)
+    {
+        var result = new float[values.Length];
+        for (int r = 0; r < rows; r++)
+        {
+            for (int c = 0; c < columns; c++)
+            {
+                result[(c * rows) + r] = values[(r * columns) + c];
+            }
+        }
+        return result;
     }
 
     /// <summary>W [K, N] (row-major) in MatMulNBits' layout: codes [N, blocks, block/2], scales [N · blocks], zero points [N · ceil(blocks/2)] or null.</summary>
