@@ -45,7 +45,4 @@ internal static class QuantizedGraph
             model.OpsetImport.Add(new OperatorSetIdProto { Domain = MicrosoftDomain, Version = 1 });
         }
     }
-
-    /// <summary>Removes those of <paramref name="names"/> that are initializers no node reads any more (and their graph-input entries).</summary>
-    public static void RemoveUnreadInitializers(GraphProto graph, IEnumerable<string> names) => Graph.Initializers.RemoveUnread(graph, names);
 }
