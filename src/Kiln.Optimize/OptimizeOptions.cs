@@ -8,6 +8,12 @@ public enum QuantizeMode
 
     /// <summary>Dynamic int8: weights int8, activations quantized at run time (MatMuls with constant weights).</summary>
     DynamicInt8,
+
+    /// <summary>Weight-only int4: MatMuls with constant weights become ONNX Runtime's MatMulNBits (blocks of <see cref="OptimizeOptions.BlockSize"/>).</summary>
+    Int4,
+
+    /// <summary>float16 weights and compute, float32 inputs and outputs (for GPUs: slower than float32 on ORT's CPU EP).</summary>
+    Float16,
 }
 
 /// <summary>What <see cref="ModelOptimizer"/> does; immutable once built.</summary>
@@ -35,6 +41,15 @@ public sealed class OptimizeOptions
     /// <summary><see cref="Budgets"/> together with <see cref="MinimumCosine"/>.</summary>
     internal IReadOnlyList<AccuracyBudgetSpec> AllBudgets =>
         MinimumCosine is { } cosine ? [.. Budgets, new AccuracyBudgetSpec(AccuracyMetric.Cosine, cosine)] : Budgets;
+
+    /// <summary>With int8: the op types to quantize (MatMul, Gemm, Gather, Conv); null: MatMul, Gemm and Gather.</summary>
+    public IReadOnlySet<string>? OpTypes { get; init; }
+
+    /// <summary>With int4: values per quantization block along K (a power of two, at least 16).</summary>
+    public int BlockSize { get; init; } = 32;
+
+    /// <summary>With fp16: op types to keep in float32 besides the built-in block list (e.g. Softmax).</summary>
+    public IReadOnlySet<string> KeepFloat32OpTypes { get; init; } = new HashSet<string>(StringComparer.Ordinal);
 
     /// <summary>Graph inputs fixed to a scalar value (e.g. a sample rate of 16000): the result only computes what the model computes for them.</summary>
     public IReadOnlyDictionary<string, double> Specialize { get; init; } = new Dictionary<string, double>();

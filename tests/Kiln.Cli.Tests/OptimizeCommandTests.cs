@@ -110,4 +110,102 @@ public sealed class OptimizeCommandTests : IDisposable
         code.ShouldBe(1);
         error.ShouldContain("-o OUT.onnx");
     }
+
+    /// <summary>x[batch, 64] → MatMul(W 64×48) → y, written with Google.Protobuf's wire format (the ONNX classes are internal).</summary>
+    private static string TinyMatMulModel(string folder)
+    {
+        static byte[] Message(Action<Google.Protobuf.CodedOutputStream> write)
+        {
+            using var buffer = new MemoryStream();
+            var stream = new Google.Protobuf.CodedOutputStream(buffer);
+            write(stream);
+            stream.Flush();
+            return buffer.ToArray();
+        }
+        static void Field(Google.Protobuf.CodedOutputStream s, int number, byte[] message)
+        {
+            s.WriteTag(number, Google.Protobuf.WireFormat.WireType.LengthDelimited);
+            s.WriteBytes(Google.Protobuf.ByteString.CopyFrom(message));
+        }
+        static void Text(Google.Protobuf.CodedOutputStream s, int number, string value)
+        {
+            s.WriteTag(number, Google.Protobuf.WireFormat.WireType.LengthDelimited);
+            s.WriteString(value);
+        }
+        static void Int(Google.Protobuf.CodedOutputStream s, int number, long value)
+        {
+            s.WriteTag(number, Google.Protobuf.WireFormat.WireType.Varint);
+            s.WriteInt64(value);
+        }
+        // ValueInfoProto: name 1, type 2 → TypeProto.tensor_type 1 → elem_type 1, shape 2 → dim 1 (dim_value 1 | dim_param 2).
+        static byte[] Value(string name, string batch, long width) => Message(v =>
+        {
+            Text(v, 1, name);
+            Field(v, 2, Message(t => Field(t, 1, Message(tensor =>
+            {
+                Int(tensor, 1, 1);
+                Field(tensor, 2, Message(shape =>
+                {
+                    Field(shape, 1, Message(d => Text(d, 2, batch)));
+                    Field(shape, 1, Message(d => Int(d, 1, width)));
+                }));
+            }))));
+        });
+        var random = new Random(3);
+        byte[] weights = [.. Enumerable.Range(0, 64 * 48).SelectMany(_ => BitConverter.GetBytes((float)(random.NextDouble() - 0.5)))];
+        byte[] model = Message(m =>
+        {
+            Int(m, 1, 8); // ir_version
+            Field(m, 8, Message(o => { Text(o, 1, ""); Int(o, 2, 17); })); // opset_import
+            Field(m, 7, Message(g =>
+            {
+                Field(g, 1, Message(n => { Text(n, 1, "x"); Text(n, 1, "W"); Text(n, 2, "y"); Text(n, 3, "fc"); Text(n, 4, "MatMul"); }));
+                Text(g, 2, "tiny");
+                Field(g, 5, Message(t => { Int(t, 1, 64); Int(t, 1, 48); Int(t, 2, 1); Text(t, 8, "W"); t.WriteTag(9, Google.Protobuf.WireFormat.WireType.LengthDelimited); t.WriteBytes(Google.Protobuf.ByteString.CopyFrom(weights)); }));
+                Field(g, 11, Value("x", "batch", 64));
+                Field(g, 12, Value("y", "batch", 48));
+            }));
+        });
+        string path = Path.Combine(folder, "tiny.onnx");
+        File.WriteAllBytes(path, model);
+        return path;
+    }
+
+    [Theory]
+    [InlineData("int4", "32", "MatMulNBits", "int4: 1 node(s) quantized (block 32)")]
+    [InlineData("int4", "16", "MatMulNBits", "int4: 1 node(s) quantized (block 16)")]
+    [InlineData("fp16", "32", "tiny", "fp16: 1 node(s) quantized")]
+    public async Task Int4AndFp16_WriteTheConvertedModel(string mode, string blockSize, string expectedText, string expectedStep)
+    {
+        string input = TinyMatMulModel(_folder);
+        string result = Path.Combine(_folder, mode + ".onnx");
+        (int code, string output, string error) = await RunAsync("optimize", input, "-o", result, "--quantize", mode, "--block-size", blockSize, "--measure-seconds", "0.1");
+        code.ShouldBe(0, error);
+        output.ShouldContain(expectedStep);
+        byte[] written = await File.ReadAllBytesAsync(result);
+        System.Text.Encoding.ASCII.GetString(written).ShouldContain(expectedText);
+        written.Length.ShouldBeLessThan((int)(new FileInfo(input).Length * (mode == "int4" ? 0.3 : 0.6)));
+        double cosine = double.Parse(output.Split('\n').Single(l => l.StartsWith("cosine", StringComparison.Ordinal)).Split(' ', StringSplitOptions.RemoveEmptyEntries)[2], System.Globalization.CultureInfo.InvariantCulture);
+        cosine.ShouldBeGreaterThan(mode == "int4" ? 0.99 : 0.9999);
+    }
+
+    [Fact]
+    public async Task Fp16_OnTheResNetPreprocessing_HalvesTheFile()
+    {
+        string result = Path.Combine(_folder, "fp16.onnx");
+        (int code, string output, string error) = await RunAsync("optimize", PreprocessOnnx, "-o", result, "--quantize", "fp16", "--measure-seconds", "0.1");
+        code.ShouldBe(0, error);
+        output.ShouldContain("kept         fp16:");
+        new FileInfo(result).Length.ShouldBeLessThan((long)(new FileInfo(PreprocessOnnx).Length * 0.55));
+    }
+
+    [Theory]
+    [InlineData("--block-size", "48")]
+    [InlineData("--op-types", "MatMul,LSTM")]
+    public async Task BadQuantizationFlags_ExitTwo(string flag, string value)
+    {
+        (int code, _, string error) = await RunAsync("optimize", PreprocessOnnx, "-o", Path.Combine(_folder, "x.onnx"), flag, value);
+        code.ShouldBe(2);
+        error.ShouldContain(value.Split(',')[^1]);
+    }
 }

@@ -16,8 +16,11 @@ internal static class OptimizeCommand
     {
         var model = new Argument<string>("MODEL") { Description = "The .onnx model." };
         var output = new Option<string?>("--output", "-o") { Description = "Where to write the optimized model." };
-        var quantize = new Option<string>("--quantize") { Description = "none, or int8 (dynamic: int8 weights, activations quantized at run time).", DefaultValueFactory = _ => "none" };
-        quantize.AcceptOnlyFromAmong("none", "int8");
+        var quantize = new Option<string>("--quantize") { Description = "none; int8 (dynamic: int8 weights, activations quantized at run time); int4 (weight-only, MatMulNBits); fp16 (float16 weights and compute, for GPUs).", DefaultValueFactory = _ => "none" };
+        quantize.AcceptOnlyFromAmong("none", "int8", "int4", "fp16");
+        var blockSize = new Option<int>("--block-size") { Description = "int4: values per quantization block (a power of two, at least 16; 32 or 128 usual).", DefaultValueFactory = _ => 32 };
+        var opTypes = new Option<string?>("--op-types") { Description = "int8: op types to quantize, comma-separated, from MatMul, Gemm, Gather, Conv (default MatMul,Gemm,Gather)." };
+        var keepFp32 = new Option<string?>("--keep-fp32") { Description = "fp16: op types to keep in float32 besides the built-in block list, comma-separated (e.g. Softmax)." };
         var perTensor = new Option<bool>("--per-tensor") { Description = "int8 weights with one scale per tensor instead of one per output column." };
         var budget = new Option<string[]>("--budget")
         {
@@ -34,7 +37,7 @@ internal static class OptimizeCommand
         var autotuneSeconds = new Option<double>("--autotune-seconds") { Description = "Seconds each --autotune configuration runs.", DefaultValueFactory = _ => 0.5 };
         var command = new Command("optimize", "Make an ONNX model faster: graph passes checked by running it, int8 quantization, a side-by-side report.")
         {
-            model, output, quantize, perTensor, budget, specialize, shapes, report, reportOnly, threads, seconds, autotune, batch, autotuneSeconds,
+            model, output, quantize, perTensor, budget, specialize, shapes, report, reportOnly, threads, seconds, autotune, batch, autotuneSeconds, blockSize, opTypes, keepFp32,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -80,12 +83,33 @@ internal static class OptimizeCommand
                 }
                 inputShapes[parts[0]] = dims;
             }
+            int block = parse.GetValue(blockSize);
+            if (block < 16 || (block & (block - 1)) != 0)
+            {
+                await stderr.WriteLineAsync($"kiln optimize: --block-size {block}: expected a power of two, at least 16 (32 or 128)").ConfigureAwait(false);
+                return 2;
+            }
+            string[] types = (parse.GetValue(opTypes) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            if (types.FirstOrDefault(t => t is not ("MatMul" or "Gemm" or "Gather" or "Conv")) is { } unknownType)
+            {
+                await stderr.WriteLineAsync($"kiln optimize: --op-types {unknownType}: expected MatMul, Gemm, Gather or Conv").ConfigureAwait(false);
+                return 2;
+            }
             var options = new OptimizeOptions
             {
+                BlockSize = block,
+                OpTypes = types.Length > 0 ? new HashSet<string>(types, StringComparer.Ordinal) : null,
+                KeepFloat32OpTypes = new HashSet<string>((parse.GetValue(keepFp32) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), StringComparer.Ordinal),
                 InputShapes = inputShapes,
                 Specialize = fixedInputs,
                 ReportOnly = parse.GetValue(reportOnly),
-                Quantize = parse.GetValue(quantize) == "int8" ? QuantizeMode.DynamicInt8 : QuantizeMode.None,
+                Quantize = parse.GetValue(quantize) switch
+                {
+                    "int8" => QuantizeMode.DynamicInt8,
+                    "int4" => QuantizeMode.Int4,
+                    "fp16" => QuantizeMode.Float16,
+                    _ => QuantizeMode.None,
+                },
                 PerChannel = !parse.GetValue(perTensor),
                 Budgets = budgets,
                 Threads = parse.GetValue(threads),

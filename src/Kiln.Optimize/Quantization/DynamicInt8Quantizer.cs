@@ -5,27 +5,45 @@ using Kiln.Optimize.Onnx.Proto;
 namespace Kiln.Optimize.Quantization;
 
 /// <summary>
-/// Dynamic int8 quantization of MatMuls whose second input is a 2-D float initializer, in exactly the node pattern ONNX
-/// Runtime fuses into MatMulIntegerToFloat and then DynamicQuantizeMatMul: the weight stored as symmetric int8 (one
-/// scale per tensor, zero point 0), the activation quantized at run time by DynamicQuantizeLinear (uint8, once per
-/// distinct activation), MatMulInteger, Cast to float, and a Mul by the product of the two scales, which writes the
-/// original MatMul output.
+/// Dynamic int8 quantization, in the node patterns ONNX Runtime fuses:
+/// <list type="bullet">
+/// <item>MatMul with a 2-D float initializer weight: the weight as symmetric int8 (one scale per tensor or per output
+/// column, zero point 0), the activation quantized at run time by DynamicQuantizeLinear (uint8, once per distinct
+/// activation), MatMulInteger, Cast to float, and a Mul by the product of the two scales, which writes the original
+/// output (ORT: MatMulIntegerToFloat, then DynamicQuantizeMatMul).</item>
+/// <item>Gemm (transA 0) with a constant B: the same pattern on B (transposed when transB), alpha folded into the weight
+/// scale, then an Add of beta · C (ORT folds a 1-D constant bias into the fused op).</item>
+/// <item>Conv with a constant weight: DynamicQuantizeLinear, ConvInteger with a uint8 weight (zero point 128: ORT's
+/// CPU ConvInteger takes uint8 weights only), Cast, Mul by the scales (per output channel when per channel), Add of
+/// the bias.</item>
+/// <item>Gather (axis 0) from a constant 2-D float table (embeddings): the table as int8, gathered, then dequantized —
+/// by DequantizeLinear with one scale (per tensor), or per row: the rows' scales gathered alongside, Cast and Mul.</item>
+/// </list>
 /// </summary>
 internal sealed class DynamicInt8Quantizer : IQuantizer
 {
     private const int FloatType = (int)TensorProto.Types.DataType.Float;
 
+    /// <summary>The op types quantized by default: MatMul, Gemm and Gather (Conv is opt-in: ConvInteger is slower than float Conv on ORT's CPU).</summary>
+    public static readonly IReadOnlySet<string> DefaultOpTypes = new HashSet<string>(["MatMul", "Gemm", "Gather"], StringComparer.Ordinal);
+
+    /// <summary>Every op type this quantizer can rewrite.</summary>
+    public static readonly IReadOnlySet<string> SupportedOpTypes = new HashSet<string>(["MatMul", "Gemm", "Gather", "Conv"], StringComparer.Ordinal);
+
     /// <inheritdoc/>
     public string Name => "int8";
 
-    /// <summary>One scale per output column of each weight (axis 1) instead of one per tensor.</summary>
+    /// <summary>One scale per output column (MatMul, Gemm), output channel (Conv) or table row (Gather) instead of one per tensor.</summary>
     public bool PerChannel { get; init; }
+
+    /// <summary>Which op types to quantize (a subset of <see cref="SupportedOpTypes"/>).</summary>
+    public IReadOnlySet<string> OpTypes { get; init; } = DefaultOpTypes;
 
     /// <summary>Nodes (by name) to leave in float.</summary>
     public ISet<string> Exclude { get; init; } = new HashSet<string>(StringComparer.Ordinal);
 
-    /// <summary>Rewrites <paramref name="model"/> in place; returns the names of the MatMuls it quantized.</summary>
-    /// <exception cref="OptimizeException">The model's opset is below 10 (no MatMulInteger).</exception>
+    /// <summary>Rewrites <paramref name="model"/> in place; returns the names of the nodes it quantized.</summary>
+    /// <exception cref="OptimizeException">The model's opset is below 10 (no MatMulInteger), or an op type is not supported.</exception>
     public List<string> Apply(OnnxModel model)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -33,111 +51,274 @@ internal sealed class DynamicInt8Quantizer : IQuantizer
         {
             throw new OptimizeException($"{model.Source}: opset {model.OpsetVersion}; int8 quantization needs opset 10 or newer (MatMulInteger, DynamicQuantizeLinear)");
         }
-        GraphProto graph = model.Proto.Graph;
-        var initializers = graph.Initializer.ToDictionary(i => i.Name, StringComparer.Ordinal);
-        var activations = new Dictionary<string, (string Quantized, string Scale, string ZeroPoint)>(StringComparer.Ordinal);
-        var quantizedWeights = new Dictionary<string, (string Quantized, string Scale, string ZeroPoint)>(StringComparer.Ordinal);
-        var names = new NameScope(graph);
-        var quantized = new List<string>();
-        var rewritten = new List<NodeProto>(graph.Node.Count);
-        foreach (NodeProto node in graph.Node)
+        if (OpTypes.FirstOrDefault(o => !SupportedOpTypes.Contains(o)) is { } unsupported)
         {
-            if (!IsCandidate(node, initializers, out TensorProto? weight))
+            throw new OptimizeException($"int8 cannot quantize {unsupported} nodes (supported: {string.Join(", ", SupportedOpTypes)})");
+        }
+        var rewrite = new Rewrite(model.Proto, PerChannel);
+        var quantized = new List<string>();
+        var rewritten = new List<NodeProto>(model.Proto.Graph.Node.Count);
+        foreach (NodeProto node in model.Proto.Graph.Node)
+        {
+            bool done = QuantizedGraph.IsDefaultDomain(node) && OpTypes.Contains(node.OpType) && !Exclude.Contains(node.Name) && node.OpType switch
+            {
+                "MatMul" => rewrite.MatMul(node, rewritten),
+                "Gemm" => rewrite.Gemm(node, rewritten),
+                "Conv" => rewrite.Conv(node, rewritten),
+                "Gather" => rewrite.Gather(node, rewritten),
+                _ => false,
+            };
+            if (done)
+            {
+                quantized.Add(node.Name);
+            }
+            else
             {
                 rewritten.Add(node);
-                continue;
-            }
-            string a = node.Input[0];
-            string output = node.Output[0];
-            if (!activations.TryGetValue(a, out var activation))
-            {
-                activation = (names.Next(a + "_quantized"), names.Next(a + "_scale"), names.Next(a + "_zero_point"));
-                activations[a] = activation;
-                rewritten.Add(Node("DynamicQuantizeLinear", names.Next(a + "_DynamicQuantizeLinear"), [a], [activation.Quantized, activation.Scale, activation.ZeroPoint]));
-            }
-            if (!quantizedWeights.TryGetValue(weight!.Name, out var w))
-            {
-                w = (names.Next(weight.Name + "_quantized"), names.Next(weight.Name + "_scale"), names.Next(weight.Name + "_zero_point"));
-                quantizedWeights[weight.Name] = w;
-                graph.Initializer.AddRange(QuantizeWeight(weight, w.Quantized, w.Scale, w.ZeroPoint, PerChannel));
-            }
-            string product = names.Next(output + "_MatMulInteger");
-            string asFloat = names.Next(output + "_cast");
-            string scale = names.Next(output + "_scale");
-            rewritten.Add(Node("MatMulInteger", names.Next(node.Name + "_quant"), [activation.Quantized, w.Quantized, activation.ZeroPoint, w.ZeroPoint], [product]));
-            NodeProto cast = Node("Cast", names.Next(output + "_Cast"), [product], [asFloat]);
-            cast.Attribute.Add(new AttributeProto { Name = "to", Type = AttributeProto.Types.AttributeType.Int, I = FloatType });
-            rewritten.Add(cast);
-            rewritten.Add(Node("Mul", names.Next(output + "_scales_Mul"), [activation.Scale, w.Scale], [scale]));
-            rewritten.Add(Node("Mul", names.Next(output + "_output_Mul"), [asFloat, scale], [output]));
-            quantized.Add(node.Name);
-        }
-        graph.Node.Clear();
-        graph.Node.AddRange(rewritten);
-        var read = new HashSet<string>(graph.Node.SelectMany(n => n.Input), StringComparer.Ordinal);
-        foreach (string name in quantizedWeights.Keys.Where(n => !read.Contains(n)))
-        {
-            graph.Initializer.Remove(initializers[name]);
-            if (graph.Input.FirstOrDefault(i => i.Name == name) is { } listed)
-            {
-                graph.Input.Remove(listed);
             }
         }
+        model.Proto.Graph.Node.Clear();
+        model.Proto.Graph.Node.AddRange(rewritten);
+        Initializers.RemoveUnread(model.Proto.Graph, rewrite.Replaced);
         return quantized;
     }
 
-    private bool IsCandidate(NodeProto node, Dictionary<string, TensorProto> initializers, out TensorProto? weight)
+    /// <summary>One pass of rewrites over a graph: shares quantized activations and weights between the nodes that read them.</summary>
+    private sealed class Rewrite(ModelProto model, bool perChannel)
     {
-        weight = null;
-        return node.OpType == "MatMul" && node.Domain is "" or "ai.onnx" && !Exclude.Contains(node.Name)
-            && node.Input.Count == 2 && !initializers.ContainsKey(node.Input[0])
-            && initializers.TryGetValue(node.Input[1], out weight)
-            && weight.DataType == FloatType && weight.Dims.Count == 2 && weight.DataLocation == TensorProto.Types.DataLocation.Default;
+        private readonly GraphProto _graph = model.Graph;
+        private readonly NameScope _names = new(model.Graph);
+        private readonly Dictionary<string, (string Quantized, string Scale, string ZeroPoint)> _activations = new(StringComparer.Ordinal);
+        private readonly Dictionary<string, (string Quantized, string Scale, string ZeroPoint)> _weights = new(StringComparer.Ordinal);
+
+        /// <summary>Float initializers that were quantized (removed at the end unless something else still reads them).</summary>
+        public HashSet<string> Replaced { get; } = new(StringComparer.Ordinal);
+
+        public bool MatMul(NodeProto node, List<NodeProto> output)
+        {
+            if (node.Input.Count != 2 || Constant(node.Input[0]) is not null || Constant(node.Input[1]) is not { Dims.Count: 2 } weight
+                || Initializers.ReadFloats(weight) is not { } values)
+            {
+                return false;
+            }
+            var w = Weight(weight.Name, () => MatrixWeight(weight.Name, values, (int)weight.Dims[0], (int)weight.Dims[1], 1f));
+            Integer(node.Name, node.Input[0], w, node.Output[0], output);
+            return true;
+        }
+
+        public bool Gemm(NodeProto node, List<NodeProto> output)
+        {
+            float alpha = QuantizedGraph.FloatAttribute(node, "alpha", 1f), beta = QuantizedGraph.FloatAttribute(node, "beta", 1f);
+            bool transB = QuantizedGraph.IntAttribute(node, "transB", 0) != 0;
+            string? c = node.Input.Count > 2 && node.Input[2].Length > 0 && beta != 0 ? node.Input[2] : null;
+            TensorProto? bias = c is null ? null : Constant(c);
+            if (QuantizedGraph.IntAttribute(node, "transA", 0) != 0 || Constant(node.Input[0]) is not null
+                || Constant(node.Input[1]) is not { Dims.Count: 2 } weight || Initializers.ReadFloats(weight) is not { } values
+                || (c is not null && beta != 1 && (bias is null || Initializers.ReadFloats(bias) is null)))
+            {
+                return false;
+            }
+            int rows = (int)weight.Dims[0], columns = (int)weight.Dims[1];
+            var w = Weight(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{weight.Name}|{transB}|{alpha}"), () =>
+            {
+                float[] kn = transB ? Transpose(values, rows, columns) : values;
+                return MatrixWeight(weight.Name, kn, transB ? columns : rows, transB ? rows : columns, alpha);
+            });
+            string product = c is null ? node.Output[0] : _names.Next(node.Output[0] + "_unbiased");
+            Integer(node.Name, node.Input[0], w, product, output);
+            if (c is not null)
+            {
+                if (beta != 1)
+                {
+                    float[] scaled = [.. Initializers.ReadFloats(bias!)!.Select(v => v * beta)];
+                    string name = _names.Next(c + "_beta");
+                    Initializers.Add(model, Initializers.FloatTensor(name, bias!.Dims, scaled));
+                    Replaced.Add(c);
+                    c = name;
+                }
+                output.Add(QuantizedGraph.Node("Add", _names.Next(node.Name + "_bias"), [product, c], [node.Output[0]]));
+            }
+            Replaced.Add(weight.Name);
+            return true;
+        }
+
+        public bool Conv(NodeProto node, List<NodeProto> output)
+        {
+            string? b = node.Input.Count > 2 && node.Input[2].Length > 0 ? node.Input[2] : null;
+            TensorProto? bias = b is null ? null : Constant(b);
+            if (Constant(node.Input[0]) is not null || Constant(node.Input[1]) is not { Dims.Count: >= 3 } weight
+                || Initializers.ReadFloats(weight) is not { } values || (b is not null && (bias is null || Initializers.ReadFloats(bias) is null)))
+            {
+                return false;
+            }
+            int channels = (int)weight.Dims[0], perChannelCount = values.Length / channels;
+            int spatial = weight.Dims.Count - 2;
+            var w = Weight(weight.Name + "|conv", () =>
+            {
+                (byte[] codes, float[] scales) = Symmetric(values, perChannel ? channels : 1, i => perChannel ? i / perChannelCount : 0, offset: 128);
+                long[] scaleDims = perChannel ? [channels, .. Enumerable.Repeat(1L, spatial)] : [];
+                return Store(weight.Name, weight.Dims, TensorProto.Types.DataType.Uint8, codes, scales, scaleDims, zeroPoint: 128);
+            });
+            (string xq, string xs, string xz) = Activation(node.Input[0], output);
+            string y = node.Output[0];
+            string integer = _names.Next(y + "_ConvInteger");
+            NodeProto conv = QuantizedGraph.Node("ConvInteger", _names.Next(node.Name + "_quant"), [xq, w.Quantized, xz, w.ZeroPoint], [integer]);
+            conv.Attribute.AddRange(node.Attribute.Where(a => a.Name is "auto_pad" or "dilations" or "group" or "kernel_shape" or "pads" or "strides").Select(a => a.Clone()));
+            output.Add(conv);
+            string product = b is null ? y : _names.Next(y + "_unbiased");
+            Rescale(integer, xs, w.Scale, product, output);
+            if (b is not null)
+            {
+                string reshaped = _names.Next(b + "_per_channel");
+                Initializers.Add(model, Initializers.FloatTensor(reshaped, [channels, .. Enumerable.Repeat(1L, spatial)], Initializers.ReadFloats(bias!)!));
+                output.Add(QuantizedGraph.Node("Add", _names.Next(node.Name + "_bias"), [product, reshaped], [y]));
+                Replaced.Add(b);
+            }
+            Replaced.Add(weight.Name);
+            return true;
+        }
+
+        public bool Gather(NodeProto node, List<NodeProto> output)
+        {
+            if (QuantizedGraph.IntAttribute(node, "axis", 0) != 0 || Constant(node.Input[1]) is not null
+                || Constant(node.Input[0]) is not { Dims.Count: 2 } table || Initializers.ReadFloats(table) is not { } values)
+            {
+                return false;
+            }
+            int rows = (int)table.Dims[0], width = (int)table.Dims[1];
+            string y = node.Output[0];
+            var w = Weight(table.Name + "|rows", () =>
+            {
+                (byte[] codes, float[] scales) = Symmetric(values, perChannel ? rows : 1, i => perChannel ? i / width : 0, offset: 0);
+                return Store(table.Name, table.Dims, TensorProto.Types.DataType.Int8, codes, scales, perChannel ? [rows, 1] : [], zeroPoint: perChannel ? null : (byte)0);
+            });
+            string gathered = _names.Next(y + "_int8");
+            output.Add(QuantizedGraph.Node("Gather", _names.Next(node.Name + "_int8"), [w.Quantized, node.Input[1]], [gathered]));
+            if (perChannel)
+            {
+                string scales = _names.Next(y + "_row_scales"), asFloat = _names.Next(y + "_cast");
+                output.Add(QuantizedGraph.Node("Gather", _names.Next(node.Name + "_scales"), [w.Scale, node.Input[1]], [scales]));
+                output.Add(QuantizedGraph.Node("Cast", _names.Next(y + "_Cast"), [gathered], [asFloat]).With("to", FloatType));
+                output.Add(QuantizedGraph.Node("Mul", _names.Next(y + "_Mul"), [asFloat, scales], [y]));
+            }
+            else
+            {
+                output.Add(QuantizedGraph.Node("DequantizeLinear", _names.Next(node.Name + "_dequantize"), [gathered, w.Scale, w.ZeroPoint], [y]));
+            }
+            Replaced.Add(table.Name);
+            return true;
+        }
+
+        private TensorProto? Constant(string name) => Initializers.FindConstant(model, name);
+
+        private (string Quantized, string Scale, string ZeroPoint) Weight(string key, Func<(string, string, string)> create)
+        {
+            if (!_weights.TryGetValue(key, out var w))
+            {
+                w = create();
+                _weights[key] = w;
+            }
+            return w;
+        }
+
+        /// <summary>A [K, N] weight as symmetric int8, per column when per channel; <paramref name="alpha"/> folded into the scales.</summary>
+        private (string, string, string) MatrixWeight(string name, float[] values, int rows, int columns, float alpha)
+        {
+            Replaced.Add(name);
+            (byte[] codes, float[] scales) = Symmetric(values, perChannel ? columns : 1, i => perChannel ? i % columns : 0, offset: 0);
+            if (alpha != 1)
+            {
+                for (int i = 0; i < scales.Length; i++)
+                {
+                    scales[i] *= alpha;
+                }
+            }
+            return Store(name, [rows, columns], TensorProto.Types.DataType.Int8, codes, scales, perChannel ? [columns] : [], zeroPoint: 0);
+        }
+
+        private (string, string, string) Store(string stem, IEnumerable<long> dims, TensorProto.Types.DataType type, byte[] codes, float[] scales, long[] scaleDims, byte? zeroPoint)
+        {
+            (string q, string s, string z) = (_names.Next(stem + "_quantized"), _names.Next(stem + "_scale"), _names.Next(stem + "_zero_point"));
+            var quantized = new TensorProto { Name = q, DataType = (int)type, RawData = ByteString.CopyFrom(codes) };
+            quantized.Dims.AddRange(dims);
+            Initializers.Add(model, quantized);
+            Initializers.Add(model, Initializers.FloatTensor(s, scaleDims, scales));
+            if (zeroPoint is not { } zeroValue)
+            {
+                return (q, s, "");
+            }
+            // Conv's weight zero point is one scalar even with per-channel scales (128 for every channel).
+            long[] zeroDims = type == TensorProto.Types.DataType.Int8 && scaleDims.Length == 1 ? scaleDims : [];
+            var zero = new TensorProto { Name = z, DataType = (int)type, RawData = ByteString.CopyFrom(Enumerable.Repeat(zeroValue, (int)zeroDims.Aggregate(1L, (a, d) => a * d)).ToArray()) };
+            zero.Dims.AddRange(zeroDims);
+            Initializers.Add(model, zero);
+            return (q, s, z);
+        }
+
+        private (string Quantized, string Scale, string ZeroPoint) Activation(string a, List<NodeProto> output)
+        {
+            if (!_activations.TryGetValue(a, out var activation))
+            {
+                activation = (_names.Next(a + "_quantized"), _names.Next(a + "_scale"), _names.Next(a + "_zero_point"));
+                _activations[a] = activation;
+                output.Add(QuantizedGraph.Node("DynamicQuantizeLinear", _names.Next(a + "_DynamicQuantizeLinear"), [a], [activation.Quantized, activation.Scale, activation.ZeroPoint]));
+            }
+            return activation;
+        }
+
+        /// <summary>DynamicQuantizeLinear(a) → MatMulInteger → Cast → Mul(·, a_scale · w_scale) → <paramref name="y"/>.</summary>
+        private void Integer(string nodeName, string a, (string Quantized, string Scale, string ZeroPoint) w, string y, List<NodeProto> output)
+        {
+            (string aq, string scale, string zeroPoint) = Activation(a, output);
+            string product = _names.Next(y + "_MatMulInteger");
+            output.Add(QuantizedGraph.Node("MatMulInteger", _names.Next(nodeName + "_quant"), [aq, w.Quantized, zeroPoint, w.ZeroPoint], [product]));
+            Rescale(product, scale, w.Scale, y, output);
+        }
+
+        private void Rescale(string integer, string activationScale, string weightScale, string y, List<NodeProto> output)
+        {
+            string asFloat = _names.Next(y + "_cast"), scale = _names.Next(y + "_scale");
+            output.Add(QuantizedGraph.Node("Cast", _names.Next(y + "_Cast"), [integer], [asFloat]).With("to", FloatType));
+            output.Add(QuantizedGraph.Node("Mul", _names.Next(y + "_scales_Mul"), [activationScale, weightScale], [scale]));
+            output.Add(QuantizedGraph.Node("Mul", _names.Next(y + "_output_Mul"), [asFloat, scale], [y]));
+        }
     }
 
     /// <summary>
-    /// Symmetric int8: scale = max|W| / 127 over the tensor (or over each column when per channel), values rounded half
-    /// to even and clamped to ±127, zero points 0.
+    /// Symmetric 8-bit codes: scale = max|v| / 127 over each group, values rounded half to even and clamped to ±127,
+    /// plus <paramref name="offset"/> (0 for int8, 128 for uint8 with zero point 128).
     /// </summary>
-    private static TensorProto[] QuantizeWeight(TensorProto weight, string quantizedName, string scaleName, string zeroPointName, bool perChannel)
+    private static (byte[] Codes, float[] Scales) Symmetric(float[] values, int groups, Func<int, int> group, int offset)
     {
-        float[] values = FloatTensor.Read(weight);
-        int columns = (int)weight.Dims[1];
-        int groups = perChannel ? columns : 1;
         var scales = new float[groups];
         for (int i = 0; i < values.Length; i++)
         {
-            int g = perChannel ? i % columns : 0;
+            int g = group(i);
             scales[g] = Math.Max(scales[g], MathF.Abs(values[i]));
         }
         for (int g = 0; g < groups; g++)
         {
             scales[g] = scales[g] > 0 ? scales[g] / 127f : 1f;
         }
-        var bytes = new byte[values.Length];
+        var codes = new byte[values.Length];
         for (int i = 0; i < values.Length; i++)
         {
-            float scale = scales[perChannel ? i % columns : 0];
-            bytes[i] = unchecked((byte)(sbyte)Math.Clamp(MathF.Round(values[i] / scale, MidpointRounding.ToEven), -127f, 127f));
+            int q = (int)Math.Clamp(MathF.Round(values[i] / scales[group(i)], MidpointRounding.ToEven), -127f, 127f) + offset;
+            codes[i] = unchecked((byte)q);
         }
-        var quantized = new TensorProto { Name = quantizedName, DataType = (int)TensorProto.Types.DataType.Int8, RawData = ByteString.CopyFrom(bytes) };
-        quantized.Dims.AddRange(weight.Dims);
-        var scaleTensor = new TensorProto { Name = scaleName, DataType = FloatType };
-        scaleTensor.FloatData.Add(scales);
-        var zeroPoint = new TensorProto { Name = zeroPointName, DataType = (int)TensorProto.Types.DataType.Int8, RawData = ByteString.CopyFrom(new byte[groups]) };
-        if (perChannel)
-        {
-            scaleTensor.Dims.Add(groups);
-            zeroPoint.Dims.Add(groups);
-        }
-        return [quantized, scaleTensor, zeroPoint];
+        return (codes, scales);
     }
 
-    private static NodeProto Node(string op, string name, string[] inputs, string[] outputs)
+    private static float[] Transpose(float[] values, int rows, int columns)
     {
-        var node = new NodeProto { OpType = op, Name = name };
-        node.Input.AddRange(inputs);
-        node.Output.AddRange(outputs);
-        return node;
+        var result = new float[values.Length];
+        for (int r = 0; r < rows; r++)
+        {
+            for (int c = 0; c < columns; c++)
+            {
+                result[(c * rows) + r] = values[(r * columns) + c];
+            }
+        }
+        return result;
     }
 }
