@@ -15,6 +15,7 @@ using Microsoft.ML.Tokenizers;
 // --mode conv instead: float Conv against int8 ConvInteger on a synthetic ResNet-like stack (ConvBenchmark.cs).
 //   usage: Kiln.Optimize.Benchmarks [--mode int8|int4|fp16|conv] [--per-channel true|false] [--op-types MatMul,Gemm,Gather]
 //          [--block-size 32] [--symmetric true] [--accuracy-level 0] [--keep-fp32 Softmax] [--sentences 200] [--threads 1] [--rounds 3] [--text PATH,PATH]
+//          [--export DIR]  (writes the float and `kiln optimize --quantize int8` models and token ids for ort_minilm_compare.py)
 var flags = new Dictionary<string, string>
 {
     ["mode"] = "int8", ["per-channel"] = "false", ["op-types"] = "MatMul,Gemm,Gather", ["block-size"] = "32", ["symmetric"] = "true", ["accuracy-level"] = "0", ["keep-fp32"] = "",
@@ -59,6 +60,18 @@ try
         .Where(s => s.Length >= 20).Take(count)];
     BertTokenizer tokenizer = BertTokenizer.Create(vocabPath, new BertOptions { LowerCaseBeforeTokenization = true });
     long[][] ids = [.. sentences.Select(s => tokenizer.EncodeToIds(s, 128, addSpecialTokens: true, out _, out _).Select(i => (long)i).ToArray())];
+    if (flags.TryGetValue("export", out string? export))
+    {
+        // For benchmarks/optimize/ort_minilm_compare.py: the float model, what `kiln optimize --quantize int8` makes of
+        // it (passes, then per-channel dynamic int8 of MatMul, Gemm and Gather), and the sentences' token ids.
+        Directory.CreateDirectory(export);
+        File.Copy(floatPath, Path.Combine(export, "minilm.onnx"), overwrite: true);
+        OptimizationReport report = ModelOptimizer.Run(floatPath, Path.Combine(export, "minilm-kiln-int8.onnx"),
+            new OptimizeOptions { Quantize = QuantizeMode.DynamicInt8, MeasureTime = TimeSpan.FromMilliseconds(200) });
+        File.WriteAllText(Path.Combine(export, "tokens.json"), System.Text.Json.JsonSerializer.Serialize(ids));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"exported {ids.Length} sentences; kiln int8 {report.Result.FileBytes} bytes, {report.Result.Nodes} nodes: {string.Join("; ", report.Steps.Select(x => $"{x.Step}: {x.Detail}"))}"));
+        return;
+    }
 
     using InferenceSession fp32 = Open(floatPath, threads);
     using InferenceSession int8 = Open(int8Path, threads);
