@@ -116,7 +116,7 @@ internal static class ModelRunner
         return ne == 0 && na == 0 ? 1 : dot / Math.Sqrt(ne * na);
     }
 
-    private static OrtValue ToOrtValue(TensorValue value) => value.Type switch
+    internal static OrtValue ToOrtValue(TensorValue value) => value.Type switch
     {
         TensorElementType.Float => OrtValue.CreateTensorValueFromMemory(value.Values.Select(v => (float)v).ToArray(), value.Shape),
         TensorElementType.Double => OrtValue.CreateTensorValueFromMemory(value.Values.ToArray(), value.Shape),

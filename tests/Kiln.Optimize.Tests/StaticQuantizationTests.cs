@@ -1,0 +1,158 @@
+using Kiln.Optimize.Onnx.Proto;
+using Kiln.Optimize.Quantization;
+using Kiln.Optimize.Verification;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace Kiln.Optimize.Tests;
+
+public sealed class StaticQuantizationTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("kiln-static-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private static float[] Random(int count, int seed, float amplitude)
+    {
+        var random = new Random(seed);
+        return [.. Enumerable.Range(0, count).Select(_ => (float)((random.NextDouble() * 2) - 1) * amplitude)];
+    }
+
+    /// <summary>A small residual CNN: Conv+Relu, MaxPool, Conv+Relu, Add, Relu, GlobalAveragePool, Flatten, Gemm.</summary>
+    internal static OnnxModel Cnn() => new GraphBuilder()
+        .Input("x", 1, 3, 16, 16).Output("y", 1, 4)
+        .Initializer("W1", [8, 3, 3, 3], Random(8 * 27, 1, 0.3f)).Initializer("b1", [8], Random(8, 2, 0.1f))
+        .Initializer("W2", [8, 8, 3, 3], Random(8 * 72, 3, 0.2f)).Initializer("b2", [8], Random(8, 4, 0.1f))
+        .Initializer("Wfc", [4, 8], Random(32, 5, 0.5f)).Initializer("bfc", [4], Random(4, 6, 0.1f))
+        .Node("Conv", ["x", "W1", "b1"], ["c1"], "conv1").Attribute("pads", [1L, 1L, 1L, 1L])
+        .Node("Relu", ["c1"], ["r1"], "relu1")
+        .Node("MaxPool", ["r1"], ["p1"], "pool").Attribute("kernel_shape", [2L, 2L]).Attribute("strides", [2L, 2L])
+        .Node("Conv", ["p1", "W2", "b2"], ["c2"], "conv2").Attribute("pads", [1L, 1L, 1L, 1L])
+        .Node("Relu", ["c2"], ["r2"], "relu2")
+        .Node("Add", ["r2", "p1"], ["s"], "add")
+        .Node("Relu", ["s"], ["r3"], "relu3")
+        .Node("GlobalAveragePool", ["r3"], ["g"], "gap")
+        .Node("Flatten", ["g"], ["f"], "flatten")
+        .Node("Gemm", ["f", "Wfc", "bfc"], ["y"], "fc").Attribute("transB", 1L)
+        .Build();
+
+    private static IReadOnlyDictionary<string, TensorValue>[] Samples(OnnxModel model, int count, int seed) =>
+        [.. Enumerable.Range(seed, count).Select(s => ModelRunner.SampleInputs(model, seed: s))];
+
+    private static double MeanCosine(OnnxModel reference, OnnxModel quantized, IReadOnlyDictionary<string, TensorValue>[] samples) =>
+        samples.Average(s => ModelRunner.Cosine(ModelRunner.Run(reference, s), ModelRunner.Run(quantized, s)));
+
+    private static OnnxModel Quantized(OnnxModel model, CalibrationMethod method, bool symmetric = false, bool perChannel = true)
+    {
+        List<string> tensors = StaticInt8Quantizer.TensorsToCalibrate(model);
+        Dictionary<string, TensorRange> ranges = new Calibrator(method).Collect(model, tensors, Samples(model, 16, 100), symmetric);
+        OnnxModel copy = model.Clone();
+        new StaticInt8Quantizer { Ranges = ranges, SymmetricActivations = symmetric, PerChannel = perChannel }.Apply(copy);
+        return copy;
+    }
+
+    [Theory]
+    [InlineData(CalibrationMethod.MinMax, false)]
+    [InlineData(CalibrationMethod.Percentile, false)]
+    [InlineData(CalibrationMethod.Entropy, false)]
+    [InlineData(CalibrationMethod.MinMax, true)]
+    public void Cnn_QuantizedStatically_StaysCloseToFloat_OnInputsItWasNotCalibratedOn(CalibrationMethod method, bool symmetric)
+    {
+        OnnxModel model = Cnn();
+        OnnxModel quantized = Quantized(model, method, symmetric);
+        MeanCosine(model, quantized, Samples(model, 6, 1)).ShouldBeGreaterThan(0.995);
+    }
+
+    [Fact]
+    public void TheGraph_IsQdq_WithInt8Weights_Int32Biases_AndFoldedRelus()
+    {
+        OnnxModel model = Cnn();
+        var ranges = new Calibrator(CalibrationMethod.MinMax).Collect(model, StaticInt8Quantizer.TensorsToCalibrate(model), Samples(model, 4, 100));
+        OnnxModel copy = model.Clone();
+        List<string> quantized = new StaticInt8Quantizer { Ranges = ranges }.Apply(copy);
+
+        quantized.ShouldBe(["relu1", "conv1", "pool", "relu2", "conv2", "relu3", "add", "gap", "flatten", "fc"], ignoreOrder: true);
+        GraphProto graph = copy.Proto.Graph;
+        graph.Node.ShouldNotContain(n => n.OpType == "Relu");
+        graph.Initializer.Select(i => i.Name).ShouldNotContain("W1");
+        graph.Initializer.Single(i => i.Name == "W1_quantized").DataType.ShouldBe((int)TensorProto.Types.DataType.Int8);
+        graph.Initializer.Single(i => i.Name == "W1_scale").Dims.ShouldBe([8]);
+        TensorProto bias = graph.Initializer.Single(i => i.Name == "b1_quantized");
+        bias.DataType.ShouldBe((int)TensorProto.Types.DataType.Int32);
+        // bias scale = input scale × weight scale, per output channel
+        float inputScale = graph.Initializer.Single(i => i.Name == "x_scale").RawData.ToByteArray() is var s ? BitConverter.ToSingle(s) : 0;
+        float[] weightScales = FloatTensor.Read(graph.Initializer.Single(i => i.Name == "W1_scale"));
+        FloatTensor.Read(graph.Initializer.Single(i => i.Name == "b1_scale")).ShouldBe([.. weightScales.Select(w => w * inputScale)], tolerance: 1e-9);
+        // Relu outputs are quantized with zero point 0 (uint8): the clamp at 0 is the Relu.
+        graph.Initializer.Single(i => i.Name == "r1_zero_point").RawData.ToByteArray().ShouldBe([(byte)0]);
+        // One DequantizeLinear per consumer: p1 feeds conv2 and add.
+        graph.Node.Count(n => n.OpType == "DequantizeLinear" && n.Input[0] == graph.Node.Single(q => q.OpType == "QuantizeLinear" && q.Input[0] == "p1").Output[0]).ShouldBe(2);
+        graph.Output.Single().Name.ShouldBe("y");
+    }
+
+    [Fact]
+    public void OnnxRuntime_FusesTheQdqUnits_IntoIntegerKernels()
+    {
+        OnnxModel quantized = Quantized(Cnn(), CalibrationMethod.MinMax);
+        string optimizedPath = Path.Combine(_dir, "optimized.onnx");
+        using (var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_EXTENDED, OptimizedModelFilePath = optimizedPath })
+        using (var session = new InferenceSession(quantized.ToBytes(), options))
+        {
+        }
+        string[] ops = [.. OnnxModel.Load(optimizedPath).Proto.Graph.Node.Select(n => n.OpType)];
+        string all = string.Join(",", ops);
+        ops.Count(o => o == "QLinearConv").ShouldBe(2, all);
+        ops.ShouldContain("QLinearAdd", all);
+        ops.ShouldContain("QLinearGlobalAveragePool", all);
+        ops.ShouldContain("QGemm", all);
+        ops.ShouldNotContain("Conv", all);
+        ops.ShouldNotContain("Gemm", all);
+        // MaxPool and Flatten run on the integers: their Q/DQ pairs are gone.
+        ops.Count(o => o == "DequantizeLinear").ShouldBeLessThanOrEqualTo(1, all);
+    }
+
+    [Fact]
+    public void AnOldOpset_IsRefused_Naming()
+    {
+        OnnxModel model = Cnn();
+        model.Proto.OpsetImport[0].Version = 11;
+        var error = Should.Throw<OptimizeException>(() => new StaticInt8Quantizer().Apply(model));
+        error.Message.ShouldContain("opset 11");
+        error.Message.ShouldContain("needs opset 13");
+    }
+
+    [Fact]
+    public void ExcludedNodes_StayFloat()
+    {
+        OnnxModel model = Cnn();
+        var ranges = new Calibrator(CalibrationMethod.MinMax).Collect(model, StaticInt8Quantizer.TensorsToCalibrate(model), Samples(model, 2, 100));
+        OnnxModel copy = model.Clone();
+        new StaticInt8Quantizer { Ranges = ranges, Exclude = new HashSet<string> { "fc" } }.Apply(copy).ShouldNotContain("fc");
+        copy.Proto.Graph.Node.Single(n => n.OpType == "Gemm").Input[1].ShouldBe("Wfc");
+    }
+
+    /// <summary>x → Relu → y over samples of small values and one huge outlier.</summary>
+    [Fact]
+    public void Percentile_AndEntropy_ClipAnOutlier_ThatMinMaxKeeps()
+    {
+        OnnxModel model = new GraphBuilder().Input("x", 1, 1000).Output("y", 1, 1000).Node("Relu", ["x"], ["y"]).Build();
+        var random = new Random(9);
+        IReadOnlyDictionary<string, TensorValue>[] samples = [.. Enumerable.Range(0, 20).Select(s =>
+        {
+            double[] values = [.. Enumerable.Range(0, 1000).Select(_ => random.NextDouble())];
+            if (s == 3)
+            {
+                values[17] = 20;
+            }
+            return (IReadOnlyDictionary<string, TensorValue>)new Dictionary<string, TensorValue> { ["x"] = new(TensorElementType.Float, [1, 1000], values) };
+        })];
+        TensorRange minMax = new Calibrator(CalibrationMethod.MinMax).Collect(model, ["y"], samples)["y"];
+        TensorRange percentile = new Calibrator(CalibrationMethod.Percentile, percentile: 99.9).Collect(model, ["y"], samples)["y"];
+        TensorRange entropy = new Calibrator(CalibrationMethod.Entropy).Collect(model, ["y"], samples)["y"];
+        minMax.Max.ShouldBe(20f);
+        minMax.Min.ShouldBeGreaterThanOrEqualTo(0f);
+        percentile.Max.ShouldBeInRange(0.9f, 2f);
+        entropy.Max.ShouldBeInRange(0.9f, 5f);
+        entropy.Min.ShouldBe(minMax.Min);
+    }
+}
