@@ -11,6 +11,13 @@ using Microsoft.ML.Tokenizers;
 // real sentences (a text file split at full stops; default: the GPL-3 text every Debian ships). Prints p50/p99 latency
 // of each, their ratio, the file sizes, and the cosine between the two models' mean-pooled embeddings.
 //   usage: Kiln.Optimize.Benchmarks [--per-channel true|false] [--sentences 200] [--threads 1] [--rounds 3] [--text PATH]
+// `Kiln.Optimize.Benchmarks resnet …` measures ResNet-18 and static int8 instead (ResNetBenchmark.cs).
+if (args.Length > 0 && args[0] == "resnet")
+{
+    Kiln.Optimize.Benchmarks.ResNetBenchmark.Run(args[1..]);
+    return;
+}
+
 var flags = new Dictionary<string, string> { ["per-channel"] = "false", ["sentences"] = "200", ["threads"] = "1", ["rounds"] = "3", ["text"] = "/usr/share/common-licenses/GPL-3" };
 for (int i = 0; i + 1 < args.Length; i += 2)
 {
