@@ -156,3 +156,45 @@ public sealed class StaticQuantizationTests : IDisposable
         entropy.Min.ShouldBe(minMax.Min);
     }
 }
+
+/// <summary>The whole path on ResNet-18 from its NuGet package (opset 8): upgrade, passes, calibration, QDQ, fusion by ONNX Runtime.</summary>
+public sealed class ResNetStaticInt8Tests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("kiln-resnet-static-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public void ModelOptimizer_UpgradesCalibratesAndQuantizes_ResNet18_IntoQLinearConvs()
+    {
+        OnnxModel model = OnnxModel.Load(OpsetUpgradeTests.ResNet18Onnx);
+        string calibration = Path.Combine(_dir, "calibration");
+        Directory.CreateDirectory(calibration);
+        var random = new Random(4);
+        for (int s = 0; s < 4; s++)
+        {
+            // Smooth images in the preprocessed range (0–255 minus a mean image): a gradient plus noise.
+            double[] values = [.. Enumerable.Range(0, 3 * 224 * 224).Select(i => (((i % 224) + (s * 30)) % 255) - 120 + (random.NextDouble() * 20))];
+            SampleSet.Write(Path.Combine(calibration, $"{s}.npy"), new TensorValue(TensorElementType.Float, [1, 3, 224, 224], values));
+        }
+        string output = Path.Combine(_dir, "int8.onnx");
+        OptimizationReport report = ModelOptimizer.Run(OpsetUpgradeTests.ResNet18Onnx, output,
+            new OptimizeOptions { Quantize = QuantizeMode.StaticInt8, CalibrationDirectory = calibration, CalibrationMethod = CalibrationMethod.Percentile, MeasureTime = TimeSpan.FromMilliseconds(50) });
+
+        report.Steps.ShouldContain(s => s.Step == "opset-upgrade" && s.Detail.StartsWith("opset 8 → 13", StringComparison.Ordinal));
+        StepOutcome quantize = report.Steps.Single(s => s.Step == "int8-static");
+        quantize.Detail.ShouldContain("calibrated on 4 sample(s) (percentile)");
+        report.Result.Cosine.ShouldBeGreaterThan(0.98);
+        report.Result.FileBytes.ShouldBeLessThan(report.Baseline.FileBytes / 3);
+
+        string optimized = Path.Combine(_dir, "ort.onnx");
+        using (var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_EXTENDED, OptimizedModelFilePath = optimized })
+        using (var session = new InferenceSession(output, options))
+        {
+        }
+        string[] ops = [.. OnnxModel.Load(optimized).Proto.Graph.Node.Select(n => n.OpType)];
+        ops.Count(o => o == "QLinearConv").ShouldBe(22, string.Join(",", ops)); // every Conv of ResNet-18
+        ops.Count(o => o == "QLinearAdd").ShouldBe(9); // every residual Add
+        ops.ShouldNotContain("Conv");
+    }
+}

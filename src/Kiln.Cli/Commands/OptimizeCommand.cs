@@ -14,8 +14,13 @@ internal static class OptimizeCommand
     {
         var model = new Argument<string>("MODEL") { Description = "The .onnx model." };
         var output = new Option<string?>("--output", "-o") { Description = "Where to write the optimized model." };
-        var quantize = new Option<string>("--quantize") { Description = "none, or int8 (dynamic: int8 weights, activations quantized at run time).", DefaultValueFactory = _ => "none" };
-        quantize.AcceptOnlyFromAmong("none", "int8");
+        var quantize = new Option<string>("--quantize") { Description = "none, int8 (dynamic: int8 weights, activations quantized at run time), or int8-static (QDQ, activation ranges calibrated on --calibration DIR).", DefaultValueFactory = _ => "none" };
+        quantize.AcceptOnlyFromAmong("none", "int8", "int8-static");
+        var calibration = new Option<string?>("--calibration") { Description = "int8-static: directory of calibration samples (a subfolder or .npz per sample with NAME.npy per input, or one .npy per sample for one-input models)." };
+        var calibrationMethod = new Option<string>("--calibration-method") { Description = "int8-static: minmax, percentile (99.999 of |x|) or entropy (least KL divergence).", DefaultValueFactory = _ => "minmax" };
+        calibrationMethod.AcceptOnlyFromAmong("minmax", "percentile", "entropy");
+        var symmetric = new Option<bool>("--symmetric-activations") { Description = "int8-static: int8 symmetric activations instead of uint8 asymmetric." };
+        var inputs = new Option<string?>("--inputs") { Description = "Directory of your inputs (same format as --calibration): the first is measured, all are compared to the baseline." };
         var perTensor = new Option<bool>("--per-tensor") { Description = "int8 weights with one scale per tensor instead of one per output column." };
         var budget = new Option<string?>("--budget") { Description = "Accuracy budget for int8, e.g. cosine=0.99: the worst nodes stay float until it holds." };
         var specialize = new Option<string?>("--specialize") { Description = "Fix scalar inputs to values, e.g. sr=16000 (comma-separated): branches they decide are folded away." };
@@ -26,7 +31,7 @@ internal static class OptimizeCommand
         var seconds = new Option<double>("--measure-seconds") { Description = "Seconds per latency measurement.", DefaultValueFactory = _ => 2 };
         var command = new Command("optimize", "Make an ONNX model faster: graph passes checked by running it, int8 quantization, a side-by-side report.")
         {
-            model, output, quantize, perTensor, budget, specialize, shapes, report, reportOnly, threads, seconds,
+            model, output, quantize, perTensor, budget, specialize, shapes, report, reportOnly, threads, seconds, calibration, calibrationMethod, symmetric, inputs,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -68,12 +73,27 @@ internal static class OptimizeCommand
                 }
                 inputShapes[parts[0]] = dims;
             }
+            string quantizeMode = parse.GetValue(quantize) ?? "none";
+            if (quantizeMode == "int8-static" && !parse.GetValue(reportOnly) && string.IsNullOrEmpty(parse.GetValue(calibration)))
+            {
+                await stderr.WriteLineAsync("kiln optimize: --quantize int8-static needs --calibration DIR (sample inputs to calibrate the activation ranges on)").ConfigureAwait(false);
+                return 2;
+            }
+            if (quantizeMode == "int8-static" && minimumCosine is not null)
+            {
+                await stderr.WriteLineAsync("kiln optimize: --budget works with --quantize int8 only so far").ConfigureAwait(false);
+                return 2;
+            }
             var options = new OptimizeOptions
             {
                 InputShapes = inputShapes,
                 Specialize = fixedInputs,
                 ReportOnly = parse.GetValue(reportOnly),
-                Quantize = parse.GetValue(quantize) == "int8" ? QuantizeMode.DynamicInt8 : QuantizeMode.None,
+                Quantize = quantizeMode switch { "int8" => QuantizeMode.DynamicInt8, "int8-static" => QuantizeMode.StaticInt8, _ => QuantizeMode.None },
+                CalibrationDirectory = parse.GetValue(calibration),
+                CalibrationMethod = Enum.Parse<Kiln.Optimize.Quantization.CalibrationMethod>(parse.GetValue(calibrationMethod) ?? "minmax", ignoreCase: true),
+                SymmetricActivations = parse.GetValue(symmetric),
+                InputsDirectory = parse.GetValue(inputs),
                 PerChannel = !parse.GetValue(perTensor),
                 MinimumCosine = minimumCosine,
                 Threads = parse.GetValue(threads),

@@ -123,6 +123,7 @@ internal static class ModelRunner
         TensorElementType.Int64 => OrtValue.CreateTensorValueFromMemory(value.Values.Select(v => (long)v).ToArray(), value.Shape),
         TensorElementType.Int32 => OrtValue.CreateTensorValueFromMemory(value.Values.Select(v => (int)v).ToArray(), value.Shape),
         TensorElementType.Bool => OrtValue.CreateTensorValueFromMemory(value.Values.Select(v => v != 0).ToArray(), value.Shape),
+        TensorElementType.UInt8 => OrtValue.CreateTensorValueFromMemory(value.Values.Select(v => (byte)v).ToArray(), value.Shape),
         _ => throw new OptimizeException($"inputs of element type {value.Type} are not supported yet"),
     };
 
