@@ -75,6 +75,14 @@ internal static class ResNetBenchmark
                 clock.Restart();
                 Dictionary<string, TensorRange> ranges = new Calibrator(method).Collect(prepared, tensors, samples, symmetric);
                 double calibrationSeconds = clock.Elapsed.TotalSeconds;
+                if (flags.GetValueOrDefault("dump-ranges") == "true")
+                {
+                    Dictionary<string, TensorRange> seen = new Calibrator(CalibrationMethod.MinMax).Collect(prepared, tensors, samples, symmetric);
+                    foreach (string tensor in tensors)
+                    {
+                        Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{tensor}: {method} [{ranges[tensor].Min:G4}, {ranges[tensor].Max:G4}] of [{seen[tensor].Min:G4}, {seen[tensor].Max:G4}]"));
+                    }
+                }
                 OnnxModel quantized = prepared.Clone();
                 List<string> nodes = new StaticInt8Quantizer { Ranges = ranges, SymmetricActivations = symmetric }.Apply(quantized);
                 string int8Path = Path.Combine(dir, $"resnet18-int8-{name}.onnx");

@@ -23,8 +23,9 @@ internal readonly record struct TensorRange(float Min, float Max);
 /// <summary>
 /// Runs the float model in ONNX Runtime over calibration samples with every activation to quantize added as a graph
 /// output, and turns what it sees into ranges. Memory stays bounded by one sample's activations: MinMax keeps two
-/// numbers per tensor; Percentile and Entropy make a second pass that fills a histogram of |x| per tensor over
-/// [0, max|x|] (2048 bins) and pick a clipping threshold from it.
+/// numbers per tensor; Percentile and Entropy make a second pass that fills a histogram of the non-zero |x| per tensor
+/// over [0, max|x|] (2048 bins) and pick a clipping threshold t from it; the range is then [max(min, −t), min(max, t)].
+/// Graph outputs keep the range seen.
 /// </summary>
 internal sealed class Calibrator(CalibrationMethod method, double percentile = 99.999, int bins = 2048)
 {
@@ -88,11 +89,21 @@ internal sealed class Calibrator(CalibrationMethod method, double percentile = 9
             double scale = 1 / width[t];
             foreach (float v in values)
             {
-                histogram[Math.Min(bins - 1, (int)(MathF.Abs(v) * scale))]++;
+                // Zeros are exact at any scale (the range always holds 0): counting them would let a Relu's spike at 0 decide the threshold.
+                if (v != 0)
+                {
+                    histogram[Math.Min(bins - 1, (int)(MathF.Abs(v) * scale))]++;
+                }
             }
         });
         for (int t = 0; t < names.Length; t++)
         {
+            if (outputs.Contains(names[t]))
+            {
+                // The model's outputs are what its user reads: clipping their largest values costs more than a coarser scale.
+                ranges[names[t]] = new TensorRange(min[t], max[t]);
+                continue;
+            }
             bool nonNegative = min[t] >= 0;
             int levels = symmetric || !nonNegative ? 128 : 256;
             double threshold = method == CalibrationMethod.Percentile
