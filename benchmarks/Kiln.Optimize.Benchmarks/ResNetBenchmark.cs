@@ -18,6 +18,7 @@ namespace Kiln.Optimize.Benchmarks;
 /// Per calibration method: p50 of both models alternating (batch 1, all graph optimizations, the given intra-op threads),
 /// the cosine of the 512-d features, file sizes, and the op types left in ONNX Runtime's optimized int8 graph.
 ///   usage: Kiln.Optimize.Benchmarks resnet [--threads 1] [--calibration-crops 96] [--eval-crops 128] [--rounds 2] [--methods minmax,percentile,entropy] [--symmetric false]
+///          [--dump-ranges true] [--write-samples DIR (writes the crops as .npy under DIR/calibration and DIR/inputs, measures nothing)]
 /// </summary>
 internal static class ResNetBenchmark
 {
@@ -53,6 +54,20 @@ internal static class ResNetBenchmark
         List<float[]> calibration = Crops(calibrationImages, int.Parse(flags["calibration-crops"], CultureInfo.InvariantCulture), 1, prep);
         List<float[]> evaluation = Crops(evaluationImages, int.Parse(flags["eval-crops"], CultureInfo.InvariantCulture), 2, prep);
         Console.Error.WriteLine($"{images.Length} images ({calibrationImages.Length} calibration, {evaluationImages.Length} evaluation), {calibration.Count} + {evaluation.Count} crops in {clock.Elapsed.TotalSeconds:F1} s");
+
+        if (flags.GetValueOrDefault("write-samples") is { } samplesDir)
+        {
+            // For `kiln optimize --calibration DIR/calibration --inputs DIR/inputs`: one .npy per crop.
+            foreach ((string set, List<float[]> crops) in new[] { ("calibration", calibration), ("inputs", evaluation) })
+            {
+                Directory.CreateDirectory(Path.Combine(samplesDir, set));
+                for (int c = 0; c < crops.Count; c++)
+                {
+                    SampleSet.Write(Path.Combine(samplesDir, set, $"{c:D4}.npy"), new TensorValue(TensorElementType.Float, [1, 3, Size, Size], [.. crops[c].Select(v => (double)v)]));
+                }
+            }
+            return;
+        }
 
         string dir = Directory.CreateTempSubdirectory("kiln-resnet-").FullName;
         try

@@ -145,6 +145,9 @@ public static class ModelOptimizer
         ModelFigures result = Measure(optimized, resultInputs, reference, options);
         if (userInputs is { Count: > 1 })
         {
+            progress?.Report($"comparing on {userInputs.Count} inputs");
+            using InferenceSession baselineSession = ModelRunner.Open(model);
+            using InferenceSession resultSession = ModelRunner.Open(optimized);
             var cosines = userInputs.Select(sample =>
             {
                 Dictionary<string, TensorValue> full = new(sample, StringComparer.Ordinal);
@@ -153,7 +156,7 @@ public static class ModelOptimizer
                     full[name] = inputs[name];
                 }
                 Dictionary<string, TensorValue> trimmed = full.Where(i => resultInputs.ContainsKey(i.Key)).ToDictionary(i => i.Key, i => i.Value, StringComparer.Ordinal);
-                return ModelRunner.Cosine(ModelRunner.Run(model, full), ModelRunner.Run(optimized, trimmed));
+                return ModelRunner.Cosine(ModelRunner.RunSession(baselineSession, full), ModelRunner.RunSession(resultSession, trimmed));
             }).ToList();
             steps.Add(new StepOutcome("inputs", true, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"cosine to the baseline over {cosines.Count} inputs: mean {cosines.Average():F5}, min {cosines.Min():F5}")));
         }

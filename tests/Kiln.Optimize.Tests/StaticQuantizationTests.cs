@@ -112,6 +112,27 @@ public sealed class StaticQuantizationTests : IDisposable
     }
 
     [Fact]
+    public void ModelOptimizer_WithInputs_ComparesOnAllOfThem_AndMeasuresTheFirst()
+    {
+        OnnxModel model = Cnn();
+        string path = Path.Combine(_dir, "cnn.onnx");
+        model.Save(path);
+        string calibration = Path.Combine(_dir, "calibration"), inputs = Path.Combine(_dir, "inputs");
+        Directory.CreateDirectory(calibration);
+        Directory.CreateDirectory(inputs);
+        for (int s = 0; s < 8; s++)
+        {
+            SampleSet.Write(Path.Combine(s < 5 ? calibration : inputs, $"{s}.npy"), ModelRunner.SampleInputs(model, seed: 50 + s)["x"]);
+        }
+        OptimizationReport report = ModelOptimizer.Run(path, Path.Combine(_dir, "out.onnx"),
+            new OptimizeOptions { Quantize = QuantizeMode.StaticInt8, CalibrationDirectory = calibration, InputsDirectory = inputs, MeasureTime = TimeSpan.FromMilliseconds(20) });
+        report.Steps.ShouldNotContain(s => s.Step == "opset-upgrade"); // already opset 17
+        report.Steps.Single(s => s.Step == "int8-static").Detail.ShouldStartWith("10 node(s) quantized, uint8 activations calibrated on 5 sample(s) (minmax)");
+        report.Steps.Single(s => s.Step == "inputs").Detail.ShouldContain("over 3 inputs: mean 0.99");
+        report.Result.Cosine.ShouldBeGreaterThan(0.99);
+    }
+
+    [Fact]
     public void AnOldOpset_IsRefused_Naming()
     {
         OnnxModel model = Cnn();

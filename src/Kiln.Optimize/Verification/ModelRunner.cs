@@ -41,9 +41,13 @@ internal static class ModelRunner
     /// <exception cref="OnnxRuntimeException">ONNX Runtime fails to run it.</exception>
     public static Dictionary<string, TensorValue> Run(OnnxModel model, IReadOnlyDictionary<string, TensorValue> inputs)
     {
-        using InferenceSession session = OnnxSessionFactory.Open(model.ToBytes(), new OnnxSessionOptions { OptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL, IntraOpThreads = 1 });
+        using InferenceSession session = Open(model);
         return RunSession(session, inputs);
     }
+
+    /// <summary>A session as <see cref="Run"/> uses (graph optimizations off, one thread), for running many inputs.</summary>
+    public static InferenceSession Open(OnnxModel model) =>
+        OnnxSessionFactory.Open(model.ToBytes(), new OnnxSessionOptions { OptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL, IntraOpThreads = 1 });
 
     /// <summary>Runs an open session on <paramref name="inputs"/> and returns every output.</summary>
     public static Dictionary<string, TensorValue> RunSession(InferenceSession session, IReadOnlyDictionary<string, TensorValue> inputs)
