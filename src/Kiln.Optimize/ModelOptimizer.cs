@@ -130,7 +130,7 @@ public static class ModelOptimizer
         {
             cancellationToken.ThrowIfCancellationRequested();
             List<Dictionary<string, TensorValue>> calibrationSamples = calibration!;
-            progress?.Report($"calibrating on {calibrationSamples.Count} sample(s) ({options.CalibrationMethod})");
+            progress?.Report($"calibrating on {calibrationSamples.Count} sample(s) ({options.CalibrationMethod.ToString().ToLowerInvariant()})");
             List<IReadOnlyDictionary<string, TensorValue>> samples = [.. calibrationSamples.Select(s => (IReadOnlyDictionary<string, TensorValue>)s.Where(i => resultInputs.ContainsKey(i.Key)).ToDictionary(i => i.Key, i => i.Value, StringComparer.Ordinal))];
             Dictionary<string, TensorRange> ranges = new Calibrator(options.CalibrationMethod).Collect(optimized, StaticInt8Quantizer.TensorsToCalibrate(optimized), samples, options.SymmetricActivations);
             OnnxModel candidate = optimized.Clone();
