@@ -133,6 +133,38 @@ public sealed class StaticQuantizationTests : IDisposable
     }
 
     [Fact]
+    public void MatMuls_Concat_Mul_Sigmoid_AndLeakyRelu_FuseToo()
+    {
+        // MatMul by constants, Concat, Mul of two activations, Sigmoid, LeakyRelu, and a MatMul of two activations (l × xᵀ).
+        OnnxModel model = new GraphBuilder().Input("x", 4, 16).Output("y", 4, 4)
+            .Initializer("W", [16, 8], Random(128, 7, 0.3f)).Initializer("V", [16, 8], Random(128, 8, 0.3f))
+            .Node("MatMul", ["x", "W"], ["a"], "mm_w").Node("MatMul", ["x", "V"], ["b"], "mm_v")
+            .Node("Concat", ["a", "b"], ["c"], "concat").Attribute("axis", 1L)
+            .Node("Mul", ["c", "x"], ["m"], "mul").Node("Sigmoid", ["m"], ["s"], "sigmoid")
+            .Node("LeakyRelu", ["s"], ["l"], "leaky").Attribute("alpha", 0.1f)
+            .Node("Transpose", ["x"], ["xt"], "transpose")
+            .Node("MatMul", ["l", "xt"], ["y"], "mm_act")
+            .Build();
+        var ranges = new Calibrator(CalibrationMethod.MinMax).Collect(model, StaticInt8Quantizer.TensorsToCalibrate(model), Samples(model, 8, 100));
+        OnnxModel quantized = model.Clone();
+        new StaticInt8Quantizer { Ranges = ranges }.Apply(quantized).Count.ShouldBe(8);
+        MeanCosine(model, quantized, Samples(model, 4, 1)).ShouldBeGreaterThan(0.99);
+        string optimizedPath = Path.Combine(_dir, "ops.onnx");
+        using (var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_EXTENDED, OptimizedModelFilePath = optimizedPath })
+        using (var session = new InferenceSession(quantized.ToBytes(), options))
+        {
+        }
+        string[] ops = [.. OnnxModel.Load(optimizedPath).Proto.Graph.Node.Select(n => n.OpType)];
+        string all = string.Join(",", ops);
+        ops.Count(o => o == "QLinearMatMul").ShouldBe(3, all);
+        ops.ShouldContain("QLinearConcat", all);
+        ops.ShouldContain("QLinearMul", all);
+        ops.ShouldContain("QLinearSigmoid", all);
+        ops.ShouldContain("QLinearLeakyRelu", all);
+        ops.ShouldNotContain("MatMul", all);
+    }
+
+    [Fact]
     public void AnOldOpset_IsRefused_Naming()
     {
         OnnxModel model = Cnn();
