@@ -165,6 +165,29 @@ public sealed class StaticQuantizationTests : IDisposable
     }
 
     [Fact]
+    public void ABiasAdd_AfterAMatMul_IsQuantizedWithItsConstant_AndFuses()
+    {
+        OnnxModel model = new GraphBuilder().Input("x", 4, 16).Output("y", 4, 8)
+            .Initializer("W", [16, 8], Random(128, 7, 0.3f)).Initializer("b", [8], Random(8, 8, 0.5f))
+            .Node("MatMul", ["x", "W"], ["h"], "fc").Node("Add", ["h", "b"], ["y"], "bias").Build();
+        var ranges = new Calibrator(CalibrationMethod.MinMax).Collect(model, StaticInt8Quantizer.TensorsToCalibrate(model), Samples(model, 8, 100));
+        OnnxModel quantized = model.Clone();
+        new StaticInt8Quantizer { Ranges = ranges }.Apply(quantized).ShouldBe(["fc", "bias"]);
+        quantized.Proto.Graph.Initializer.Single(i => i.Name == "b_quantized").DataType.ShouldBe((int)TensorProto.Types.DataType.Uint8);
+        quantized.Proto.Graph.Initializer.Select(i => i.Name).ShouldNotContain("b");
+        MeanCosine(model, quantized, Samples(model, 4, 1)).ShouldBeGreaterThan(0.995);
+        string optimizedPath = Path.Combine(_dir, "bias.onnx");
+        using (var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_EXTENDED, OptimizedModelFilePath = optimizedPath })
+        using (var session = new InferenceSession(quantized.ToBytes(), options))
+        {
+        }
+        string[] ops = [.. OnnxModel.Load(optimizedPath).Proto.Graph.Node.Select(n => n.OpType)];
+        ops.ShouldContain("QLinearMatMul", string.Join(",", ops));
+        ops.ShouldContain("QLinearAdd", string.Join(",", ops));
+        ops.ShouldNotContain("Add");
+    }
+
+    [Fact]
     public void AnOldOpset_IsRefused_Naming()
     {
         OnnxModel model = Cnn();

@@ -12,7 +12,8 @@ namespace Kiln.Optimize.Quantization;
 /// through QuantizeLinear → DequantizeLinear with the scale and zero point of its calibrated range (uint8 asymmetric,
 /// or int8 symmetric). A Relu right after a quantized op is folded into that op's output quantization (uint8 with zero
 /// point 0 clamps at 0); pass-through ops (MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze) keep their
-/// input's scale so ONNX Runtime drops their Q/DQ pair. Each consumer gets its own DequantizeLinear. Needs opset 13
+/// input's scale so ONNX Runtime drops their Q/DQ pair. Float constants read by Add/Mul/Concat (a bias) are stored in
+/// the activations' type over their own range. Each consumer gets its own DequantizeLinear. Needs opset 13
 /// (per-channel DequantizeLinear) and the ranges from <see cref="Calibrator"/>.
 /// </summary>
 internal sealed class StaticInt8Quantizer : IQuantizer
@@ -90,6 +91,7 @@ internal sealed class StaticInt8Quantizer : IQuantizer
         var alias = new Dictionary<string, string>(StringComparer.Ordinal);
         var weights = new Dictionary<NodeProto, (int Input, int Axis)>(ReferenceEqualityComparer.Instance);
         var folds = new Dictionary<NodeProto, NodeProto>(ReferenceEqualityComparer.Instance);
+        var constantInputs = new Dictionary<NodeProto, List<string>>(ReferenceEqualityComparer.Instance);
         var quantized = new List<string>();
         string Root(string t) => alias.TryGetValue(t, out string? r) ? r : t;
         bool IsActivation(string t) => t.Length > 0 && floats.Contains(t) && !constants.Contains(t);
@@ -158,9 +160,16 @@ internal sealed class StaticInt8Quantizer : IQuantizer
                 relu = only;
                 written = only.Output[0];
             }
-            if (!reads.All(IsActivation) || !reads.All(HasRange) || !HasRange(written) || node.Output.Count != 1)
+            // Add, Mul and Concat may read float constants (a bias after a MatMul): quantized like activations, over their own range.
+            List<string> constantReads = node.OpType is "Add" or "Mul" or "Concat" ? [.. reads.Where(IsFloatConstant)] : [];
+            reads = [.. reads.Except(constantReads)];
+            if (reads.Count == 0 || !reads.All(IsActivation) || !reads.All(HasRange) || !HasRange(written) || node.Output.Count != 1)
             {
                 continue;
+            }
+            if (constantReads.Count > 0)
+            {
+                constantInputs[node] = constantReads;
             }
             activations.UnionWith(reads);
             activations.Add(written);
@@ -180,18 +189,22 @@ internal sealed class StaticInt8Quantizer : IQuantizer
         {
             return quantized;
         }
-        Rewrite(model, activations, alias, weights, folds, initializers);
+        Rewrite(model, activations, alias, weights, folds, constantInputs, initializers);
         return quantized;
 
         bool IsWeight(string name, int minimumRank) =>
             constants.Contains(name) && initializers.TryGetValue(name, out TensorProto? w) && w.DataType == FloatType && w.Dims.Count >= minimumRank
             && (minimumRank != 2 || w.Dims.Count == 2) && w.DataLocation == TensorProto.Types.DataLocation.Default;
 
+        bool IsFloatConstant(string name) =>
+            constants.Contains(name) && initializers.TryGetValue(name, out TensorProto? c) && c.DataType == FloatType && c.DataLocation == TensorProto.Types.DataLocation.Default;
+
         bool IsBias(string name, long channels) =>
             name.Length == 0 || (constants.Contains(name) && initializers.TryGetValue(name, out TensorProto? b) && b.DataType == FloatType && b.Dims.Count == 1 && b.Dims[0] == channels);
     }
 
-    private void Rewrite(OnnxModel model, HashSet<string> activations, Dictionary<string, string> alias, Dictionary<NodeProto, (int Input, int Axis)> weights, Dictionary<NodeProto, NodeProto> folds, Dictionary<string, TensorProto> initializers)
+    private void Rewrite(OnnxModel model, HashSet<string> activations, Dictionary<string, string> alias, Dictionary<NodeProto, (int Input, int Axis)> weights,
+        Dictionary<NodeProto, NodeProto> folds, Dictionary<NodeProto, List<string>> constantInputs, Dictionary<string, TensorProto> initializers)
     {
         GraphProto graph = model.Proto.Graph;
         var names = new NameScope(graph);
@@ -251,6 +264,7 @@ internal sealed class StaticInt8Quantizer : IQuantizer
         }
         var weightCache = new Dictionary<(string, int), (string Quantized, string Scale, string ZeroPoint, float[] Scales)>();
         var replacedWeights = new List<string>();
+        var constantCache = new Dictionary<string, (string Quantized, string Scale, string ZeroPoint)>(StringComparer.Ordinal);
         foreach (NodeProto node in order)
         {
             string firstInput = node.Input.Count > 0 ? node.Input[0] : "";
@@ -259,6 +273,24 @@ internal sealed class StaticInt8Quantizer : IQuantizer
                 if (activations.Contains(node.Input[i]))
                 {
                     node.Input[i] = Dequantized(node.Input[i]);
+                }
+            }
+            if (constantInputs.TryGetValue(node, out List<string>? constantsRead))
+            {
+                for (int i = 0; i < node.Input.Count; i++)
+                {
+                    if (constantsRead.Contains(node.Input[i]))
+                    {
+                        string name = node.Input[i];
+                        if (!constantCache.TryGetValue(name, out var qc))
+                        {
+                            constantCache[name] = qc = QuantizeConstant(graph, names, initializers[name]);
+                        }
+                        replacedWeights.Add(name);
+                        string dq = names.Next(name + "_dequantized");
+                        rewritten.Add(Node("DequantizeLinear", names.Next(name + "_DequantizeLinear"), [qc.Quantized, qc.Scale, qc.ZeroPoint], [dq]));
+                        node.Input[i] = dq;
+                    }
                 }
             }
             if (weights.TryGetValue(node, out var w))
@@ -322,6 +354,28 @@ internal sealed class StaticInt8Quantizer : IQuantizer
             return (1f, 0);
         }
         return (scale, (int)Math.Clamp(MathF.Round(-low / scale, MidpointRounding.ToEven), 0, 255));
+    }
+
+    /// <summary>A float constant read by Add/Mul/Concat, in the activations' type over its own range (one scale).</summary>
+    private (string Quantized, string Scale, string ZeroPoint) QuantizeConstant(GraphProto graph, NameScope names, TensorProto constant)
+    {
+        float[] values = FloatTensor.Read(constant);
+        var range = new TensorRange(values.Length > 0 ? values.Min() : 0, values.Length > 0 ? values.Max() : 0);
+        (float scale, int zeroPoint) = ActivationParameters(range);
+        var bytes = new byte[values.Length];
+        for (int i = 0; i < values.Length; i++)
+        {
+            float q = MathF.Round(values[i] / scale, MidpointRounding.ToEven) + zeroPoint;
+            bytes[i] = SymmetricActivations ? unchecked((byte)(sbyte)Math.Clamp(q, -127f, 127f)) : (byte)Math.Clamp(q, 0f, 255f);
+        }
+        var type = SymmetricActivations ? TensorProto.Types.DataType.Int8 : TensorProto.Types.DataType.Uint8;
+        string quantizedName = names.Next(constant.Name + "_quantized"), scaleName = names.Next(constant.Name + "_scale"), zeroPointName = names.Next(constant.Name + "_zero_point");
+        var quantized = new TensorProto { Name = quantizedName, DataType = (int)type, RawData = ByteString.CopyFrom(bytes) };
+        quantized.Dims.AddRange(constant.Dims);
+        graph.Initializer.Add(quantized);
+        graph.Initializer.Add(Scalar(scaleName, scale));
+        graph.Initializer.Add(new TensorProto { Name = zeroPointName, DataType = (int)type, RawData = ByteString.CopyFrom([unchecked((byte)zeroPoint)]) });
+        return (quantizedName, scaleName, zeroPointName);
     }
 
     /// <summary>Symmetric int8 weights, scale max|W|/127 per slice along <paramref name="axis"/> (or per tensor), zero points 0.</summary>
