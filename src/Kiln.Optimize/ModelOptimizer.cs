@@ -31,7 +31,7 @@ public static class ModelOptimizer
         }
         List<Dictionary<string, TensorValue>>? userInputs = options.InputsDirectory is { } inputsDirectory ? SampleSet.Load(inputsDirectory, model) : null;
         List<Dictionary<string, TensorValue>>? calibration = null;
-        if (options.Quantize == QuantizeMode.StaticInt8)
+        if (options.Quantize == QuantizeMode.StaticInt8 && !options.ReportOnly)
         {
             if (options.MinimumCosine is not null)
             {
@@ -39,7 +39,7 @@ public static class ModelOptimizer
             }
             calibration = SampleSet.Load(options.CalibrationDirectory ?? throw new OptimizeException($"{inputPath}: static int8 needs calibration samples (--calibration DIR)"), model);
         }
-        // Static int8 without the user's inputs is measured on its first calibration sample (real data beats generated data for ranges).
+        // Static int8 without the user's inputs is measured on its first calibration sample: generated inputs lie outside the calibrated ranges.
         Dictionary<string, TensorValue> inputs = new(userInputs?[0] ?? calibration?[0] ?? ModelRunner.SampleInputs(model, shapes: options.InputShapes), StringComparer.Ordinal);
         foreach ((string name, double value) in options.Specialize)
         {
@@ -84,9 +84,9 @@ public static class ModelOptimizer
             double moved = ModelRunner.MaxAbsDifference(reference, ModelRunner.Run(start, resultInputs));
             if (moved > 1e-4 * (1 + reference.Values.SelectMany(v => v.Values).Select(Math.Abs).DefaultIfEmpty(0).Max()))
             {
-                throw new OptimizeException($"{inputPath}: the upgrade from opset {from} to 13 moved the outputs by {moved:G3}");
+                throw new OptimizeException(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{inputPath}: the upgrade from opset {from} to 13 moved the outputs by {moved:G3}"));
             }
-            steps.Add(new StepOutcome("opset-upgrade", true, $"opset {from} → 13, {rewritten} node(s) rewritten, outputs within {moved:G3}"));
+            steps.Add(new StepOutcome("opset-upgrade", true, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"opset {from} → 13, {rewritten} node(s) rewritten, outputs within {moved:G3}")));
         }
 
         cancellationToken.ThrowIfCancellationRequested();
