@@ -16,6 +16,13 @@ using Microsoft.ML.Tokenizers;
 //   usage: Kiln.Optimize.Benchmarks [--mode int8|int4|fp16|conv] [--per-channel true|false] [--op-types MatMul,Gemm,Gather]
 //          [--block-size 32] [--symmetric true] [--accuracy-level 0] [--keep-fp32 Softmax] [--sentences 200] [--threads 1] [--rounds 3] [--text PATH,PATH]
 //          [--export DIR]  (writes the float and `kiln optimize --quantize int8` models and token ids for ort_minilm_compare.py)
+// `Kiln.Optimize.Benchmarks resnet …` measures ResNet-18 and static int8 instead (ResNetBenchmark.cs).
+if (args.Length > 0 && args[0] == "resnet")
+{
+    Kiln.Optimize.Benchmarks.ResNetBenchmark.Run(args[1..]);
+    return;
+}
+
 var flags = new Dictionary<string, string>
 {
     ["mode"] = "int8", ["per-channel"] = "false", ["op-types"] = "MatMul,Gemm,Gather", ["block-size"] = "32", ["symmetric"] = "true", ["accuracy-level"] = "0", ["keep-fp32"] = "",

@@ -29,7 +29,14 @@ public static class ModelOptimizer
         {
             throw new OptimizeException("no output file: give -o OUT.onnx, or --report-only");
         }
-        Dictionary<string, TensorValue> inputs = ModelRunner.SampleInputs(model, shapes: options.InputShapes);
+        List<Dictionary<string, TensorValue>>? userInputs = options.InputsDirectory is { } inputsDirectory ? SampleSet.Load(inputsDirectory, model) : null;
+        List<Dictionary<string, TensorValue>>? calibration = null;
+        if (options.Quantize == QuantizeMode.StaticInt8 && !options.ReportOnly)
+        {
+            calibration = SampleSet.Load(options.CalibrationDirectory ?? throw new OptimizeException($"{inputPath}: static int8 needs calibration samples (--calibration DIR)"), model);
+        }
+        // Static int8 without the user's inputs is measured on its first calibration sample: generated inputs lie outside the calibrated ranges.
+        Dictionary<string, TensorValue> inputs = new(userInputs?[0] ?? calibration?[0] ?? ModelRunner.SampleInputs(model, shapes: options.InputShapes), StringComparer.Ordinal);
         foreach ((string name, double value) in options.Specialize)
         {
             TensorValue sample = inputs.TryGetValue(name, out TensorValue? existing) ? existing
@@ -65,6 +72,19 @@ public static class ModelOptimizer
             steps.Add(new StepOutcome("specialize", true, string.Join(", ", options.Specialize.Select(p => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{p.Key}={p.Value}")))));
         }
 
+        if (options.Quantize == QuantizeMode.StaticInt8 && start.OpsetVersion < 13)
+        {
+            long from = start.OpsetVersion;
+            start = ReferenceEquals(start, model) ? model.Clone() : start;
+            int rewritten = new OpsetUpgrade().Apply(start);
+            double moved = ModelRunner.MaxAbsDifference(reference, ModelRunner.Run(start, resultInputs));
+            if (moved > 1e-4 * (1 + reference.Values.SelectMany(v => v.Values).Select(Math.Abs).DefaultIfEmpty(0).Max()))
+            {
+                throw new OptimizeException(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{inputPath}: the upgrade from opset {from} to 13 moved the outputs by {moved:G3}"));
+            }
+            steps.Add(new StepOutcome("opset-upgrade", true, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"opset {from} → 13, {rewritten} node(s) rewritten, outputs within {moved:G3}")));
+        }
+
         cancellationToken.ThrowIfCancellationRequested();
         progress?.Report("graph passes");
         // Gemm has no integer form here: when quantizing, MatMul + Add stay apart (ORT folds the bias into its fused int8 op).
@@ -85,13 +105,25 @@ public static class ModelOptimizer
         {
             cancellationToken.ThrowIfCancellationRequested();
             IReadOnlyList<AccuracyBudgetSpec> budgets = options.AllBudgets;
-            Func<ISet<string>, IQuantizer> quantizer = QuantizerFactory(options);
+            Dictionary<string, TensorRange>? ranges = null;
+            List<IReadOnlyDictionary<string, TensorValue>>? calibrationSamples = null;
+            if (options.Quantize == QuantizeMode.StaticInt8)
+            {
+                string method = options.CalibrationMethod.ToString().ToLowerInvariant();
+                calibrationSamples = [.. calibration!.Select(s => Trimmed(s, resultInputs))];
+                progress?.Report($"calibrating on {calibrationSamples.Count} sample(s) ({method})");
+                ranges = new Calibrator(options.CalibrationMethod).Collect(optimized, StaticInt8Quantizer.TensorsToCalibrate(optimized), calibrationSamples, options.SymmetricActivations);
+            }
+            Func<ISet<string>, IQuantizer> quantizer = QuantizerFactory(options, ranges);
             string name = quantizer(new HashSet<string>()).Name;
             progress?.Report($"{name} quantization" + (budgets.Count > 0 ? $" within {string.Join(", ", budgets)}" : ""));
             if (budgets.Count > 0)
             {
-                IReadOnlyDictionary<string, TensorValue>[] samples = [resultInputs, .. Enumerable.Range(2, BudgetSamples - 1)
-                    .Select(seed => SampleInputs(model, seed, options, resultInputs)).Where(sample => RunsOn(optimized, sample))];
+                // The user's inputs, else the calibration samples (generated inputs lie outside calibrated ranges), else generated ones.
+                IEnumerable<IReadOnlyDictionary<string, TensorValue>> more = userInputs is { Count: > 1 } ? userInputs.Skip(1).Select(u => Trimmed(u, resultInputs))
+                    : calibrationSamples is not null ? calibrationSamples.Skip(1)
+                    : Enumerable.Range(2, BudgetSamples - 1).Select(seed => SampleInputs(model, seed, options, resultInputs)).Where(sample => RunsOn(optimized, sample));
+                IReadOnlyDictionary<string, TensorValue>[] samples = [resultInputs, .. more.Take(BudgetSamples - 1)];
                 BudgetResult budget;
                 try
                 {
@@ -121,6 +153,7 @@ public static class ModelOptimizer
                 {
                     QuantizeMode.DynamicInt8 => options.PerChannel ? " (per channel)" : " (per tensor)",
                     QuantizeMode.Int4 => $" (block {options.BlockSize})",
+                    QuantizeMode.StaticInt8 => $", {(options.SymmetricActivations ? "int8 symmetric" : "uint8")} activations calibrated on {calibrationSamples!.Count} sample(s) ({options.CalibrationMethod.ToString().ToLowerInvariant()}){(userInputs is null ? "; accuracy below is on the first calibration sample" : "")}",
                     _ => "",
                 }}"));
             }
@@ -129,6 +162,23 @@ public static class ModelOptimizer
         cancellationToken.ThrowIfCancellationRequested();
         progress?.Report($"measuring the result ({optimized.TotalNodeCount} nodes)");
         ModelFigures result = Measure(optimized, resultInputs, reference, options);
+        if (userInputs is { Count: > 1 })
+        {
+            progress?.Report($"comparing on {userInputs.Count} inputs");
+            using InferenceSession baselineSession = ModelRunner.Open(model);
+            using InferenceSession resultSession = ModelRunner.Open(optimized);
+            var cosines = userInputs.Select(sample =>
+            {
+                Dictionary<string, TensorValue> full = new(sample, StringComparer.Ordinal);
+                foreach (string name in options.Specialize.Keys)
+                {
+                    full[name] = inputs[name];
+                }
+                Dictionary<string, TensorValue> trimmed = full.Where(i => resultInputs.ContainsKey(i.Key)).ToDictionary(i => i.Key, i => i.Value, StringComparer.Ordinal);
+                return ModelRunner.Cosine(ModelRunner.RunSession(baselineSession, full), ModelRunner.RunSession(resultSession, trimmed));
+            }).ToList();
+            steps.Add(new StepOutcome("inputs", true, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"cosine to the baseline over {cosines.Count} inputs: mean {cosines.Average():F5}, min {cosines.Min():F5}")));
+        }
         optimized.Save(outputPath!);
         return new OptimizationReport(inputPath, outputPath, baseline, result, steps, keptFloat);
     }
@@ -137,8 +187,9 @@ public static class ModelOptimizer
     private const int BudgetSamples = 4;
 
     /// <summary>Makes the quantizer <paramref name="options"/> asks for, given the nodes to leave in float.</summary>
-    private static Func<ISet<string>, IQuantizer> QuantizerFactory(OptimizeOptions options) => options.Quantize switch
+    private static Func<ISet<string>, IQuantizer> QuantizerFactory(OptimizeOptions options, IReadOnlyDictionary<string, TensorRange>? ranges) => options.Quantize switch
     {
+        QuantizeMode.StaticInt8 => exclude => new StaticInt8Quantizer { Ranges = ranges!, SymmetricActivations = options.SymmetricActivations, PerChannel = options.PerChannel, Exclude = exclude },
         QuantizeMode.DynamicInt8 => exclude => new DynamicInt8Quantizer { PerChannel = options.PerChannel, OpTypes = options.OpTypes ?? DynamicInt8Quantizer.DefaultOpTypes, Exclude = exclude },
         QuantizeMode.Int4 => exclude => new Int4WeightQuantizer { BlockSize = options.BlockSize, Exclude = exclude },
         QuantizeMode.Float16 => exclude => new Float16Converter { KeepFloat32OpTypes = options.KeepFloat32OpTypes, Exclude = exclude },
@@ -161,6 +212,10 @@ public static class ModelOptimizer
             return false;
         }
     }
+
+    /// <summary>The inputs of <paramref name="sample"/> that <paramref name="like"/> has (specialized inputs left out).</summary>
+    private static Dictionary<string, TensorValue> Trimmed(IReadOnlyDictionary<string, TensorValue> sample, Dictionary<string, TensorValue> like) =>
+        sample.Where(i => like.ContainsKey(i.Key)).ToDictionary(i => i.Key, i => i.Value, StringComparer.Ordinal);
 
     /// <summary>Generated inputs with another seed, the specialized inputs left out (as in <paramref name="like"/>).</summary>
     private static Dictionary<string, TensorValue> SampleInputs(OnnxModel model, int seed, OptimizeOptions options, Dictionary<string, TensorValue> like) =>

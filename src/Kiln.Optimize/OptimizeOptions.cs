@@ -14,6 +14,9 @@ public enum QuantizeMode
 
     /// <summary>float16 weights and compute, float32 inputs and outputs (for GPUs: slower than float32 on ORT's CPU EP).</summary>
     Float16,
+
+    /// <summary>Static int8 in QDQ form: weights int8, activations quantized with ranges calibrated on <see cref="OptimizeOptions.CalibrationDirectory"/> (Conv, MatMul, Gemm, Add, pools…).</summary>
+    StaticInt8,
 }
 
 /// <summary>What <see cref="ModelOptimizer"/> does; immutable once built.</summary>
@@ -56,6 +59,18 @@ public sealed class OptimizeOptions
 
     /// <summary>Shapes of the generated inputs by input name (others: declared dims, symbolic ones 1).</summary>
     public IReadOnlyDictionary<string, long[]> InputShapes { get; init; } = new Dictionary<string, long[]>();
+
+    /// <summary>With static int8: the directory of calibration samples (format: <c>docs/optimize.md</c>, "Sample directories").</summary>
+    public string? CalibrationDirectory { get; init; }
+
+    /// <summary>With static int8: how the calibration samples become activation ranges.</summary>
+    public Quantization.CalibrationMethod CalibrationMethod { get; init; }
+
+    /// <summary>With static int8: activations as int8 symmetric instead of uint8 asymmetric.</summary>
+    public bool SymmetricActivations { get; init; }
+
+    /// <summary>A directory of the user's inputs (same format as the calibration samples): the first is measured, all are compared.</summary>
+    public string? InputsDirectory { get; init; }
 
     /// <summary>How long each latency measurement runs at most.</summary>
     public TimeSpan MeasureTime { get; init; } = TimeSpan.FromSeconds(2);

@@ -90,12 +90,56 @@ public sealed class OptimizeCommandTests : IDisposable
         error.ShouldContain("not an ONNX model");
     }
 
+    /// <summary>A version 1 .npy of float32 values.</summary>
+    private static void WriteNpy(string path, long[] shape, float[] values)
+    {
+        string header = $"{{'descr': '<f4', 'fortran_order': False, 'shape': ({string.Join(", ", shape)}), }}";
+        header = header.PadRight(((10 + header.Length + 1 + 63) / 64 * 64) - 10 - 1) + "\n";
+        using var stream = File.Create(path);
+        stream.Write([0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y', 1, 0, (byte)header.Length, (byte)(header.Length >> 8)]);
+        stream.Write(System.Text.Encoding.ASCII.GetBytes(header));
+        stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()));
+    }
+
+    [Fact]
+    public async Task Int8Static_UpgradesTheOpset8Model_Calibrates_AndWritesQdq()
+    {
+        string calibration = Path.Combine(_folder, "calibration");
+        Directory.CreateDirectory(calibration);
+        var random = new Random(1);
+        for (int s = 0; s < 3; s++)
+        {
+            WriteNpy(Path.Combine(calibration, $"{s}.npy"), [1, 3, 224, 224], [.. Enumerable.Range(0, 3 * 224 * 224).Select(_ => (float)(random.NextDouble() * 255))]);
+        }
+        string result = Path.Combine(_folder, "static.onnx");
+        (int code, string output, string error) = await RunAsync("optimize", PreprocessOnnx, "-o", result, "--quantize", "int8-static", "--calibration", calibration,
+            "--calibration-method", "entropy", "--measure-seconds", "0.1");
+        code.ShouldBe(0, error);
+        output.ShouldContain("kept         opset-upgrade: opset 8 → 13");
+        output.ShouldContain("int8-static: 1 node(s) quantized"); // the Concat; Split and Sub stay float
+        output.ShouldContain("(entropy)");
+        Kiln.Optimize.OnnxModel written = Kiln.Optimize.OnnxModel.Load(result);
+        written.OpsetVersion.ShouldBe(13);
+        output.ShouldContain("cosine");
+    }
+
+    [Fact]
+    public async Task Int8Static_WithoutCalibration_ExitsTwo_SayingWhatIsMissing()
+    {
+        string result = Path.Combine(_folder, "static.onnx");
+        (int code, _, string error) = await RunAsync("optimize", PreprocessOnnx, "-o", result, "--quantize", "int8-static");
+        code.ShouldBe(2);
+        error.ShouldContain("--calibration DIR");
+        File.Exists(result).ShouldBeFalse();
+    }
+
     [Theory]
     [InlineData("--budget", "top5=0.99")]
     [InlineData("--budget", "cosine<=0.99")]
     [InlineData("--quantize", "int3")]
     [InlineData("--batch", "0")]
     [InlineData("--autotune-seconds", "-1")]
+    [InlineData("--calibration-method", "mse")]
     public async Task BadFlags_ExitTwo(string flag, string value)
     {
         (int code, _, string error) = await RunAsync("optimize", PreprocessOnnx, "-o", Path.Combine(_folder, "x.onnx"), flag, value);

@@ -16,11 +16,16 @@ internal static class OptimizeCommand
     {
         var model = new Argument<string>("MODEL") { Description = "The .onnx model." };
         var output = new Option<string?>("--output", "-o") { Description = "Where to write the optimized model." };
-        var quantize = new Option<string>("--quantize") { Description = "none; int8 (dynamic: int8 weights, activations quantized at run time); int4 (weight-only, MatMulNBits); fp16 (float16 weights and compute, for GPUs).", DefaultValueFactory = _ => "none" };
-        quantize.AcceptOnlyFromAmong("none", "int8", "int4", "fp16");
+        var quantize = new Option<string>("--quantize") { Description = "none; int8 (dynamic: int8 weights, activations quantized at run time); int4 (weight-only, MatMulNBits); fp16 (float16 weights and compute, for GPUs); int8-static (QDQ, activation ranges calibrated on --calibration DIR).", DefaultValueFactory = _ => "none" };
+        quantize.AcceptOnlyFromAmong("none", "int8", "int4", "fp16", "int8-static");
         var blockSize = new Option<int>("--block-size") { Description = "int4: values per quantization block (a power of two, at least 16; 32 or 128 usual).", DefaultValueFactory = _ => 32 };
         var opTypes = new Option<string?>("--op-types") { Description = "int8: op types to quantize, comma-separated, from MatMul, Gemm, Gather, Conv (default MatMul,Gemm,Gather)." };
         var keepFp32 = new Option<string?>("--keep-fp32") { Description = "fp16: op types to keep in float32 besides the built-in block list, comma-separated (e.g. Softmax)." };
+        var calibration = new Option<string?>("--calibration") { Description = "int8-static: directory of calibration samples (a subfolder or .npz per sample with NAME.npy per input, or one .npy per sample for one-input models)." };
+        var calibrationMethod = new Option<string>("--calibration-method") { Description = "int8-static: minmax, percentile (99.999 of |x|) or entropy (least KL divergence).", DefaultValueFactory = _ => "minmax" };
+        calibrationMethod.AcceptOnlyFromAmong("minmax", "percentile", "entropy");
+        var symmetric = new Option<bool>("--symmetric-activations") { Description = "int8-static: int8 symmetric activations instead of uint8 asymmetric." };
+        var inputs = new Option<string?>("--inputs") { Description = "Directory of your inputs (same format as --calibration): the first is measured, all are compared to the baseline." };
         var perTensor = new Option<bool>("--per-tensor") { Description = "int8 weights with one scale per tensor instead of one per output column." };
         var budget = new Option<string[]>("--budget")
         {
@@ -37,7 +42,7 @@ internal static class OptimizeCommand
         var autotuneSeconds = new Option<double>("--autotune-seconds") { Description = "Seconds each --autotune configuration runs.", DefaultValueFactory = _ => 0.5 };
         var command = new Command("optimize", "Make an ONNX model faster: graph passes checked by running it, int8 quantization, a side-by-side report.")
         {
-            model, output, quantize, perTensor, budget, specialize, shapes, report, reportOnly, threads, seconds, autotune, batch, autotuneSeconds, blockSize, opTypes, keepFp32,
+            model, output, quantize, perTensor, budget, specialize, shapes, report, reportOnly, threads, seconds, autotune, batch, autotuneSeconds, blockSize, opTypes, keepFp32, calibration, calibrationMethod, symmetric, inputs,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -95,6 +100,12 @@ internal static class OptimizeCommand
                 await stderr.WriteLineAsync($"kiln optimize: --op-types {unknownType}: expected MatMul, Gemm, Gather or Conv").ConfigureAwait(false);
                 return 2;
             }
+            string quantizeMode = parse.GetValue(quantize) ?? "none";
+            if (quantizeMode == "int8-static" && !parse.GetValue(reportOnly) && string.IsNullOrEmpty(parse.GetValue(calibration)))
+            {
+                await stderr.WriteLineAsync("kiln optimize: --quantize int8-static needs --calibration DIR (sample inputs to calibrate the activation ranges on)").ConfigureAwait(false);
+                return 2;
+            }
             var options = new OptimizeOptions
             {
                 BlockSize = block,
@@ -103,13 +114,18 @@ internal static class OptimizeCommand
                 InputShapes = inputShapes,
                 Specialize = fixedInputs,
                 ReportOnly = parse.GetValue(reportOnly),
-                Quantize = parse.GetValue(quantize) switch
+                Quantize = quantizeMode switch
                 {
                     "int8" => QuantizeMode.DynamicInt8,
                     "int4" => QuantizeMode.Int4,
                     "fp16" => QuantizeMode.Float16,
+                    "int8-static" => QuantizeMode.StaticInt8,
                     _ => QuantizeMode.None,
                 },
+                CalibrationDirectory = parse.GetValue(calibration),
+                CalibrationMethod = Enum.Parse<Kiln.Optimize.Quantization.CalibrationMethod>(parse.GetValue(calibrationMethod) ?? "minmax", ignoreCase: true),
+                SymmetricActivations = parse.GetValue(symmetric),
+                InputsDirectory = parse.GetValue(inputs),
                 PerChannel = !parse.GetValue(perTensor),
                 Budgets = budgets,
                 Threads = parse.GetValue(threads),

@@ -41,9 +41,13 @@ internal static class ModelRunner
     /// <exception cref="OnnxRuntimeException">ONNX Runtime fails to run it.</exception>
     public static Dictionary<string, TensorValue> Run(OnnxModel model, IReadOnlyDictionary<string, TensorValue> inputs)
     {
-        using InferenceSession session = OnnxSessionFactory.Open(model.ToBytes(), new OnnxSessionOptions { OptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL, IntraOpThreads = 1 });
+        using InferenceSession session = Open(model);
         return RunSession(session, inputs);
     }
+
+    /// <summary>A session as <see cref="Run"/> uses (graph optimizations off, one thread), for running many inputs.</summary>
+    public static InferenceSession Open(OnnxModel model) =>
+        OnnxSessionFactory.Open(model.ToBytes(), new OnnxSessionOptions { OptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL, IntraOpThreads = 1 });
 
     /// <summary>Runs an open session on <paramref name="inputs"/> and returns every output.</summary>
     public static Dictionary<string, TensorValue> RunSession(InferenceSession session, IReadOnlyDictionary<string, TensorValue> inputs)
@@ -117,13 +121,14 @@ internal static class ModelRunner
     }
 
     /// <summary>The value as an ONNX Runtime tensor; the caller owns and disposes it.</summary>
-    public static OrtValue ToOrtValue(TensorValue value) => value.Type switch
+    internal static OrtValue ToOrtValue(TensorValue value) => value.Type switch
     {
         TensorElementType.Float => OrtValue.CreateTensorValueFromMemory(value.Values.Select(v => (float)v).ToArray(), value.Shape),
         TensorElementType.Double => OrtValue.CreateTensorValueFromMemory(value.Values.ToArray(), value.Shape),
         TensorElementType.Int64 => OrtValue.CreateTensorValueFromMemory(value.Values.Select(v => (long)v).ToArray(), value.Shape),
         TensorElementType.Int32 => OrtValue.CreateTensorValueFromMemory(value.Values.Select(v => (int)v).ToArray(), value.Shape),
         TensorElementType.Bool => OrtValue.CreateTensorValueFromMemory(value.Values.Select(v => v != 0).ToArray(), value.Shape),
+        TensorElementType.UInt8 => OrtValue.CreateTensorValueFromMemory(value.Values.Select(v => (byte)v).ToArray(), value.Shape),
         _ => throw new OptimizeException($"inputs of element type {value.Type} are not supported yet"),
     };
 
