@@ -70,9 +70,11 @@ public static class ModelOptimizer
         // Gemm has no integer form here: when quantizing, MatMul + Add stay apart (ORT folds the bias into its fused int8 op).
         // Folding decides If conditions and inlining branches exposes more constants: three rounds of both.
         IGraphPass[] folding = [new ConstantFolding(), new IfElimination(), new ConstantFolding(), new IfElimination(), new ConstantFolding(), new IfElimination()];
+        // ONNX Runtime's fused contrib ops and merged sibling MatMuls, before MatMul + Add pairs become Gemms.
+        IGraphPass[] fusions = [new GeluFusion(), new SkipLayerNormFusion(), new SiblingMatMulMerge(), new ConcatSplitElimination()];
         IGraphPass[] passes = options.Quantize == QuantizeMode.None
-            ? [.. folding, new IdentityElimination(), new MatMulAddToGemm(), new ConvBatchNormFolding(), new DeadNodeElimination()]
-            : [.. folding, new IdentityElimination(), new ConvBatchNormFolding(), new DeadNodeElimination()];
+            ? [.. folding, new IdentityElimination(), .. fusions, new MatMulAddToGemm(), new ConvBatchNormFolding(), new DeadNodeElimination()]
+            : [.. folding, new IdentityElimination(), .. fusions, new ConvBatchNormFolding(), new DeadNodeElimination()];
         (OnnxModel optimized, List<PassOutcome> outcomes) = new PassPipeline(passes).Run(start, resultInputs, reference);
         var reported = new HashSet<string>(StringComparer.Ordinal);
         foreach (PassOutcome o in outcomes.Where(o => reported.Add(o.Pass) || o.Changes > 0 || !o.Kept))
