@@ -36,7 +36,7 @@ internal static class PassesBenchmark
             .Where(s => s.Length >= 20).Take(int.Parse(flags["sentences"], CultureInfo.InvariantCulture))];
         List<Dictionary<string, TensorValue>> miniLmInputs = [.. sentences.Select(s => tokenizer.EncodeToIds(s, 128, addSpecialTokens: true, out _, out _))
             .Select(ids => Bert([.. ids.Select(i => (double)i)]))];
-        Measure("all-MiniLM-L6-v2", Variants(miniLm, miniLmInputs[0], []), miniLmInputs, threads, rounds);
+        Measure("all-MiniLM-L6-v2", Variants(miniLm, miniLmInputs[0], []), miniLmInputs, threads, rounds, flags.GetValueOrDefault("keep"));
 
         if (flags.TryGetValue("resnet", out string? resnetPath) && File.Exists(resnetPath))
         {
@@ -99,7 +99,7 @@ internal static class PassesBenchmark
         return variants;
     }
 
-    private static void Measure(string model, List<Variant> variants, List<Dictionary<string, TensorValue>> inputs, int threads, int rounds)
+    private static void Measure(string model, List<Variant> variants, List<Dictionary<string, TensorValue>> inputs, int threads, int rounds, string? keep = null)
     {
         GraphOptimizationLevel[] levels = [GraphOptimizationLevel.ORT_ENABLE_BASIC, GraphOptimizationLevel.ORT_ENABLE_ALL];
         var sessions = new List<(Variant Variant, GraphOptimizationLevel Level, InferenceSession Session, int OrtNodes, List<double> Times)>();
@@ -113,7 +113,15 @@ internal static class PassesBenchmark
                     string optimized = Path.Combine(dir, $"{sessions.Count}.onnx");
                     using var options = new SessionOptions { GraphOptimizationLevel = level, IntraOpNumThreads = threads, InterOpNumThreads = 1, OptimizedModelFilePath = optimized };
                     var session = new InferenceSession(variant.Model.ToBytes(), options);
-                    sessions.Add((variant, level, session, OnnxModel.Load(optimized).TotalNodeCount, []));
+                    OnnxModel ortOptimized = OnnxModel.Load(optimized);
+                    sessions.Add((variant, level, session, ortOptimized.TotalNodeCount, []));
+                    if (keep is not null)
+                    {
+                        // --keep DIR: the operator histogram of what ONNX Runtime made of each variant.
+                        Directory.CreateDirectory(keep);
+                        File.WriteAllLines(Path.Combine(keep, $"{variant.Name}-{level}.ops.txt"),
+                            ortOptimized.Proto.Graph.Node.GroupBy(n => $"{n.Domain}:{n.OpType}").OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => $"{g.Key} {g.Count()}"));
+                    }
                 }
             }
             List<(string[] Names, OrtValue[] Values)> prepared = [.. inputs.Select(Prepare)];

@@ -191,6 +191,29 @@ public sealed class ContribFusionTests
         result.Proto.Graph.Node[1].Output.ShouldBe(["mq", "mk"]);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void SiblingGemms_BecomeOneGemmAndSplit(bool transB)
+    {
+        long[] Dims(long k, long n) => transB ? [n, k] : [k, n];
+        OnnxModel model = new GraphBuilder().Input("x", 3, 8).Output("p", 3, 4).Output("q", 3, 5).Output("r", 3, 4)
+            .Initializer("w1", Dims(8, 4), Values(32)).Initializer("w2", Dims(8, 5), Values(40, 0.6)).Initializer("w3", Dims(6, 4), Values(24))
+            .Initializer("c1", [4], Values(4)).Initializer("c2", [5], Values(5, 2))
+            .Node("Gemm", ["x", "w1", "c1"], ["p"]).Attribute("transB", transB ? 1L : 0L)
+            .Node("Gemm", ["x", "w2", "c2"], ["q"]).Attribute("transB", transB ? 1L : 0L)
+            .Node("Slice", ["x", "zero", "six", "one"], ["x6"])
+            .Node("Gemm", ["x6", "w3"], ["r"]).Attribute("transB", transB ? 1L : 0L)
+            .Int64Initializer("zero", [1], 0).Int64Initializer("six", [1], 6).Int64Initializer("one", [1], 1).Build();
+        (OnnxModel result, List<PassOutcome> outcomes) = new PassPipeline([new SiblingMatMulMerge()]).Run(model);
+        AssertKept(outcomes.Single(), changes: 4);
+        Ops(result).ShouldBe(["Gemm", "Split", "Slice", "Gemm"]);
+        NodeProto merged = result.Proto.Graph.Node[0];
+        result.Proto.Graph.Initializer.Single(i => i.Name == merged.Input[1]).Dims.ShouldBe(Dims(8, 9));
+        result.Proto.Graph.Initializer.Single(i => i.Name == merged.Input[2]).Dims.ShouldBe([9L]);
+        result.Proto.Graph.Node[1].Output.ShouldBe(["p", "q"]);
+    }
+
     [Fact]
     public void MatMuls_OfDifferentK_OrAComputedWeight_AreNotMerged()
     {
