@@ -36,7 +36,7 @@ internal static class PassesBenchmark
             .Where(s => s.Length >= 20).Take(int.Parse(flags["sentences"], CultureInfo.InvariantCulture))];
         List<Dictionary<string, TensorValue>> miniLmInputs = [.. sentences.Select(s => tokenizer.EncodeToIds(s, 128, addSpecialTokens: true, out _, out _))
             .Select(ids => Bert([.. ids.Select(i => (double)i)]))];
-        Measure("all-MiniLM-L6-v2", Variants(miniLm, miniLmInputs[0], []), miniLmInputs, threads, rounds, flags.GetValueOrDefault("keep"));
+        Measure("all-MiniLM-L6-v2", Variants(miniLm, miniLmInputs[0], [], int8: flags.GetValueOrDefault("int8") == "true"), miniLmInputs, threads, rounds, flags.GetValueOrDefault("keep"));
 
         if (flags.TryGetValue("resnet", out string? resnetPath) && File.Exists(resnetPath))
         {
@@ -75,7 +75,7 @@ internal static class PassesBenchmark
     }
 
     /// <summary>The model as given, after Kiln's existing default passes, and after those plus each new pass and all of them.</summary>
-    private static List<Variant> Variants(OnnxModel original, Dictionary<string, TensorValue> inputs, Dictionary<string, TensorValue> specialize)
+    private static List<Variant> Variants(OnnxModel original, Dictionary<string, TensorValue> inputs, Dictionary<string, TensorValue> specialize, bool int8 = false)
     {
         OnnxModel start = original;
         if (specialize.Count > 0)
@@ -96,6 +96,16 @@ internal static class PassesBenchmark
         }
         (OnnxModel all, _) = new PassPipeline([.. added, new DeadNodeElimination()]).Run(kiln, inputs);
         variants.Add(new("kiln+all-new", all));
+        if (int8)
+        {
+            // --int8 true: the same after per-channel dynamic int8 quantization (does merging change what the quantizer makes of Q, K, V?).
+            foreach (Variant variant in variants.Where(v => v.Name is "kiln" or "kiln+sibling-matmul-merge" or "kiln+all-new").ToList())
+            {
+                OnnxModel quantized = variant.Model.Clone();
+                new Kiln.Optimize.Quantization.DynamicInt8Quantizer { PerChannel = true }.Apply(quantized);
+                variants.Add(new(variant.Name + "+int8", quantized));
+            }
+        }
         return variants;
     }
 
