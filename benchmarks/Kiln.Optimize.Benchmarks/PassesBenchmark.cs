@@ -94,6 +94,8 @@ internal static class PassesBenchmark
             Console.Error.WriteLine($"{original.Source}: {pass.Name}: {outcomes[0].Changes} change(s), kept {outcomes[0].Kept} {outcomes[0].Reason}");
             variants.Add(new("kiln+" + pass.Name, one));
         }
+        (OnnxModel unbiased, _) = new PassPipeline([new SkipLayerNormFusion(foldBias: false), new DeadNodeElimination()]).Run(kiln, inputs);
+        variants.Add(new("kiln+skip-layernorm-fusion(no bias)", unbiased));
         (OnnxModel all, _) = new PassPipeline([.. added, new DeadNodeElimination()]).Run(kiln, inputs);
         variants.Add(new("kiln+all-new", all));
         if (int8)

@@ -131,6 +131,15 @@ public sealed class ContribFusionTests
     }
 
     [Fact]
+    public void WithoutBiasFolding_TheBiasAddStays()
+    {
+        (OnnxModel result, List<PassOutcome> outcomes) = new PassPipeline([new SkipLayerNormFusion(foldBias: false)]).Run(DecomposedNorm([2, 3, 8], biased: true).Build());
+        AssertKept(outcomes.Single(), changes: 11);
+        Ops(result).ShouldBe(["Add", "SkipLayerNormalization"]);
+        result.Proto.Graph.Node[1].Input.ShouldBe(["a", "b", "gamma", "beta"]);
+    }
+
+    [Fact]
     public void AddThenLayerNormalization_WhoseSumIsReadAgain_KeepsTheSumAsTheFourthOutput()
     {
         OnnxModel model = new GraphBuilder().Input("a", 2, 3, 8).Input("b", 2, 3, 8).Output("y", 2, 3, 8)

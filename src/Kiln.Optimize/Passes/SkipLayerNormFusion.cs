@@ -9,10 +9,10 @@ namespace Kiln.Optimize.Passes;
 /// The normalization may be a LayerNormalization node (axis −1) or the decomposed form exporters write
 /// (ReduceMean, Sub, Pow 2, ReduceMean, Add ε, Sqrt, Div, Mul γ, Add β). The Add's two inputs must have the same
 /// inferred 3-D shape with a known last dimension equal to γ's (and β's) length; a bias Add (1-D constant) before one
-/// of them, read only by the residual Add, becomes the fused node's bias input. When the sum has other readers it is
+/// of them, read only by the residual Add, becomes the fused node's bias input (unless <c>foldBias</c> is false). When the sum has other readers it is
 /// the fused node's fourth output. Decomposed normalizations without such an Add become LayerNormalization at opset 17+.
 /// </summary>
-internal sealed class SkipLayerNormFusion : IGraphPass
+internal sealed class SkipLayerNormFusion(bool foldBias = true) : IGraphPass
 {
     public string Name => "skip-layernorm-fusion";
 
@@ -45,7 +45,7 @@ internal sealed class SkipLayerNormFusion : IGraphPass
             var scope = new NameScope(graph);
             NodeProto fused;
             List<NodeProto> nodes = norm.Nodes;
-            if (Skip(model, index, types, norm) is (NodeProto add, string a, string b, var biasAdd, var bias))
+            if (Skip(model, index, types, norm, foldBias) is (NodeProto add, string a, string b, var biasAdd, var bias))
             {
                 fused = new NodeProto { OpType = "SkipLayerNormalization", Domain = MicrosoftDomain, Name = scope.Next($"SkipLayerNorm_{node.Name}") };
                 fused.Input.AddRange([a, b, norm.Gamma, norm.Beta ?? "", bias ?? ""]);
@@ -165,7 +165,7 @@ internal sealed class SkipLayerNormFusion : IGraphPass
         Constant(model, index, name) is { Dims.Count: 1 } t && t.DataType == (int)TensorProto.Types.DataType.Float && length.IsKnown && t.Dims[0] == length.Value;
 
     /// <summary>The residual Add feeding the normalization: two 3-D inputs of the same shape, optionally one of them after a bias Add.</summary>
-    private static (NodeProto Add, string A, string B, NodeProto? BiasAdd, string? Bias)? Skip(ModelProto model, GraphIndex index, Dictionary<string, InferredType> types, Norm norm)
+    private static (NodeProto Add, string A, string B, NodeProto? BiasAdd, string? Bias)? Skip(ModelProto model, GraphIndex index, Dictionary<string, InferredType> types, Norm norm, bool foldBias)
     {
         if (Producer(index, norm.Input) is not { } add || !Is(add, "Add") || add.Input.Count != 2
             || add.Input[0] == add.Input[1])
@@ -179,7 +179,7 @@ internal sealed class SkipLayerNormFusion : IGraphPass
         {
             return null;
         }
-        foreach ((string biased, string other) in new[] { (a, b), (b, a) })
+        foreach ((string biased, string other) in foldBias ? new[] { (a, b), (b, a) } : [])
         {
             if (Producer(index, biased) is { } biasAdd && Is(biasAdd, "Add") && Sole(index, biased, "Add") == add)
             {
