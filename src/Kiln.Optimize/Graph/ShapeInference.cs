@@ -240,8 +240,8 @@ internal sealed class ShapeInference
             return op switch
             {
                 "Dropout" => [result, new InferredType(Bool, shape0)],
-                "LayerNormalization" => [result],
-                "SkipLayerNormalization" => [result],
+                // Its optional fourth output is the sum input + skip (+ bias): the input's shape.
+                "SkipLayerNormalization" => [result, null, null, result],
                 _ => [result],
             };
         }
