@@ -120,7 +120,7 @@ public static class ModelOptimizer
         double cosine = ModelRunner.Cosine(reference, outputs);
         // ModelRunner.Open goes through a file with external data for a model over protobuf's 2 GB.
         using InferenceSession session = ModelRunner.Open(model, new OnnxSessionOptions { OptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, IntraOpThreads = options.Threads, InterOpThreads = 1 });
-        long size = model.InitializerBytes < OnnxSaveOptions.ProtobufLimit ? model.ToBytes().LongLength : model.InitializerBytes;
+        long size = model.InitializerBytes < OnnxSaveOptions.ProtobufLimit ? model.Proto.CalculateSize() : model.InitializerBytes;
         (double p50, double p99) = Latency(session, inputs, options.MeasureTime);
         double? p50Batch32 = null;
         if (Batched(model, inputs, 32) is { } batch)
