@@ -36,7 +36,9 @@ internal static class PassesBenchmark
             .Where(s => s.Length >= 20).Take(int.Parse(flags["sentences"], CultureInfo.InvariantCulture))];
         List<Dictionary<string, TensorValue>> miniLmInputs = [.. sentences.Select(s => tokenizer.EncodeToIds(s, 128, addSpecialTokens: true, out _, out _))
             .Select(ids => Bert([.. ids.Select(i => (double)i)]))];
-        Measure("all-MiniLM-L6-v2", Variants(miniLm, miniLmInputs[0], [], int8: flags.GetValueOrDefault("int8") == "true"), miniLmInputs, threads, rounds, flags.GetValueOrDefault("keep"));
+        // --variants a,b,c: time only these (and "kiln", the reference).
+        string[]? only = flags.TryGetValue("variants", out string? list) ? [.. list.Split(','), "kiln"] : null;
+        Measure("all-MiniLM-L6-v2", [.. Variants(miniLm, miniLmInputs[0], [], int8: flags.GetValueOrDefault("int8") == "true").Where(v => only is null || only.Contains(v.Name))], miniLmInputs, threads, rounds, flags.GetValueOrDefault("keep"));
 
         if (flags.TryGetValue("resnet", out string? resnetPath) && File.Exists(resnetPath))
         {
@@ -101,7 +103,7 @@ internal static class PassesBenchmark
         if (int8)
         {
             // --int8 true: the same after per-channel dynamic int8 quantization (does merging change what the quantizer makes of Q, K, V?).
-            foreach (Variant variant in variants.Where(v => v.Name is "kiln" or "kiln+sibling-matmul-merge" or "kiln+all-new").ToList())
+            foreach (Variant variant in variants.Where(v => v.Name is "kiln" or "kiln+gelu-fusion" or "kiln+sibling-matmul-merge" or "kiln+all-new").ToList())
             {
                 OnnxModel quantized = variant.Model.Clone();
                 new Kiln.Optimize.Quantization.DynamicInt8Quantizer { PerChannel = true }.Apply(quantized);
