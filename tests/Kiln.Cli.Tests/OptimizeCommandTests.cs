@@ -37,7 +37,7 @@ public sealed class OptimizeCommandTests : IDisposable
         resultFigures.GetProperty("p50_batch1_ms").GetDouble().ShouldBeGreaterThan(0);
         // Each pass once (its first round; later rounds only when they changed something).
         json.RootElement.GetProperty("steps").EnumerateArray().Select(s => s.GetProperty("step").GetString()).Distinct().ShouldBe(
-            ["constant-folding", "if-elimination", "identity-elimination", "matmul-add-to-gemm", "conv-batchnorm-folding", "dead-node-elimination"]);
+            ["constant-folding", "if-elimination", "identity-elimination", "gelu-fusion", "concat-split-elimination", "matmul-add-to-gemm", "conv-batchnorm-folding", "dead-node-elimination"]);
     }
 
     [Fact]

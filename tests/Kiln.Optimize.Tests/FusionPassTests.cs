@@ -46,6 +46,7 @@ public sealed class FusionPassTests
         OnnxModel unknownRank = new GraphBuilder().Input("x", 3, 4).Output("y", 3, 5)
             .Initializer("w", [4, 5], Values(20)).Initializer("b", [5], Values(5))
             .Node("Relu", ["x"], ["r"]).Node("MatMul", ["r", "w"], ["mm"]).Node("Add", ["mm", "b"], ["y"]).Build();
+        unknownRank.Proto.Graph.Input[0].Type.TensorType.Shape = null;
         OnnxModel rank3Bias = new GraphBuilder().Input("x", 3, 4).Output("y", 1, 3, 5)
             .Initializer("w", [4, 5], Values(20)).Initializer("b", [1, 1, 5], Values(5))
             .Node("MatMul", ["x", "w"], ["mm"]).Node("Add", ["mm", "b"], ["y"]).Build();
@@ -55,11 +56,24 @@ public sealed class FusionPassTests
         foreach (OnnxModel model in new[] { rank3, unknownRank, rank3Bias, twoReaders })
         {
             int before = model.NodeCount;
-            (OnnxModel result, List<PassOutcome> outcomes) = new PassPipeline([new MatMulAddToGemm()]).Run(model);
+            var inputs = model == unknownRank ? Verification.ModelRunner.SampleInputs(model, shapes: new Dictionary<string, long[]> { ["x"] = [3, 4] }) : null;
+            (OnnxModel result, List<PassOutcome> outcomes) = new PassPipeline([new MatMulAddToGemm()]).Run(model, inputs);
             outcomes.Single().Changes.ShouldBe(0);
             result.NodeCount.ShouldBe(before);
             result.Proto.Graph.Node.ShouldNotContain(n => n.OpType == "Gemm");
         }
+    }
+
+    [Fact]
+    public void AnIntermediateA_Inferred2D_IsFused()
+    {
+        // No value_info: shape inference finds Relu(x[3,4]) to be 2-D.
+        OnnxModel model = new GraphBuilder().Input("x", 3, 4).Output("y", 3, 5)
+            .Initializer("w", [4, 5], Values(20)).Initializer("b", [5], Values(5))
+            .Node("Relu", ["x"], ["r"]).Node("MatMul", ["r", "w"], ["mm"]).Node("Add", ["mm", "b"], ["y"]).Build();
+        (OnnxModel result, List<PassOutcome> outcomes) = new PassPipeline([new MatMulAddToGemm()]).Run(model);
+        AssertKept(outcomes.Single(), changes: 2);
+        result.Proto.Graph.Node.Select(n => n.OpType).ShouldBe(["Relu", "Gemm"]);
     }
 
     [Fact]

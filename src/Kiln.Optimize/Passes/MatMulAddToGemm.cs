@@ -4,7 +4,7 @@ using Kiln.Optimize.Onnx.Proto;
 namespace Kiln.Optimize.Passes;
 
 /// <summary>
-/// MatMul(A, B) then Add(·, C) → Gemm(A, B, C), where A is known to be 2-D, B is a 2-D initializer, C an initializer
+/// MatMul(A, B) then Add(·, C) → Gemm(A, B, C), where A is known to be 2-D (declared or inferred), B is a 2-D initializer, C an initializer
 /// broadcastable to [M, N], and the MatMul's output feeds only the Add. Gemm is 2-D only, so higher ranks stay.
 /// </summary>
 internal sealed class MatMulAddToGemm : IGraphPass
@@ -24,11 +24,13 @@ internal sealed class MatMulAddToGemm : IGraphPass
             return 0;
         }
         GraphProto graph = model.Graph;
+        // Fusing keeps every value's shape, so one inference serves the whole pass.
+        Dictionary<string, InferredType> types = ShapeInference.Infer(model);
         int changes = 0;
         foreach (NodeProto matMul in graph.Node.Where(n => n.OpType == "MatMul" && IsDefaultDomain(n)).ToList())
         {
             var index = new GraphIndex(graph);
-            if (Match(model, index, matMul) is not (NodeProto add, string bias))
+            if (Match(model, index, types, matMul) is not (NodeProto add, string bias))
             {
                 continue;
             }
@@ -43,7 +45,7 @@ internal sealed class MatMulAddToGemm : IGraphPass
         return changes;
     }
 
-    private static (NodeProto Add, string Bias)? Match(ModelProto model, GraphIndex index, NodeProto matMul)
+    private static (NodeProto Add, string Bias)? Match(ModelProto model, GraphIndex index, Dictionary<string, InferredType> types, NodeProto matMul)
     {
         if (matMul.Input.Count != 2 || matMul.Output.Count != 1 || matMul.Attribute.Count > 0)
         {
@@ -55,7 +57,7 @@ internal sealed class MatMulAddToGemm : IGraphPass
         {
             return null;
         }
-        if (Initializers.Shape(model.Graph, matMul.Input[0]) is not [long m, _]
+        if (types.GetValueOrDefault(matMul.Input[0])?.Shape is not [Dim rows, _]
             || Initializers.FindConstant(model, matMul.Input[1]) is not TensorProto weight || weight.Dims.Count != 2
             || !FloatTypes.Contains(weight.DataType))
         {
@@ -63,7 +65,7 @@ internal sealed class MatMulAddToGemm : IGraphPass
         }
         string bias = add.Input[0] == product ? add.Input[1] : add.Input[0];
         if (Initializers.FindConstant(model, bias) is not TensorProto c || c.DataType != weight.DataType
-            || !BroadcastsTo([.. c.Dims], m, weight.Dims[1]))
+            || !BroadcastsTo([.. c.Dims], rows.Value, weight.Dims[1]))
         {
             return null;
         }

@@ -41,13 +41,44 @@ internal static class ModelRunner
     /// <exception cref="OnnxRuntimeException">ONNX Runtime fails to run it.</exception>
     public static Dictionary<string, TensorValue> Run(OnnxModel model, IReadOnlyDictionary<string, TensorValue> inputs)
     {
-        using InferenceSession session = Open(model);
+        using InferenceSession session = Open(model, new OnnxSessionOptions { OptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL, IntraOpThreads = 1 });
         return RunSession(session, inputs);
+    }
+
+    /// <summary>
+    /// Opens a session on the model: from its bytes, or, when its weights exceed <paramref name="inlineLimit"/> (protobuf's
+    /// 2 GB by default), from a temporary file with external data, since ONNX Runtime finds external data by path only.
+    /// </summary>
+    /// <remarks>The caller owns the returned session and must dispose it.</remarks>
+    public static InferenceSession Open(OnnxModel model, OnnxSessionOptions options, long inlineLimit = OnnxSaveOptions.ProtobufLimit)
+    {
+        if (model.InitializerBytes < inlineLimit)
+        {
+            return OnnxSessionFactory.Open(model.ToBytes(), options);
+        }
+        string dir = Directory.CreateTempSubdirectory("kiln-external-").FullName;
+        try
+        {
+            string path = Path.Combine(dir, "model.onnx");
+            model.Save(path, new OnnxSaveOptions { ExternalDataThreshold = 0 });
+            return OnnxSessionFactory.Open(path, options);
+        }
+        finally
+        {
+            try
+            {
+                // ONNX Runtime has read (or mapped) the data by now; where the system keeps the file open, it stays until reboot clean-up.
+                Directory.Delete(dir, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        }
     }
 
     /// <summary>A session as <see cref="Run"/> uses (graph optimizations off, one thread), for running many inputs.</summary>
     public static InferenceSession Open(OnnxModel model) =>
-        OnnxSessionFactory.Open(model.ToBytes(), new OnnxSessionOptions { OptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL, IntraOpThreads = 1 });
+        Open(model, new OnnxSessionOptions { OptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL, IntraOpThreads = 1 });
 
     /// <summary>Runs an open session on <paramref name="inputs"/> and returns every output.</summary>
     public static Dictionary<string, TensorValue> RunSession(InferenceSession session, IReadOnlyDictionary<string, TensorValue> inputs)
