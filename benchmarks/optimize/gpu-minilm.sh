@@ -12,7 +12,7 @@ cp "$2"/* "$store"/
 ls -la "$store" | tail -n +2
 [ "$1" = run ] || exit 0
 cd "$store"
-for name in minilm.onnx minilm-kiln-int8.onnx tokens.json; do
+for name in minilm.onnx minilm-kiln-int8.onnx tokens.json $(ls | sed -n 's/^\(minilm-kiln-int8-.*\.onnx\)\.part.*/\1/p' | sort -u); do
   if ls "$name".part* >/dev/null 2>&1; then cat "$name".part* > "$name"; fi
   [ -s "$name" ] || { echo "missing $name" >&2; exit 2; }
 done

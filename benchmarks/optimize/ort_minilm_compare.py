@@ -27,6 +27,8 @@ def main():
     a = parser.parse_args()
     fp32 = os.path.join(a.dir, "minilm.onnx")
     models = {"fp32": fp32, "kiln_int8": os.path.join(a.dir, "minilm-kiln-int8.onnx")}
+    for extra in sorted(f for f in os.listdir(a.dir) if f.startswith("minilm-kiln-int8-") and f.endswith(".onnx") and ".ort-optimized" not in f):
+        models["kiln_int8_" + extra[len("minilm-kiln-int8-"):-len(".onnx")].replace("-", "_")] = os.path.join(a.dir, extra)
     for name, per_channel in (("ort_int8", False), ("ort_int8_per_channel", True)):
         path = os.path.join(a.dir, f"minilm-{name}.onnx")
         start = time.perf_counter()
