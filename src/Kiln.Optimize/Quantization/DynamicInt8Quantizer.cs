@@ -187,28 +187,6 @@ internal sealed class DynamicInt8Quantizer : IQuantizer
             }
             int rows = (int)table.Dims[0], width = (int)table.Dims[1];
             string y = node.Output[0];
-            if (perChannel && width >= 16)
-            {
-                // One com.microsoft.GatherBlockQuantized node: uint8 codes (zero point 128, its default for 8 bits) with a
-                // scale per block of up to 128 values of each row, dequantized as the rows are gathered — instead of
-                // Gather, a Gather of the scales, Cast and Mul.
-                int block = 16;
-                while (block * 2 <= Math.Min(128, width))
-                {
-                    block *= 2;
-                }
-                int blocks = (width + block - 1) / block;
-                var packed = Weight(table.Name + "|blocks", () =>
-                {
-                    (byte[] codes, float[] scales) = Symmetric(values, rows * blocks, i => (i / width * blocks) + (i % width / block), offset: 128);
-                    return Store(table.Name, table.Dims, TensorProto.Types.DataType.Uint8, codes, scales, [rows, blocks], zeroPoint: null);
-                });
-                QuantizedGraph.ImportMicrosoftDomain(model);
-                output.Add(QuantizedGraph.Node("GatherBlockQuantized", _names.Next(node.Name + "_int8"), [packed.Quantized, node.Input[1], packed.Scale], [y], QuantizedGraph.MicrosoftDomain)
-                    .With("gather_axis", 0).With("quantize_axis", 1).With("block_size", block).With("bits", 8));
-                Replaced.Add(table.Name);
-                return true;
-            }
             var w = Weight(table.Name + "|rows", () =>
             {
                 (byte[] codes, float[] scales) = Symmetric(values, perChannel ? rows : 1, i => perChannel ? i / width : 0, offset: 0);
