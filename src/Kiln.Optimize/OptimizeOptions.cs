@@ -48,6 +48,9 @@ public sealed class OptimizeOptions
     /// <summary>With int8: the op types to quantize (MatMul, Gemm, Gather, Conv); null: MatMul, Gemm and Gather.</summary>
     public IReadOnlySet<string>? OpTypes { get; init; }
 
+    /// <summary>With int8: embedding tables (Gather) with a scale per row instead of one per table (a little more accurate, a little slower).</summary>
+    public bool GatherPerRow { get; init; }
+
     /// <summary>With int4: values per quantization block along K (a power of two, at least 16).</summary>
     public int BlockSize { get; init; } = 32;
 

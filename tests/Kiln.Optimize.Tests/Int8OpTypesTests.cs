@@ -125,12 +125,15 @@ public sealed class Int8OpTypesTests : IDisposable
         OnnxModel model = Embedding();
         var inputs = new Dictionary<string, TensorValue> { ["ids"] = new(TensorElementType.Int64, [2, 5], [0, 1, 2, 3, 4, 0, 10, 20, 49, -1]) };
         double[] expected = ModelRunner.Run(model, inputs)["y"].Values;
-        double Error(bool perChannel)
+        double Error(bool perRow)
         {
             OnnxModel quantized = model.Clone();
-            new DynamicInt8Quantizer { PerChannel = perChannel }.Apply(quantized).ShouldBe(["embed"]);
+            // Per-channel MatMul weights do not make tables per row: that is GatherPerRow.
+            new DynamicInt8Quantizer { PerChannel = true, GatherPerRow = perRow }.Apply(quantized).ShouldBe(["embed"]);
             quantized.Proto.Graph.Initializer.Select(i => i.Name).ShouldNotContain("table");
-            quantized.Proto.Graph.Initializer.Single(i => i.Name == "table_quantized").DataType.ShouldBe((int)TensorProto.Types.DataType.Int8);
+            // Per row: symmetric int8 and a scale per row (Gather, Gather, Cast, Mul); per table: uint8 over the table's range, one DequantizeLinear.
+            quantized.Proto.Graph.Initializer.Single(i => i.Name == "table_quantized").DataType.ShouldBe((int)(perRow ? TensorProto.Types.DataType.Int8 : TensorProto.Types.DataType.Uint8));
+            quantized.Proto.Graph.Node.Select(n => n.OpType).ShouldBe(perRow ? ["Gather", "Gather", "Cast", "Mul"] : ["Gather", "DequantizeLinear"]);
             quantized.ToBytes().Length.ShouldBeLessThan(model.ToBytes().Length / 2);
             double[] actual = ModelRunner.Run(quantized, inputs)["y"].Values;
             return Enumerable.Range(0, 5 * 16).Max(i => Math.Abs(actual[i] - expected[i])); // rows 0–4: small values

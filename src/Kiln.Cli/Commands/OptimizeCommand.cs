@@ -20,6 +20,7 @@ internal static class OptimizeCommand
         quantize.AcceptOnlyFromAmong("none", "int8", "int4", "fp16", "int8-static");
         var blockSize = new Option<int>("--block-size") { Description = "int4: values per quantization block (a power of two, at least 16; 32 or 128 usual).", DefaultValueFactory = _ => 32 };
         var opTypes = new Option<string?>("--op-types") { Description = "int8: op types to quantize, comma-separated, from MatMul, Gemm, Gather, Conv (default MatMul,Gemm,Gather)." };
+        var gatherPerRow = new Option<bool>("--gather-per-row") { Description = "int8: embedding tables with a scale per row instead of one per table (a little more accurate, a little slower)." };
         var keepFp32 = new Option<string?>("--keep-fp32") { Description = "fp16: op types to keep in float32 besides the built-in block list, comma-separated (e.g. Softmax)." };
         var calibration = new Option<string?>("--calibration") { Description = "int8-static: directory of calibration samples (a subfolder or .npz per sample with NAME.npy per input, or one .npy per sample for one-input models)." };
         var calibrationMethod = new Option<string>("--calibration-method") { Description = "int8-static: minmax, percentile (99.999 of |x|) or entropy (least KL divergence).", DefaultValueFactory = _ => "minmax" };
@@ -42,7 +43,7 @@ internal static class OptimizeCommand
         var autotuneSeconds = new Option<double>("--autotune-seconds") { Description = "Seconds each --autotune configuration runs.", DefaultValueFactory = _ => 0.5 };
         var command = new Command("optimize", "Make an ONNX model faster: graph passes checked by running it, int8 quantization, a side-by-side report.")
         {
-            model, output, quantize, perTensor, budget, specialize, shapes, report, reportOnly, threads, seconds, autotune, batch, autotuneSeconds, blockSize, opTypes, keepFp32, calibration, calibrationMethod, symmetric, inputs,
+            model, output, quantize, perTensor, budget, specialize, shapes, report, reportOnly, threads, seconds, autotune, batch, autotuneSeconds, blockSize, opTypes, keepFp32, gatherPerRow, calibration, calibrationMethod, symmetric, inputs,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -127,6 +128,7 @@ internal static class OptimizeCommand
                 SymmetricActivations = parse.GetValue(symmetric),
                 InputsDirectory = parse.GetValue(inputs),
                 PerChannel = !parse.GetValue(perTensor),
+                GatherPerRow = parse.GetValue(gatherPerRow),
                 Budgets = budgets,
                 Threads = parse.GetValue(threads),
                 MeasureTime = TimeSpan.FromSeconds(parse.GetValue(seconds)),
