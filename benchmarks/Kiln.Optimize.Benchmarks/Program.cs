@@ -13,7 +13,7 @@ using Microsoft.ML.Tokenizers;
 // --sentences). Prints p50/p99 latency of each, their ratio, the file sizes, and the cosine between the two models'
 // mean-pooled embeddings.
 // --mode conv instead: float Conv against int8 ConvInteger on a synthetic ResNet-like stack (ConvBenchmark.cs).
-//   usage: Kiln.Optimize.Benchmarks [--mode int8|int4|fp16|conv] [--per-channel true|false] [--op-types MatMul,Gemm,Gather]
+//   usage: Kiln.Optimize.Benchmarks [--mode int8|int4|fp16|conv] [--per-channel true|false] [--gather-per-row false] [--op-types MatMul,Gemm,Gather]
 //          [--block-size 32] [--symmetric true] [--accuracy-level 0] [--keep-fp32 Softmax] [--sentences 200] [--threads 1] [--rounds 3] [--text PATH,PATH]
 //          [--export DIR]  (writes the float and `kiln optimize --quantize int8` models and token ids for ort_minilm_compare.py)
 // `Kiln.Optimize.Benchmarks resnet …` measures ResNet-18 and static int8 instead (ResNetBenchmark.cs).
@@ -25,7 +25,7 @@ if (args.Length > 0 && args[0] == "resnet")
 
 var flags = new Dictionary<string, string>
 {
-    ["mode"] = "int8", ["per-channel"] = "false", ["op-types"] = "MatMul,Gemm,Gather", ["block-size"] = "32", ["symmetric"] = "true", ["accuracy-level"] = "0", ["keep-fp32"] = "",
+    ["mode"] = "int8", ["per-channel"] = "false", ["gather-per-row"] = "false", ["op-types"] = "MatMul,Gemm,Gather", ["block-size"] = "32", ["symmetric"] = "true", ["accuracy-level"] = "0", ["keep-fp32"] = "",
     ["sentences"] = "200", ["threads"] = "1", ["rounds"] = "3", ["text"] = "/usr/share/common-licenses/GPL-3,/usr/share/common-licenses/Apache-2.0",
 };
 for (int i = 0; i + 1 < args.Length; i += 2)
@@ -61,7 +61,7 @@ try
     {
         "int4" => new Int4WeightQuantizer { BlockSize = int.Parse(flags["block-size"], CultureInfo.InvariantCulture), AccuracyLevel = int.Parse(flags["accuracy-level"], CultureInfo.InvariantCulture), Symmetric = flags["symmetric"] == "true" },
         "fp16" => new Float16Converter { KeepFloat32OpTypes = List(flags["keep-fp32"]) },
-        _ => new DynamicInt8Quantizer { PerChannel = flags["per-channel"] == "true", OpTypes = List(flags["op-types"]) },
+        _ => new DynamicInt8Quantizer { PerChannel = flags["per-channel"] == "true", GatherPerRow = flags["gather-per-row"] == "true", OpTypes = List(flags["op-types"]) },
     };
     List<string> quantized = quantizer.Apply(model);
     string int8Path = Path.Combine(dir, "minilm-" + quantizer.Name + ".onnx");

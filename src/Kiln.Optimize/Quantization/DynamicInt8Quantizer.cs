@@ -247,7 +247,9 @@ internal sealed class DynamicInt8Quantizer : IQuantizer
                     scales[i] *= alpha;
                 }
             }
-            return Store(name, [rows, columns], TensorProto.Types.DataType.Int8, codes, scales, perChannel ? [columns] : [], zeroPoint: 0);
+            // Symmetric: no zero point at all (MatMulInteger's default is 0). A vector of zeros would send ORT's int8 GEMM
+            // down its per-column zero-point path.
+            return Store(name, [rows, columns], TensorProto.Types.DataType.Int8, codes, scales, perChannel ? [columns] : [], zeroPoint: null);
         }
 
         private (string, string, string) Store(string stem, IEnumerable<long> dims, TensorProto.Types.DataType type, byte[] codes, float[] scales, long[] scaleDims, byte? zeroPoint)
@@ -285,7 +287,8 @@ internal sealed class DynamicInt8Quantizer : IQuantizer
         {
             (string aq, string scale, string zeroPoint) = Activation(a, output);
             string product = _names.Next(y + "_MatMulInteger");
-            output.Add(QuantizedGraph.Node("MatMulInteger", _names.Next(nodeName + "_quant"), [aq, w.Quantized, zeroPoint, w.ZeroPoint], [product]));
+            string[] inputs = w.ZeroPoint.Length > 0 ? [aq, w.Quantized, zeroPoint, w.ZeroPoint] : [aq, w.Quantized, zeroPoint];
+            output.Add(QuantizedGraph.Node("MatMulInteger", _names.Next(nodeName + "_quant"), inputs, [product]));
             Rescale(product, scale, w.Scale, y, output);
         }
 
