@@ -82,19 +82,6 @@ try
         OptimizationReport report = ModelOptimizer.Run(floatPath, Path.Combine(export, "minilm-kiln-int8.onnx"),
             new OptimizeOptions { Quantize = QuantizeMode.DynamicInt8, MeasureTime = TimeSpan.FromMilliseconds(200) });
         File.WriteAllText(Path.Combine(export, "tokens.json"), System.Text.Json.JsonSerializer.Serialize(ids));
-        if (flags.GetValueOrDefault("export-variants") == "true")
-        {
-            // The same, but the embedding tables with one scale per table (one DequantizeLinear each, as quantize_dynamic
-            // makes them) instead of one per row (Gather of the scales, Cast, Mul).
-            string matmuls = Path.Combine(dir, "matmuls.onnx");
-            ModelOptimizer.Run(floatPath, matmuls, new OptimizeOptions
-            {
-                Quantize = QuantizeMode.DynamicInt8, OpTypes = new HashSet<string>(["MatMul", "Gemm"], StringComparer.Ordinal), MeasureTime = TimeSpan.FromMilliseconds(200),
-            });
-            OnnxModel variant = OnnxModel.Load(matmuls);
-            new DynamicInt8Quantizer { PerChannel = false, OpTypes = new HashSet<string>(["Gather"], StringComparer.Ordinal) }.Apply(variant);
-            variant.Save(Path.Combine(export, "minilm-kiln-int8-table-scale.onnx"));
-        }
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"exported {ids.Length} sentences; kiln int8 {report.Result.FileBytes} bytes, {report.Result.Nodes} nodes: {string.Join("; ", report.Steps.Select(x => $"{x.Step}: {x.Detail}"))}"));
         return;
     }
