@@ -205,4 +205,15 @@ public sealed class ShapeInferenceTests
         // Every value's rank is known; the share with every dimension known or symbolic:
         fullyKnown.ShouldBe(compared, $"{compared - fullyKnown} values have an unknown dimension");
     }
+
+    [Fact]
+    public void MiniLm_AfterDynamicInt8_InferredShapes_MatchOnnxRuntime_ThroughTheQuantizedOps()
+    {
+        OnnxModel model = MiniLm.Load();
+        new Kiln.Optimize.Quantization.DynamicInt8Quantizer { PerChannel = true }.Apply(model);
+        model.Proto.Graph.Node.ShouldContain(n => n.OpType == "DynamicQuantizeLinear");
+        (int compared, int fullyKnown) = AssertMatchesOnnxRuntime(model, MiniLm.Inputs(batch: 2, sequence: 7));
+        compared.ShouldBe(model.Proto.Graph.Node.SelectMany(n => n.Output).Count(o => o.Length > 0));
+        fullyKnown.ShouldBe(compared, $"{compared - fullyKnown} values have an unknown dimension");
+    }
 }

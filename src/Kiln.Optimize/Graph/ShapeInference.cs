@@ -41,6 +41,8 @@ internal sealed class ShapeInference
     private const int Float = (int)TensorProto.Types.DataType.Float;
     private const int Int64 = (int)TensorProto.Types.DataType.Int64;
     private const int Bool = (int)TensorProto.Types.DataType.Bool;
+    private const int Uint8 = (int)TensorProto.Types.DataType.Uint8;
+    private const int Int32 = (int)TensorProto.Types.DataType.Int32;
 
     private static readonly HashSet<string> SameShape = new(StringComparer.Ordinal)
     {
@@ -304,6 +306,14 @@ internal sealed class ShapeInference
                 return [new InferredType(value?.T?.DataType ?? Float, ValueOf(node, 0))];
             case "Range":
                 return [new InferredType(elem0, [InferRange(node)])];
+            case "DynamicQuantizeLinear":
+                return [new InferredType(Uint8, shape0), new InferredType(Float, []), new InferredType(Uint8, [])];
+            case "MatMulInteger":
+                return [new InferredType(Int32, InferMatMul(shape0, ShapeOf(node, 1)))];
+            case "QuantizeLinear":
+                return [new InferredType(node.Input.Count > 2 && node.Input[2].Length > 0 && ElemOf(node, 2) != 0 ? ElemOf(node, 2) : Uint8, shape0)];
+            case "DequantizeLinear":
+                return [new InferredType(ElemOf(node, 1) != 0 ? ElemOf(node, 1) : Float, shape0)];
             default:
                 return [];
         }

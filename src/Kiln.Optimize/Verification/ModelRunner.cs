@@ -173,6 +173,8 @@ internal static class ModelRunner
             TensorElementType.Int64 => [.. value.GetTensorDataAsSpan<long>().ToArray().Select(v => (double)v)],
             TensorElementType.Int32 => [.. value.GetTensorDataAsSpan<int>().ToArray().Select(v => (double)v)],
             TensorElementType.Bool => [.. value.GetTensorDataAsSpan<bool>().ToArray().Select(v => v ? 1.0 : 0.0)],
+            TensorElementType.UInt8 => [.. value.GetTensorDataAsSpan<byte>().ToArray().Select(v => (double)v)],
+            TensorElementType.Int8 => [.. value.GetTensorDataAsSpan<sbyte>().ToArray().Select(v => (double)v)],
             TensorElementType other => throw new OptimizeException($"outputs of element type {other} are not compared yet"),
         };
         return new TensorValue(info.ElementDataType, info.Shape, values);
