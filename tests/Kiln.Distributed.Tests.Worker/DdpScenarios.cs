@@ -21,6 +21,7 @@ internal static class DdpScenarios
     {
         "ddp-sgd" => Train(group, bucketCapBytes, adamW: false, microBatches: 1, Steps),
         "ddp-adamw" => Train(group, bucketCapBytes, adamW: true, microBatches: 1, Steps),
+        "ddp-fused" => TrainFused(group, bucketCapBytes),
         "ddp-nosync" => Train(group, bucketCapBytes, adamW: false, microBatches: 2, steps: 3),
         "ddp-partial" => Partial(group, bucketCapBytes),
         "ddp-mismatch" => Mismatch(group),
@@ -151,6 +152,41 @@ internal static class DdpScenarios
         return Compare(model, reference);
     }
 
+    /// <summary>
+    /// DDP with FusedAdamW, whose gradients are views of one flat buffer in registration order: every bucket must be
+    /// all-reduced in that memory (no flattening copy), and 20 steps must match FusedAdamW in one process on the whole
+    /// batch (the never-used layer has zero gradients there and here).
+    /// </summary>
+    private static string? TrainFused(IProcessGroup group, int bucketCapBytes)
+    {
+        int rank = group.Rank, size = group.WorldSize;
+        using Mlp model = Build();
+        Perturb(model, rank);
+        var ddp = new DistributedDataParallel(model, group, bucketCapBytes);
+        using var optimizer = new Kiln.Distributed.FusedAdamW(model.parameters(), lr: 0.01);
+        using Mlp reference = Build();
+        using var referenceOptimizer = new Kiln.Distributed.FusedAdamW(reference.parameters(), lr: 0.01);
+        int shard = GlobalBatch / size;
+        for (int step = 0; step < Steps; step++)
+        {
+            using var scope = NewDisposeScope();
+            (Tensor x, Tensor y) = GlobalData();
+            optimizer.ZeroGrad();
+            nn.functional.mse_loss(model.forward(x.narrow(0, rank * shard, shard)), y.narrow(0, rank * shard, shard)).backward();
+            ddp.SynchronizeGradients();
+            optimizer.Step();
+
+            referenceOptimizer.ZeroGrad();
+            nn.functional.mse_loss(reference.forward(x), y).backward();
+            referenceOptimizer.Step();
+        }
+        if (ddp.BucketsReducedInPlace != Steps * ddp.BucketCount)
+        {
+            return $"{ddp.BucketsReducedInPlace} of {Steps * ddp.BucketCount} buckets were reduced in the gradients' own memory";
+        }
+        return Compare(model, reference);
+    }
+
     /// <summary>A 4→8→8→3 MLP whose layers are called through <c>call</c> (hooks run) or <c>forward</c> (they do not).</summary>
     private sealed class Deep : nn.Module<Tensor, Tensor>
     {
@@ -267,6 +303,13 @@ internal static class DdpScenarios
             referenceOptimizer.step();
         }
         Console.WriteLine($"buckets {ddp.BucketCount}, launched during backward {ddp.LastBucketsLaunchedDuringBackward}");
+        // TorchSharp's optimizers keep each gradient in its own tensor: one bucket of several of them must be copied
+        // into a flat tensor; buckets of one gradient each are reduced in place.
+        int expectedInPlace = ddp.BucketCount == 1 ? 0 : Steps * ddp.BucketCount;
+        if (ddp.BucketsReducedInPlace != expectedInPlace)
+        {
+            return $"{ddp.BucketsReducedInPlace} buckets reduced in place, expected {expectedInPlace}";
+        }
         if (ddp.HostReadsOfPresenceFlags != 0)
         {
             // Every parameter had a gradient: nothing should have made the host wait for an all-reduce.

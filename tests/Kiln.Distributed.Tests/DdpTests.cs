@@ -20,7 +20,7 @@ public sealed class DdpTests
     [InlineData(2)]
     [InlineData(3)]
     public Task Sgd_and_AdamW_20_steps_match_the_single_process_run(int ranks) =>
-        RunScenariosAsync(ranks, "ddp-sgd,ddp-adamw");
+        RunScenariosAsync(ranks, "ddp-sgd,ddp-adamw,ddp-fused");
 
     [Theory]
     [InlineData(2)]

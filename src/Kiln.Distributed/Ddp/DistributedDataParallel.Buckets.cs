@@ -29,6 +29,9 @@ public sealed partial class DistributedDataParallel
         }
     }
 
+    /// <summary>How many buckets were all-reduced in the gradients' own memory (no flattening copy, no copy back).</summary>
+    internal int BucketsReducedInPlace { get; private set; }
+
     /// <summary>How many times a bucket's presence flags were copied to the host (only when a local gradient was missing).</summary>
     internal int HostReadsOfPresenceFlags { get; private set; }
 
@@ -72,28 +75,41 @@ public sealed partial class DistributedDataParallel
     }
 
     /// <summary>
-    /// Flattens bucket <paramref name="index"/>'s gradients (zeros where a parameter has none) followed by one presence
-    /// flag per parameter (1 where it has a gradient) into one tensor and starts its sum over ranks.
+    /// Starts the sum over ranks of bucket <paramref name="index"/>'s gradients and, as a second collective, of one
+    /// presence flag per parameter (1 where it has a gradient). When every gradient is present and they lie back to back
+    /// in one buffer in registration order (FusedAdamW's flat gradients), that memory is reduced in place; otherwise the
+    /// gradients (zeros where a parameter has none) are copied into one flat tensor first. Both ways make the same two
+    /// collectives of the same sizes, so ranks may differ in which one they take.
     /// </summary>
     private void LaunchBucket(int index)
     {
         Bucket bucket = _buckets[index];
         var present = new bool[bucket.Parameters.Length];
-        torch.Tensor flat;
+        torch.Tensor data, flags;
+        bool inPlace;
         using (var scope = torch.NewDisposeScope())
         using (var noGrad = torch.no_grad())
         {
-            var pieces = new torch.Tensor[bucket.Parameters.Length + 1];
             for (int k = 0; k < bucket.Parameters.Length; k++)
             {
-                torch.Tensor p = _parameters[bucket.Parameters[k]].Parameter;
-                torch.Tensor? grad = p.grad;
-                present[k] = grad is not null;
-                pieces[k] = grad is null ? torch.zeros(p.numel(), dtype: p.dtype, device: p.device) : grad.reshape(-1);
+                present[k] = _parameters[bucket.Parameters[k]].Parameter.grad is not null;
             }
+            torch.Tensor? region = present.All(p => p) ? GradientRegion(bucket) : null;
+            inPlace = region is not null;
+            if (region is null)
+            {
+                var pieces = new torch.Tensor[bucket.Parameters.Length];
+                for (int k = 0; k < bucket.Parameters.Length; k++)
+                {
+                    torch.Tensor p = _parameters[bucket.Parameters[k]].Parameter;
+                    pieces[k] = p.grad is { } grad ? grad.reshape(-1) : torch.zeros(p.numel(), dtype: p.dtype, device: p.device);
+                }
+                region = torch.cat(pieces, 0);
+            }
+            data = region.DetachFromDisposeScope();
             torch.Tensor first = _parameters[bucket.Parameters[0]].Parameter;
             // Filled on the device: a host array copied over would make the host wait for the GPU (a pageable copy synchronises).
-            torch.Tensor flags = torch.ones(bucket.Parameters.Length, dtype: first.dtype, device: first.device);
+            flags = torch.ones(bucket.Parameters.Length, dtype: first.dtype, device: first.device);
             for (int k = 0; k < present.Length; k++)
             {
                 if (!present[k])
@@ -101,28 +117,60 @@ public sealed partial class DistributedDataParallel
                     flags.narrow(0, k, 1).zero_();
                 }
             }
-            pieces[^1] = flags;
-            flat = torch.cat(pieces, 0).DetachFromDisposeScope();
+            flags.DetachFromDisposeScope();
         }
         try
         {
-            ICollectiveWork work;
-            if (Group is IAsyncCollectives async)
-            {
-                work = async.AllReduceAsync(flat, ReduceOp.Sum);
-            }
-            else
-            {
-                Group.AllReduce(flat, ReduceOp.Sum);
-                work = CompletedCollectiveWork.Instance;
-            }
-            _launched.Add(new LaunchedBucket(index, flat, work, present));
+            ICollectiveWork dataWork = StartSum(data);
+            ICollectiveWork flagWork = StartSum(flags);
+            _launched.Add(new LaunchedBucket(index, data, flags, inPlace, dataWork, flagWork, present));
+            BucketsReducedInPlace += inPlace ? 1 : 0;
         }
         catch
         {
-            flat.Dispose();
+            data.Dispose();
+            flags.Dispose();
             throw;
         }
+    }
+
+    private ICollectiveWork StartSum(torch.Tensor tensor)
+    {
+        if (Group is IAsyncCollectives async)
+        {
+            return async.AllReduceAsync(tensor, ReduceOp.Sum);
+        }
+        Group.AllReduce(tensor, ReduceOp.Sum);
+        return CompletedCollectiveWork.Instance;
+    }
+
+    /// <summary>
+    /// One flat view over the bucket's gradients when they are contiguous and follow each other in one buffer in
+    /// registration order (the bucket lists them in reverse); otherwise null. Consecutive storage offsets together with
+    /// consecutive addresses mean one base address, so one storage.
+    /// </summary>
+    private torch.Tensor? GradientRegion(Bucket bucket)
+    {
+        torch.Tensor? first = null;
+        long total = 0, nextOffset = 0, nextAddress = 0;
+        for (int k = bucket.Parameters.Length - 1; k >= 0; k--)
+        {
+            torch.Tensor grad = _parameters[bucket.Parameters[k]].Parameter.grad!;
+            if (!grad.is_contiguous())
+            {
+                return null;
+            }
+            long offset = grad.storage_offset(), address = TensorMemory.Address(grad), bytes = grad.numel() * grad.element_size();
+            if (first is not null && (offset != nextOffset || address != nextAddress))
+            {
+                return null;
+            }
+            first ??= grad;
+            total += grad.numel();
+            nextOffset = offset + grad.numel();
+            nextAddress = address + bytes;
+        }
+        return first!.as_strided([total], [1], first.storage_offset());
     }
 
     /// <summary>Waits for every launched bucket in order and writes the averages into the gradients.</summary>
@@ -132,16 +180,16 @@ public sealed partial class DistributedDataParallel
         using var noGrad = torch.no_grad();
         foreach (LaunchedBucket launched in _launched)
         {
-            launched.Work.Wait();
+            launched.DataWork.Wait();
+            launched.FlagWork.Wait();
             Bucket bucket = _buckets[launched.Index];
             int count = bucket.Parameters.Length;
-            long gradients = launched.Flat.numel() - count;
             // The flags only matter for a parameter without a local gradient (did any rank have one?); reading them
             // makes the host wait for the all-reduce, so the common case, every gradient present, never does.
             double[]? ranksWithGradient = launched.Present.All(p => p) ? null
-                : launched.Flat.narrow(0, gradients, count).to_type(torch.ScalarType.Float64).cpu().data<double>().ToArray();
+                : launched.Flags.to_type(torch.ScalarType.Float64).cpu().data<double>().ToArray();
             HostReadsOfPresenceFlags += ranksWithGradient is null ? 0 : 1;
-            torch.Tensor averages = launched.Flat.narrow(0, 0, gradients).div_(Group.WorldSize);
+            torch.Tensor averages = launched.Data.div_(Group.WorldSize);
             long offset = 0;
             for (int k = 0; k < count; k++)
             {
@@ -152,7 +200,7 @@ public sealed partial class DistributedDataParallel
                 {
                     throw new DistributedException($"DistributedDataParallel: parameter '{name}' received its gradient after its bucket was launched during backward: it is used outside the module that owns it (or that module is called through forward() in one micro-batch and call() in another); set DistributedDataParallelOptions.OverlapWithBackward = false.");
                 }
-                if (ranksWithGradient is null || ranksWithGradient[k] > 0)
+                if (!launched.InPlace && (ranksWithGradient is null || ranksWithGradient[k] > 0))
                 {
                     torch.Tensor average = averages.narrow(0, offset, n).view_as(p);
                     if (grad is null)
@@ -174,7 +222,8 @@ public sealed partial class DistributedDataParallel
     {
         foreach (LaunchedBucket launched in _launched)
         {
-            launched.Flat.Dispose();
+            launched.Data.Dispose();
+            launched.Flags.Dispose();
         }
         _launched.Clear();
         LastBucketsLaunchedDuringBackward = _launchedDuringBackward;
@@ -187,6 +236,9 @@ public sealed partial class DistributedDataParallel
     /// <summary>Parameter indices (into the registration-order list) of one bucket, all of <paramref name="Type"/>.</summary>
     private sealed record Bucket(int[] Parameters, torch.ScalarType Type);
 
-    /// <summary>A bucket whose all-reduce has started: its flat buffer (gradients, then presence flags), the work, and which parameters had a gradient at launch.</summary>
-    private sealed record LaunchedBucket(int Index, torch.Tensor Flat, ICollectiveWork Work, bool[] Present);
+    /// <summary>
+    /// A bucket whose all-reduces have started: the gradients' flat tensor (a view of the gradients themselves when
+    /// <paramref name="InPlace"/>), the presence flags, the two works, and which parameters had a gradient at launch.
+    /// </summary>
+    private sealed record LaunchedBucket(int Index, torch.Tensor Data, torch.Tensor Flags, bool InPlace, ICollectiveWork DataWork, ICollectiveWork FlagWork, bool[] Present);
 }
