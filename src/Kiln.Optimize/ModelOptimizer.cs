@@ -93,12 +93,14 @@ public static class ModelOptimizer
         // GELU chains into ORT's contrib ops (BiasGelu takes the bias Add before MatMul + Add pairs become Gemms) and copies
         // that change nothing. skip-layernorm-fusion and sibling-matmul-merge are not here: on MiniLM they measured slower
         // with ORT 1.31.1 on CPU (docs/optimize.md).
-        IGraphPass[] fusions = [new GeluFusion(), new ConcatSplitElimination()];
+        // --extra-passes adds them (after the default fusions, in the order named).
+        IGraphPass[] extra = [.. options.ExtraPasses.Select(OptionalPass)];
+        IGraphPass[] fusions = [new GeluFusion(), new ConcatSplitElimination(), .. extra];
         IGraphPass[] passes = options.Quantize is QuantizeMode.None or QuantizeMode.Float16
             ? [.. folding, new IdentityElimination(), .. fusions, new MatMulAddToGemm(), new ConvBatchNormFolding(), new DeadNodeElimination()]
             // Not gelu-fusion before quantizing: BiasGelu would take the bias Add that ORT otherwise folds into its fused
             // int8 MatMul; in the GPU host's onnxruntime 1.30 that model ran ~10 % behind quantize_dynamic's.
-            : [.. folding, new IdentityElimination(), new ConcatSplitElimination(), new ConvBatchNormFolding(), new DeadNodeElimination()];
+            : [.. folding, new IdentityElimination(), new ConcatSplitElimination(), .. extra, new ConvBatchNormFolding(), new DeadNodeElimination()];
         (OnnxModel optimized, List<PassOutcome> outcomes) = new PassPipeline(passes).Run(start, resultInputs, reference);
         var reported = new HashSet<string>(StringComparer.Ordinal);
         foreach (PassOutcome o in outcomes.Where(o => reported.Add(o.Pass) || o.Changes > 0 || !o.Kept))
@@ -188,6 +190,16 @@ public static class ModelOptimizer
         optimized.Save(outputPath!);
         return new OptimizationReport(inputPath, outputPath, baseline, result, steps, keptFloat);
     }
+
+    /// <summary>The passes <c>--extra-passes</c> may name: not in the default pipeline (measured slower on MiniLM on CPU).</summary>
+    public static IReadOnlyList<string> OptionalPassNames { get; } = ["skip-layernorm-fusion", "sibling-matmul-merge"];
+
+    private static IGraphPass OptionalPass(string name) => name switch
+    {
+        "skip-layernorm-fusion" => new SkipLayerNormFusion(),
+        "sibling-matmul-merge" => new SiblingMatMulMerge(),
+        _ => throw new OptimizeException($"unknown pass '{name}'; the optional passes are {string.Join(", ", OptionalPassNames)}"),
+    };
 
     /// <summary>Sample inputs the accuracy budget is checked on (the measuring inputs and generated ones).</summary>
     private const int BudgetSamples = 4;

@@ -48,6 +48,9 @@ public sealed class OptimizeOptions
     /// <summary>With int8: the op types to quantize (MatMul, Gemm, Gather, Conv); null: MatMul, Gemm and Gather.</summary>
     public IReadOnlySet<string>? OpTypes { get; init; }
 
+    /// <summary>Optional graph passes to run after the default fusions (see <see cref="ModelOptimizer.OptionalPassNames"/>).</summary>
+    public IReadOnlyList<string> ExtraPasses { get; init; } = [];
+
     /// <summary>With int8: embedding tables (Gather) with a scale per row instead of one per table (a little more accurate, a little slower).</summary>
     public bool GatherPerRow { get; init; }
 

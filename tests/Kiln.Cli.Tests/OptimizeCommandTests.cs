@@ -41,6 +41,19 @@ public sealed class OptimizeCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task ExtraPasses_RunAfterTheDefaultFusions_InTheOrderNamed()
+    {
+        string result = Path.Combine(_folder, "extra.onnx");
+        string report = Path.Combine(_folder, "extra.json");
+        (int code, _, string error) = await RunAsync("optimize", PreprocessOnnx, "-o", result, "--report", report, "--measure-seconds", "0.1",
+            "--extra-passes", "sibling-matmul-merge,skip-layernorm-fusion");
+        code.ShouldBe(0, error);
+        using JsonDocument json = JsonDocument.Parse(await File.ReadAllTextAsync(report));
+        json.RootElement.GetProperty("steps").EnumerateArray().Select(s => s.GetProperty("step").GetString()).Distinct().ShouldBe(
+            ["constant-folding", "if-elimination", "identity-elimination", "gelu-fusion", "concat-split-elimination", "sibling-matmul-merge", "skip-layernorm-fusion", "matmul-add-to-gemm", "conv-batchnorm-folding", "dead-node-elimination"]);
+    }
+
+    [Fact]
     public async Task Int8_OnAnOpset8Model_IsRefused_NamingTheOpset()
     {
         string result = Path.Combine(_folder, "int8.onnx");
@@ -140,6 +153,7 @@ public sealed class OptimizeCommandTests : IDisposable
     [InlineData("--batch", "0")]
     [InlineData("--autotune-seconds", "-1")]
     [InlineData("--calibration-method", "mse")]
+    [InlineData("--extra-passes", "sibling-matmul-merge,attention-fusion")]
     public async Task BadFlags_ExitTwo(string flag, string value)
     {
         (int code, _, string error) = await RunAsync("optimize", PreprocessOnnx, "-o", Path.Combine(_folder, "x.onnx"), flag, value);

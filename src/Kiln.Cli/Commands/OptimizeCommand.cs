@@ -21,6 +21,7 @@ internal static class OptimizeCommand
         var blockSize = new Option<int>("--block-size") { Description = "int4: values per quantization block (a power of two, at least 16; 32 or 128 usual).", DefaultValueFactory = _ => 32 };
         var opTypes = new Option<string?>("--op-types") { Description = "int8: op types to quantize, comma-separated, from MatMul, Gemm, Gather, Conv (default MatMul,Gemm,Gather)." };
         var gatherPerRow = new Option<bool>("--gather-per-row") { Description = "int8: embedding tables with a scale per row instead of one per table (a little more accurate, a little slower)." };
+        var extraPasses = new Option<string?>("--extra-passes") { Description = $"Optional graph passes to add, comma-separated: {string.Join(", ", ModelOptimizer.OptionalPassNames)} (off by default: slower on MiniLM on CPU)." };
         var keepFp32 = new Option<string?>("--keep-fp32") { Description = "fp16: op types to keep in float32 besides the built-in block list, comma-separated (e.g. Softmax)." };
         var calibration = new Option<string?>("--calibration") { Description = "int8-static: directory of calibration samples (a subfolder or .npz per sample with NAME.npy per input, or one .npy per sample for one-input models)." };
         var calibrationMethod = new Option<string>("--calibration-method") { Description = "int8-static: minmax, percentile (99.999 of |x|) or entropy (least KL divergence).", DefaultValueFactory = _ => "minmax" };
@@ -43,7 +44,7 @@ internal static class OptimizeCommand
         var autotuneSeconds = new Option<double>("--autotune-seconds") { Description = "Seconds each --autotune configuration runs.", DefaultValueFactory = _ => 0.5 };
         var command = new Command("optimize", "Make an ONNX model faster: graph passes checked by running it, int8 quantization, a side-by-side report.")
         {
-            model, output, quantize, perTensor, budget, specialize, shapes, report, reportOnly, threads, seconds, autotune, batch, autotuneSeconds, blockSize, opTypes, keepFp32, gatherPerRow, calibration, calibrationMethod, symmetric, inputs,
+            model, output, quantize, perTensor, budget, specialize, shapes, report, reportOnly, threads, seconds, autotune, batch, autotuneSeconds, blockSize, opTypes, keepFp32, gatherPerRow, extraPasses, calibration, calibrationMethod, symmetric, inputs,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -101,6 +102,12 @@ internal static class OptimizeCommand
                 await stderr.WriteLineAsync($"kiln optimize: --op-types {unknownType}: expected MatMul, Gemm, Gather or Conv").ConfigureAwait(false);
                 return 2;
             }
+            string[] extra = (parse.GetValue(extraPasses) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            if (extra.FirstOrDefault(p => !ModelOptimizer.OptionalPassNames.Contains(p)) is { } unknownPass)
+            {
+                await stderr.WriteLineAsync($"kiln optimize: --extra-passes {unknownPass}: expected {string.Join(" or ", ModelOptimizer.OptionalPassNames)}").ConfigureAwait(false);
+                return 2;
+            }
             string quantizeMode = parse.GetValue(quantize) ?? "none";
             if (quantizeMode == "int8-static" && !parse.GetValue(reportOnly) && string.IsNullOrEmpty(parse.GetValue(calibration)))
             {
@@ -129,6 +136,7 @@ internal static class OptimizeCommand
                 InputsDirectory = parse.GetValue(inputs),
                 PerChannel = !parse.GetValue(perTensor),
                 GatherPerRow = parse.GetValue(gatherPerRow),
+                ExtraPasses = extra,
                 Budgets = budgets,
                 Threads = parse.GetValue(threads),
                 MeasureTime = TimeSpan.FromSeconds(parse.GetValue(seconds)),
