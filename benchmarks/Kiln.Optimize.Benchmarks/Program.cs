@@ -15,6 +15,7 @@ using Microsoft.ML.Tokenizers;
 // --mode conv instead: float Conv against int8 ConvInteger on a synthetic ResNet-like stack (ConvBenchmark.cs).
 //   usage: Kiln.Optimize.Benchmarks [--mode int8|int4|fp16|conv] [--per-channel true|false] [--gather-per-row false] [--op-types MatMul,Gemm,Gather]
 //          [--block-size 32] [--symmetric true] [--accuracy-level 0] [--keep-fp32 Softmax] [--sentences 200] [--threads 1] [--rounds 3] [--text PATH,PATH]
+//          [--compare A.onnx,B.onnx,…]  (times the given MiniLM variants against each other)
 //          [--export DIR]  (writes the float and `kiln optimize --quantize int8` models and token ids for ort_minilm_compare.py)
 // `Kiln.Optimize.Benchmarks resnet …` measures ResNet-18 and static int8 instead (ResNetBenchmark.cs).
 if (args.Length > 0 && args[0] == "resnet")
@@ -73,6 +74,29 @@ try
         .Where(s => s.Length >= 20).Take(count)];
     BertTokenizer tokenizer = BertTokenizer.Create(vocabPath, new BertOptions { LowerCaseBeforeTokenization = true });
     long[][] ids = [.. sentences.Select(s => tokenizer.EncodeToIds(s, 128, addSpecialTokens: true, out _, out _).Select(i => (long)i).ToArray())];
+    if (flags.TryGetValue("compare", out string? compareList))
+    {
+        // --compare A.onnx,B.onnx,…: these models only, batch 1 over the same sentences, rotating per sentence; p50 of each.
+        string[] paths = compareList.Split(',');
+        InferenceSession[] sessions = [.. paths.Select(pth => Open(pth, threads))];
+        var times = paths.Select(_ => new List<double>()).ToArray();
+        for (int round = 0; round < rounds; round++)
+        {
+            for (int sIdx = 0; sIdx < ids.Length; sIdx++)
+            {
+                for (int j = 0; j < paths.Length; j++)
+                {
+                    int m = (j + sIdx + round) % paths.Length;
+                    times[m].Add(Embed(sessions[m], ids[sIdx]).Milliseconds);
+                }
+            }
+        }
+        for (int m = 0; m < paths.Length; m++)
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Path.GetFileName(paths[m])} p50 {Percentile(times[m], 0.5):F3} ms"));
+        }
+        return;
+    }
     if (flags.TryGetValue("export", out string? export))
     {
         // For benchmarks/optimize/ort_minilm_compare.py: the float model, what `kiln optimize --quantize int8` makes of
