@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Reflection;
 using Kiln.Optimize;
+using Kiln.Optimize.Benchmarks;
 using Kiln.Optimize.Passes;
 using Kiln.Optimize.Verification;
 using Microsoft.ML.OnnxRuntime;
@@ -156,10 +157,10 @@ internal static class PassesBenchmark
             }
             foreach (var s in sessions)
             {
-                double p50 = Percentile(s.Times, 0.5);
-                double reference = Percentile(sessions.First(r => r.Variant.Name == "kiln" && r.Level == s.Level).Times, 0.5);
+                double p50 = PairedRuns.Percentile(s.Times, 0.5);
+                double reference = PairedRuns.Percentile(sessions.First(r => r.Variant.Name == "kiln" && r.Level == s.Level).Times, 0.5);
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"{{\"model\":\"{model}\",\"variant\":\"{s.Variant.Name}\",\"level\":\"{(s.Level == GraphOptimizationLevel.ORT_ENABLE_BASIC ? "basic" : "all")}\",\"kiln_nodes\":{s.Variant.Model.TotalNodeCount},\"ort_nodes\":{s.OrtNodes},\"runs\":{s.Times.Count},\"p50_ms\":{p50:F4},\"p99_ms\":{Percentile(s.Times, 0.99):F4},\"vs_kiln\":{reference / p50:F3}}}"));
+                    $"{{\"model\":\"{model}\",\"variant\":\"{s.Variant.Name}\",\"level\":\"{(s.Level == GraphOptimizationLevel.ORT_ENABLE_BASIC ? "basic" : "all")}\",\"kiln_nodes\":{s.Variant.Model.TotalNodeCount},\"ort_nodes\":{s.OrtNodes},\"runs\":{s.Times.Count},\"p50_ms\":{p50:F4},\"p99_ms\":{PairedRuns.Percentile(s.Times, 0.99):F4},\"vs_kiln\":{reference / p50:F3}}}"));
             }
             foreach ((_, OrtValue[] values) in prepared)
             {
@@ -186,10 +187,4 @@ internal static class PassesBenchmark
             TensorElementType.Int64 => OrtValue.CreateTensorValueFromMemory(v.Values.Select(x => (long)x).ToArray(), v.Shape),
             _ => throw new InvalidOperationException($"input type {v.Type}"),
         })]);
-
-    private static double Percentile(List<double> values, double p)
-    {
-        double[] sorted = [.. values.Order()];
-        return sorted[Math.Min(sorted.Length - 1, (int)(p * sorted.Length))];
-    }
 }

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Reflection;
 using Kiln.Optimize;
+using Kiln.Optimize.Benchmarks;
 using Kiln.Optimize.Quantization;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.Tokenizers;
@@ -93,7 +94,7 @@ try
         }
         for (int m = 0; m < paths.Length; m++)
         {
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Path.GetFileName(paths[m])} p50 {Percentile(times[m], 0.5):F3} ms"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Path.GetFileName(paths[m])} p50 {PairedRuns.Percentile(times[m], 0.5):F3} ms"));
         }
         return;
     }
@@ -112,30 +113,10 @@ try
 
     using InferenceSession fp32 = Open(floatPath, threads);
     using InferenceSession int8 = Open(int8Path, threads);
-    var fp32Times = new List<double>();
-    var int8Times = new List<double>();
-    double minCosine = 1, sumCosine = 0;
-    for (int round = 0; round < rounds; round++)
-    {
-        for (int s = 0; s < ids.Length; s++)
-        {
-            // Alternate the order so that neither model always runs on a warm cache.
-            bool floatFirst = (s + round) % 2 == 0;
-            (float[] a, double ta) = Embed(floatFirst ? fp32 : int8, ids[s]);
-            (float[] b, double tb) = Embed(floatFirst ? int8 : fp32, ids[s]);
-            (floatFirst ? fp32Times : int8Times).Add(ta);
-            (floatFirst ? int8Times : fp32Times).Add(tb);
-            if (round == 0)
-            {
-                double cosine = Cosine(a, b);
-                minCosine = Math.Min(minCosine, cosine);
-                sumCosine += cosine;
-            }
-        }
-    }
-    double p50f = Percentile(fp32Times, 0.5), p50q = Percentile(int8Times, 0.5);
+    (List<double> fp32Times, List<double> int8Times, double meanCosine, double minCosine) = PairedRuns.Run(ids, rounds, s => Embed(fp32, s), s => Embed(int8, s));
+    double p50f = PairedRuns.Percentile(fp32Times, 0.5), p50q = PairedRuns.Percentile(int8Times, 0.5);
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-        $"{{\"model\":\"all-MiniLM-L6-v2\",\"mode\":\"{quantizer.Name}\",\"options\":\"{(flags["mode"] switch { "int4" => $"block {flags["block-size"]}, symmetric {flags["symmetric"]}, accuracy level {flags["accuracy-level"]}", "fp16" => $"keep fp32: {flags["keep-fp32"]}", _ => $"per channel {flags["per-channel"]}, {flags["op-types"]}" })}\",\"sentences\":{ids.Length},\"mean_tokens\":{ids.Average(i => i.Length):F1},\"threads\":{threads},\"runs_each\":{fp32Times.Count},\"fp32_p50_ms\":{p50f:F3},\"fp32_p99_ms\":{Percentile(fp32Times, 0.99):F3},\"result_p50_ms\":{p50q:F3},\"result_p99_ms\":{Percentile(int8Times, 0.99):F3},\"speedup_p50\":{p50f / p50q:F2},\"fp32_bytes\":{new FileInfo(floatPath).Length},\"result_bytes\":{new FileInfo(int8Path).Length},\"quantized_nodes\":{quantized.Count},\"cosine_mean\":{sumCosine / ids.Length:F6},\"cosine_min\":{minCosine:F6}}}"));
+        $"{{\"model\":\"all-MiniLM-L6-v2\",\"mode\":\"{quantizer.Name}\",\"options\":\"{(flags["mode"] switch { "int4" => $"block {flags["block-size"]}, symmetric {flags["symmetric"]}, accuracy level {flags["accuracy-level"]}", "fp16" => $"keep fp32: {flags["keep-fp32"]}", _ => $"per channel {flags["per-channel"]}, {flags["op-types"]}" })}\",\"sentences\":{ids.Length},\"mean_tokens\":{ids.Average(i => i.Length):F1},\"threads\":{threads},\"runs_each\":{fp32Times.Count},\"fp32_p50_ms\":{p50f:F3},\"fp32_p99_ms\":{PairedRuns.Percentile(fp32Times, 0.99):F3},\"result_p50_ms\":{p50q:F3},\"result_p99_ms\":{PairedRuns.Percentile(int8Times, 0.99):F3},\"speedup_p50\":{p50f / p50q:F2},\"fp32_bytes\":{new FileInfo(floatPath).Length},\"result_bytes\":{new FileInfo(int8Path).Length},\"quantized_nodes\":{quantized.Count},\"cosine_mean\":{meanCosine:F6},\"cosine_min\":{minCosine:F6}}}"));
 }
 finally
 {
@@ -177,22 +158,4 @@ static (float[] Embedding, double Milliseconds) Embed(InferenceSession session, 
         }
     }
     return (pooled, ms);
-}
-
-static double Cosine(float[] a, float[] b)
-{
-    double dot = 0, na = 0, nb = 0;
-    for (int i = 0; i < a.Length; i++)
-    {
-        dot += a[i] * b[i];
-        na += a[i] * a[i];
-        nb += b[i] * b[i];
-    }
-    return dot / Math.Sqrt(na * nb);
-}
-
-static double Percentile(List<double> values, double p)
-{
-    double[] sorted = [.. values.Order()];
-    return sorted[Math.Min(sorted.Length - 1, (int)(p * sorted.Length))];
 }

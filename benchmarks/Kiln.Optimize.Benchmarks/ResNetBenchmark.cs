@@ -109,29 +109,11 @@ internal static class ResNetBenchmark
                 }
                 string ops = string.Join(" ", OnnxModel.Load(optimizedPath).Proto.Graph.Node.GroupBy(n => n.OpType).OrderByDescending(g => g.Count()).Select(g => $"{g.Key}×{g.Count()}"));
                 using InferenceSession int8 = Open(int8Path, threads);
-                var fp32Times = new List<double>();
-                var int8Times = new List<double>();
-                double sum = 0, min = 1;
-                for (int round = 0; round < rounds; round++)
-                {
-                    for (int s = 0; s < evaluation.Count; s++)
-                    {
-                        bool floatFirst = (s + round) % 2 == 0;
-                        (float[] a, double ta) = Features(floatFirst ? fp32 : int8, evaluation[s]);
-                        (float[] b, double tb) = Features(floatFirst ? int8 : fp32, evaluation[s]);
-                        (floatFirst ? fp32Times : int8Times).Add(ta);
-                        (floatFirst ? int8Times : fp32Times).Add(tb);
-                        if (round == 0)
-                        {
-                            double cosine = Cosine(a, b);
-                            sum += cosine;
-                            min = Math.Min(min, cosine);
-                        }
-                    }
-                }
-                double p50f = Percentile(fp32Times, 0.5), p50q = Percentile(int8Times, 0.5);
+                (List<double> fp32Times, List<double> int8Times, double mean, double min) =
+                    PairedRuns.Run(evaluation, rounds, crop => Features(fp32, crop), crop => Features(int8, crop));
+                double p50f = PairedRuns.Percentile(fp32Times, 0.5), p50q = PairedRuns.Percentile(int8Times, 0.5);
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"{{\"model\":\"ResNet-18\",\"method\":\"{name}\",\"symmetric\":{flags["symmetric"]},\"threads\":{threads},\"calibration_crops\":{calibration.Count},\"eval_crops\":{evaluation.Count},\"runs_each\":{fp32Times.Count},\"calibration_s\":{calibrationSeconds:F1},\"fp32_p50_ms\":{p50f:F3},\"int8_p50_ms\":{p50q:F3},\"speedup_p50\":{p50f / p50q:F2},\"fp32_bytes\":{new FileInfo(floatPath).Length},\"int8_bytes\":{new FileInfo(int8Path).Length},\"quantized_nodes\":{nodes.Count},\"cosine_mean\":{sum / evaluation.Count:F5},\"cosine_min\":{min:F5},\"ort_int8_ops\":\"{ops}\"}}"));
+                    $"{{\"model\":\"ResNet-18\",\"method\":\"{name}\",\"symmetric\":{flags["symmetric"]},\"threads\":{threads},\"calibration_crops\":{calibration.Count},\"eval_crops\":{evaluation.Count},\"runs_each\":{fp32Times.Count},\"calibration_s\":{calibrationSeconds:F1},\"fp32_p50_ms\":{p50f:F3},\"int8_p50_ms\":{p50q:F3},\"speedup_p50\":{p50f / p50q:F2},\"fp32_bytes\":{new FileInfo(floatPath).Length},\"int8_bytes\":{new FileInfo(int8Path).Length},\"quantized_nodes\":{nodes.Count},\"cosine_mean\":{mean:F5},\"cosine_min\":{min:F5},\"ort_int8_ops\":\"{ops}\"}}"));
             }
         }
         finally
@@ -199,23 +181,5 @@ internal static class ResNetBenchmark
         using IDisposableReadOnlyCollection<OrtValue> outputs = session.Run(runOptions, [session.InputNames[0]], [input], [session.OutputNames[0]]);
         double ms = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
         return (outputs[0].GetTensorDataAsSpan<float>().ToArray(), ms);
-    }
-
-    private static double Cosine(float[] a, float[] b)
-    {
-        double dot = 0, na = 0, nb = 0;
-        for (int i = 0; i < a.Length; i++)
-        {
-            dot += a[i] * b[i];
-            na += a[i] * a[i];
-            nb += b[i] * b[i];
-        }
-        return dot / Math.Sqrt(na * nb);
-    }
-
-    private static double Percentile(List<double> values, double p)
-    {
-        double[] sorted = [.. values.Order()];
-        return sorted[Math.Min(sorted.Length - 1, (int)(p * sorted.Length))];
     }
 }
