@@ -182,7 +182,7 @@ public static class ModelOptimizer
                 {
                     full[name] = inputs[name];
                 }
-                Dictionary<string, TensorValue> trimmed = full.Where(i => resultInputs.ContainsKey(i.Key)).ToDictionary(i => i.Key, i => i.Value, StringComparer.Ordinal);
+                Dictionary<string, TensorValue> trimmed = Trimmed(full, resultInputs);
                 return ModelRunner.Cosine(ModelRunner.RunSession(baselineSession, full), ModelRunner.RunSession(resultSession, trimmed));
             }).ToList();
             steps.Add(new StepOutcome("inputs", true, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"cosine to the baseline over {cosines.Count} inputs: mean {cosines.Average():F5}, min {cosines.Min():F5}")));
@@ -237,7 +237,7 @@ public static class ModelOptimizer
 
     /// <summary>Generated inputs with another seed, the specialized inputs left out (as in <paramref name="like"/>).</summary>
     private static Dictionary<string, TensorValue> SampleInputs(OnnxModel model, int seed, OptimizeOptions options, Dictionary<string, TensorValue> like) =>
-        ModelRunner.SampleInputs(model, seed, options.InputShapes).Where(i => like.ContainsKey(i.Key)).ToDictionary(i => i.Key, i => i.Value, StringComparer.Ordinal);
+        Trimmed(ModelRunner.SampleInputs(model, seed, options.InputShapes), like);
 
     private static ModelFigures Measure(OnnxModel model, Dictionary<string, TensorValue> inputs, Dictionary<string, TensorValue> reference, OptimizeOptions options)
     {
