@@ -28,6 +28,7 @@ internal static class DdpScenarios
         "ddp-overlap" => Overlap(group, bucketCapBytes, bypassHooks: false),
         "ddp-overlap-bypass" => Overlap(group, bucketCapBytes, bypassHooks: true),
         "ddp-overlap-backward-thread" => OverlapOnBackwardThread(group, bucketCapBytes),
+        "ddp-overlap-blocks" => OverlapBlocks(group, bucketCapBytes),
         "ddp-deterministic-sgd" => Deterministic(group, scenario, bucketCapBytes, adamW: false, ScalarType.Float64),
         "ddp-deterministic-adamw" => Deterministic(group, scenario, bucketCapBytes, adamW: true, ScalarType.Float64),
         "ddp-deterministic-nonfinite" => DeterministicNonFinite(group, bucketCapBytes),
@@ -314,6 +315,99 @@ internal static class DdpScenarios
         {
             // Every parameter had a gradient: nothing should have made the host wait for an all-reduce.
             return $"presence flags were read on the host {ddp.HostReadsOfPresenceFlags} times although every gradient was present";
+        }
+        return Compare(model, reference);
+    }
+
+    /// <summary>Two linear layers in one block, called through <c>call</c>.</summary>
+    private sealed class Block : nn.Module<Tensor, Tensor>
+    {
+        private readonly nn.Module<Tensor, Tensor> _a = nn.Linear(Inputs, Inputs, dtype: ScalarType.Float64);
+        private readonly nn.Module<Tensor, Tensor> _b = nn.Linear(Inputs, Inputs, dtype: ScalarType.Float64);
+
+        public Block()
+            : base("block")
+        {
+            register_module("a", _a);
+            register_module("b", _b);
+        }
+
+        public override Tensor forward(Tensor input) => input + _b.call(tanh(_a.call(input)));
+    }
+
+    /// <summary>Three <see cref="Block"/>s in a ModuleList (which is not itself hookable), then a linear head.</summary>
+    private sealed class Blocks : nn.Module<Tensor, Tensor>
+    {
+        private readonly TorchSharp.Modules.ModuleList<Block> _blocks = nn.ModuleList(new Block(), new Block(), new Block());
+        private readonly nn.Module<Tensor, Tensor> _head = nn.Linear(Inputs, Outputs, dtype: ScalarType.Float64);
+
+        public Blocks()
+            : base("blocks")
+        {
+            // The head first, so the first buckets hold the last block's leaves: a leftover hook of an earlier
+            // wrapper on those leaves would launch that wrapper's first bucket.
+            register_module("head", _head);
+            register_module("blocks", _blocks);
+        }
+
+        public override Tensor forward(Tensor input)
+        {
+            Tensor x = input;
+            foreach (Block block in _blocks)
+            {
+                x = block.call(x);
+            }
+            return _head.call(x);
+        }
+    }
+
+    /// <summary>
+    /// Readiness per block: with a bucket cap that holds a whole block, the three blocks and the head carry the markers
+    /// (4 modules); with a cap smaller than a block, its leaves do (7). The model is wrapped first with the other cap, so
+    /// the second wrapper must retire hooks on modules it does not hook itself, or they would launch collectives of the
+    /// first wrapper. Every bucket must launch during backward (the input requires a gradient), and 20 SGD steps must
+    /// match the single-process run.
+    /// </summary>
+    private static string? OverlapBlocks(IProcessGroup group, int bucketCapBytes)
+    {
+        int rank = group.Rank, size = group.WorldSize;
+        Blocks Make()
+        {
+            manual_seed(13);
+            return new Blocks();
+        }
+        using Blocks model = Make();
+        Perturb(model, rank);
+        const long BlockBytes = 2 * ((Inputs * Inputs) + Inputs) * sizeof(double);
+        bool blockFits = bucketCapBytes >= BlockBytes;
+        _ = new DistributedDataParallel(model, group, blockFits ? 100 : DistributedDataParallel.DefaultBucketCapBytes);
+        var ddp = new DistributedDataParallel(model, group, bucketCapBytes);
+        int expectedHooked = blockFits ? 4 : 7;
+        if (ddp.HookedModules != expectedHooked)
+        {
+            return $"{ddp.HookedModules} modules hooked with a {bucketCapBytes}-byte bucket cap, expected {expectedHooked}";
+        }
+        using Blocks reference = Make();
+        using optim.Optimizer optimizer = Optimizer(model, adamW: false);
+        using optim.Optimizer referenceOptimizer = Optimizer(reference, adamW: false);
+        int shard = GlobalBatch / size;
+        for (int step = 0; step < Steps; step++)
+        {
+            using var scope = NewDisposeScope();
+            (Tensor x, Tensor y) = GlobalData();
+            optimizer.zero_grad();
+            Tensor xs = x.narrow(0, rank * shard, shard).detach().requires_grad_(true);
+            nn.functional.mse_loss(model.call(xs), y.narrow(0, rank * shard, shard)).backward();
+            if (ddp.BucketsLaunched != ddp.BucketCount)
+            {
+                return $"step {step}: {ddp.BucketsLaunched} of {ddp.BucketCount} buckets launched during backward, expected all";
+            }
+            ddp.SynchronizeGradients();
+            optimizer.step();
+
+            referenceOptimizer.zero_grad();
+            nn.functional.mse_loss(reference.call(x), y).backward();
+            referenceOptimizer.step();
         }
         return Compare(model, reference);
     }

@@ -30,7 +30,7 @@ public sealed class DdpTests
 
     [Fact]
     public Task Buckets_are_launched_during_backward_and_results_still_match() =>
-        RunScenariosAsync(2, "ddp-overlap,ddp-overlap-bypass,ddp-overlap-backward-thread");
+        RunScenariosAsync(2, "ddp-overlap,ddp-overlap-bypass,ddp-overlap-backward-thread,ddp-overlap-blocks");
 
     [Fact]
     public async Task Deterministic_mode_gives_the_same_bits_on_1_2_3_and_4_ranks()

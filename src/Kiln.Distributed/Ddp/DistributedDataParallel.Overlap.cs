@@ -5,9 +5,9 @@ using static TorchSharp.torch.autograd;
 namespace Kiln.Distributed;
 
 /// <summary>
-/// Overlap with backward. TorchSharp has no tensor or gradient-accumulation hooks, so readiness is observed per leaf
-/// module: a forward pre-hook passes the module's input through <see cref="DdpReadyMarker"/>, an identity autograd
-/// function whose node is created before any of the module's own nodes. Autograd runs ready nodes with the highest
+/// Overlap with backward. TorchSharp has no tensor or gradient-accumulation hooks, so readiness is observed per hooked
+/// module (a block, or a leaf; see <see cref="RegisterHooks"/>): a forward pre-hook passes the module's input through
+/// <see cref="DdpReadyMarker"/>, an identity autograd function whose node is created before any of the module's own nodes. Autograd runs ready nodes with the highest
 /// sequence number first and gradient accumulation before anything else, so when the marker's backward runs, the
 /// module's parameter gradients have been accumulated.
 /// </summary>
@@ -18,6 +18,17 @@ public sealed partial class DistributedDataParallel
     /// earlier wrapper's hooks, which would otherwise launch collectives of their own during backward.
     /// </summary>
     private static readonly ConditionalWeakTable<torch.nn.Module, Action> s_hookRemovers = [];
+
+    /// <summary>
+    /// Per wrapped module, how to remove every pre-hook its last wrapper registered: a new wrapper with another bucket
+    /// cap may hook other submodules than the earlier one did.
+    /// </summary>
+    private static readonly ConditionalWeakTable<torch.nn.Module, Action> s_wrapperHookRemovers = [];
+
+    private readonly List<Action> _hookRemovers = [];
+
+    /// <summary>How many submodules carry a readiness marker (blocks, or leaves too large for one bucket).</summary>
+    internal int HookedModules => _modules.Count;
 
     private readonly List<ModuleState> _modules = [];
 
@@ -37,8 +48,12 @@ public sealed partial class DistributedDataParallel
     private readonly List<torch.Tensor> _markerGradients = [];
 
     /// <summary>
-    /// Hooks every leaf submodule (the wrapped module included) that owns parameters and takes and returns one tensor;
-    /// a parameter of any other module has no owner and its bucket is launched by <see cref="SynchronizeGradients"/>.
+    /// Hooks, below the wrapped module, the outermost submodules that take and return one tensor and whose parameters
+    /// fit in one bucket (a transformer block, say), and leaf modules that do not fit; the wrapped module itself only
+    /// when it has no children. One marker per block instead of one per leaf: each marker is a managed call in forward
+    /// and another in backward, and a bucket cannot launch before its last parameter is ready anyway, so readiness finer
+    /// than a bucket buys nothing. A parameter outside every hooked module has no owner and its bucket is launched by
+    /// <see cref="SynchronizeGradients"/>.
     /// </summary>
     private void RegisterHooks()
     {
@@ -49,38 +64,69 @@ public sealed partial class DistributedDataParallel
         {
             index[_parameters[i].Name] = i;
         }
-        IEnumerable<(string Name, torch.nn.Module Module)> all = [("", Module), .. Module.named_modules()];
-        foreach ((string name, torch.nn.Module module) in all)
+        if (s_wrapperHookRemovers.TryGetValue(Module, out Action? retireEarlierWrapper))
         {
-            if (module is not torch.nn.Module<torch.Tensor, torch.Tensor> hookable || module.children().Any())
-            {
-                continue;
-            }
-            var owned = new List<int>();
-            foreach ((string local, _) in module.named_parameters(recurse: false))
-            {
-                if (index.TryGetValue(name.Length == 0 ? local : name + "." + local, out int i))
-                {
-                    owned.Add(i);
-                }
-            }
-            if (owned.Count == 0)
-            {
-                continue;
-            }
-            var state = new ModuleState(this);
-            foreach (int i in owned)
-            {
-                _owners[i] = _modules.Count;
-            }
-            _modules.Add(state);
-            if (s_hookRemovers.TryGetValue(module, out Action? removeEarlier))
-            {
-                removeEarlier();
-            }
-            var remover = hookable.register_forward_pre_hook((_, input) => state.BeforeForward(input));
-            s_hookRemovers.AddOrUpdate(module, remover.remove);
+            retireEarlierWrapper();
         }
+        s_wrapperHookRemovers.AddOrUpdate(Module, () => _hookRemovers.ForEach(remove => remove()));
+        if (Module.children().Any())
+        {
+            foreach ((string name, torch.nn.Module child) in Module.named_children())
+            {
+                HookOutermost(name, child, index);
+            }
+        }
+        else
+        {
+            Hook("", Module, index);
+        }
+    }
+
+    private void HookOutermost(string name, torch.nn.Module module, Dictionary<string, int> index)
+    {
+        bool leaf = !module.children().Any();
+        if (module is torch.nn.Module<torch.Tensor, torch.Tensor> && (leaf || GradientBytes(module) <= BucketCapBytes))
+        {
+            Hook(name, module, index);
+            return;
+        }
+        foreach ((string childName, torch.nn.Module child) in module.named_children())
+        {
+            HookOutermost(name + "." + childName, child, index);
+        }
+    }
+
+    private static long GradientBytes(torch.nn.Module module) =>
+        module.parameters().Where(p => p.requires_grad).Sum(p => p.numel() * p.element_size());
+
+    /// <summary>Makes <paramref name="module"/> the owner of every parameter under it and hooks its forward.</summary>
+    private void Hook(string name, torch.nn.Module module, Dictionary<string, int> index)
+    {
+        var owned = new List<int>();
+        foreach ((string local, _) in module.named_parameters())
+        {
+            if (index.TryGetValue(name.Length == 0 ? local : name + "." + local, out int i))
+            {
+                owned.Add(i);
+            }
+        }
+        if (owned.Count == 0 || module is not torch.nn.Module<torch.Tensor, torch.Tensor> hookable)
+        {
+            return;
+        }
+        var state = new ModuleState(this);
+        foreach (int i in owned)
+        {
+            _owners[i] = _modules.Count;
+        }
+        _modules.Add(state);
+        if (s_hookRemovers.TryGetValue(module, out Action? removeEarlier))
+        {
+            removeEarlier();
+        }
+        var remover = hookable.register_forward_pre_hook((_, input) => state.BeforeForward(input));
+        s_hookRemovers.AddOrUpdate(module, remover.remove);
+        _hookRemovers.Add(remover.remove);
     }
 
     private void EndNoSync()

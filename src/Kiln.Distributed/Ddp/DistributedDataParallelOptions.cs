@@ -22,9 +22,10 @@ public sealed class DistributedDataParallelOptions
     public bool Deterministic { get; init; }
 
     /// <summary>
-    /// Launch each bucket's all-reduce during backward, as soon as its gradients are complete, where the wrapped
-    /// module's leaf submodules are called through <c>call</c> (their forward pre-hooks run). Default true; ignored in
-    /// <see cref="Deterministic"/> mode.
+    /// Launch each bucket's all-reduce during backward, as soon as its gradients are complete. Readiness is seen per
+    /// block: the outermost submodules (taking and returning one tensor) whose parameters fit in one bucket, or leaves
+    /// larger than that, each of which must be called through <c>call</c> so that its forward pre-hook runs. Default
+    /// true; ignored in <see cref="Deterministic"/> mode.
     /// </summary>
     public bool OverlapWithBackward { get; init; } = true;
 }
