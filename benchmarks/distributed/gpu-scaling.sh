@@ -1,30 +1,68 @@
 #!/usr/bin/env bash
 # One command on a 2-GPU host (carry .device, packed as for gpu-lm.sh): the scaling figures with the run-to-run noise
-# of a shared host in view. ROUNDS rounds, each running back to back: Kiln on 1 GPU, Kiln DDP on 2 GPUs (overlap off,
-# then on), PyTorch on 1 GPU and PyTorch DDP on 2 GPUs — all with fused/foreach AdamW; compare medians across rounds.
-#   usage: gpu-scaling.sh ROUNDS CONFIG...      (CONFIG: small | medium, as in gpu-lm.sh but longer runs)
+# of a shared host in view. ROUNDS rounds; in each, per CONFIG, back to back: Kiln on 1 GPU alone; the same 1-GPU run
+# started on both GPUs at once with no communication (what two processes on this host cost by themselves), once as is
+# and once with each process pinned to the CPUs local to its GPU; Kiln DDP on 2 GPUs (overlap off, then on); PyTorch
+# on 1 GPU and PyTorch DDP on 2 GPUs. All use fused/foreach AdamW. Compare medians across rounds.
+#   usage: gpu-scaling.sh ROUNDS CONFIG...
+#   CONFIG: small (6 × 512, batch 32 × 256), medium (12 × 768, batch 16 × 512), large (12 × 768, batch 32 × 512)
+# JSON lines on stdout and in $OUT/results.jsonl; GPU power, SM use and clocks every second in $OUT/dmon.txt, with
+# the start of each run in $OUT/timeline.txt.
 set -uo pipefail
 export NCCL_NVLS_ENABLE=0
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 run="$root/.device/run.sh"
+out=${OUT:-/tmp}
 bench=/tmp/kiln-app/Kiln.Distributed.Benchmarks
 rounds=$1; shift
-nvidia-smi --query-gpu=name --format=csv,noheader | head -1
-for config in "$@"; do
-  case $config in
-    small) flags="--layers 6 --d-model 512 --heads 8 --seq 256 --batch 32 --steps 600 --warmup 30" ;;
-    medium) flags="--layers 12 --d-model 768 --heads 12 --seq 512 --batch 16 --steps 200 --warmup 15" ;;
-  esac
-  for round in $(seq "$rounds"); do
+nvidia-smi --query-gpu=name,memory.total,driver_version,pci.bus_id --format=csv,noheader | tee "$out/gpus.txt"
+nvidia-smi topo -m > "$out/topo.txt" 2>&1
+lscpu > "$out/lscpu.txt" 2>&1
+# The CPUs nearest each GPU, from the PCI device's local_cpulist (bus id 00000000:18:00.0 → 0000:18:00.0).
+cpus=()
+while read -r bus; do
+  bus=$(echo "${bus:4}" | tr 'A-F' 'a-f')
+  cpus+=("$(cat "/sys/bus/pci/devices/$bus/local_cpulist" 2>/dev/null || echo "0-$(($(nproc) - 1))")")
+done < <(nvidia-smi --query-gpu=pci.bus_id --format=csv,noheader)
+echo "local cpus per gpu: ${cpus[*]}" | tee -a "$out/topo.txt"
+nvidia-smi dmon -s puc -o T > "$out/dmon.txt" 2>&1 &
+dmon=$!
+mark() { echo "$(date +%T) $*" >> "$out/timeline.txt"; }
+tagged() { sed "s/^{/{$1/"; }
+for round in $(seq "$rounds"); do
+  for config in "$@"; do
+    case $config in
+      small) flags="--layers 6 --d-model 512 --heads 8 --seq 256 --batch 32 --steps 400 --warmup 30" ;;
+      medium) flags="--layers 12 --d-model 768 --heads 12 --seq 512 --batch 16 --steps 150 --warmup 15" ;;
+      large) flags="--layers 12 --d-model 768 --heads 12 --seq 512 --batch 32 --steps 80 --warmup 10" ;;
+    esac
     tag="\"round\":$round,\"config\":\"$config\","
-    "$run" Kiln.Distributed.Benchmarks lm $flags --optimizer fused 2>/dev/null | sed "s/^{/{$tag/"
-    for overlap in false true; do
-      rm -rf /tmp/kiln-scaling
-      "$run" kiln agent --standalone --nproc-per-node 2 --log-dir /tmp/kiln-scaling -- "$bench" lm $flags --optimizer fused --overlap $overlap >/dev/null 2>&1
-      sed "s/^{/{$tag/" /tmp/kiln-scaling/attempt_0/0/stdout.log
-    done
-    python3 "$here/torch_tiny_gpt.py" $flags 2>/dev/null | sed "s/^{/{$tag/"
-    torchrun --standalone --nproc-per-node 2 "$here/torch_tiny_gpt.py" $flags 2>/dev/null | sed "s/^{/{$tag/"
+    {
+      mark "$config kiln 1 gpu"
+      "$run" Kiln.Distributed.Benchmarks lm $flags --optimizer fused 2>/dev/null | tagged "$tag"
+      for pin in no yes; do
+        mark "$config kiln independent pair pinned=$pin"
+        for gpu in 0 1; do
+          prefix=()
+          [ $pin = yes ] && prefix=(taskset -c "${cpus[$gpu]}")
+          CUDA_VISIBLE_DEVICES=$gpu "${prefix[@]}" "$run" Kiln.Distributed.Benchmarks lm $flags --optimizer fused 2>/dev/null \
+            | tagged "$tag\"independent_gpu\":$gpu,\"pinned\":\"$pin\"," &
+        done
+        wait
+      done
+      for overlap in false true; do
+        mark "$config kiln ddp overlap=$overlap"
+        rm -rf /tmp/kiln-scaling
+        "$run" kiln agent --standalone --nproc-per-node 2 --log-dir /tmp/kiln-scaling -- "$bench" lm $flags --optimizer fused --overlap $overlap >/dev/null 2>&1
+        tagged "$tag" < /tmp/kiln-scaling/attempt_0/0/stdout.log
+      done
+      mark "$config torch 1 gpu"
+      python3 "$here/torch_tiny_gpt.py" $flags 2>/dev/null | tagged "$tag"
+      mark "$config torch ddp"
+      torchrun --standalone --nproc-per-node 2 "$here/torch_tiny_gpt.py" $flags 2>/dev/null | tagged "$tag"
+    } | tee -a "$out/results.jsonl"
   done
 done
+mark end
+kill "$dmon" 2>/dev/null
