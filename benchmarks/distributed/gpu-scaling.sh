@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # One command on a 2-GPU host (carry .device, packed as for gpu-lm.sh): the scaling figures with the run-to-run noise
 # of a shared host in view. ROUNDS rounds; in each, per CONFIG, back to back: Kiln on 1 GPU alone; the same 1-GPU run
-# started on both GPUs at once with no communication (what two processes on this host cost by themselves), once as is
-# and once with each process pinned to the CPUs local to its GPU; Kiln DDP on 2 GPUs (overlap off, then on); PyTorch
+# started on both GPUs at once with no communication (what two processes on this host cost by themselves); Kiln DDP on 2 GPUs (overlap off, then on); PyTorch
 # on 1 GPU and PyTorch DDP on 2 GPUs. All use fused/foreach AdamW. Compare medians across rounds.
 #   usage: gpu-scaling.sh ROUNDS CONFIG...
 #   CONFIG: small (6 × 512, batch 32 × 256), medium (12 × 768, batch 16 × 512), large (12 × 768, batch 32 × 512)
@@ -19,13 +18,6 @@ rounds=$1; shift
 nvidia-smi --query-gpu=name,memory.total,driver_version,pci.bus_id --format=csv,noheader | tee "$out/gpus.txt"
 nvidia-smi topo -m > "$out/topo.txt" 2>&1
 lscpu > "$out/lscpu.txt" 2>&1
-# The CPUs nearest each GPU, from the PCI device's local_cpulist (bus id 00000000:18:00.0 → 0000:18:00.0).
-cpus=()
-while read -r bus; do
-  bus=$(echo "${bus:4}" | tr 'A-F' 'a-f')
-  cpus+=("$(cat "/sys/bus/pci/devices/$bus/local_cpulist" 2>/dev/null || echo "0-$(($(nproc) - 1))")")
-done < <(nvidia-smi --query-gpu=pci.bus_id --format=csv,noheader)
-echo "local cpus per gpu: ${cpus[*]}" | tee -a "$out/topo.txt"
 nvidia-smi dmon -s puc -o T > "$out/dmon.txt" 2>&1 &
 dmon=$!
 mark() { echo "$(date +%T) $*" >> "$out/timeline.txt"; }
@@ -41,16 +33,12 @@ for round in $(seq "$rounds"); do
     {
       mark "$config kiln 1 gpu"
       "$run" Kiln.Distributed.Benchmarks lm $flags --optimizer fused 2>/dev/null | tagged "$tag"
-      for pin in no yes; do
-        mark "$config kiln independent pair pinned=$pin"
-        for gpu in 0 1; do
-          prefix=()
-          [ $pin = yes ] && prefix=(taskset -c "${cpus[$gpu]}")
-          CUDA_VISIBLE_DEVICES=$gpu "${prefix[@]}" "$run" Kiln.Distributed.Benchmarks lm $flags --optimizer fused 2>/dev/null \
-            | tagged "$tag\"independent_gpu\":$gpu,\"pinned\":\"$pin\"," &
-        done
-        wait
+      mark "$config kiln independent pair"
+      for gpu in 0 1; do
+        CUDA_VISIBLE_DEVICES=$gpu "$run" Kiln.Distributed.Benchmarks lm $flags --optimizer fused 2>/dev/null \
+          | tagged "$tag\"independent_gpu\":$gpu," &
       done
+      wait
       for overlap in false true; do
         mark "$config kiln ddp overlap=$overlap"
         rm -rf /tmp/kiln-scaling

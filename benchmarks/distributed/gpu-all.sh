@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Everything issue 6 asks of a 2-GPU host, in one command (carry .device, packed with
+# device-pack.sh src/Kiln.Cli benchmarks/Kiln.Distributed.Benchmarks):
+#   1. every collective over NCCL (2 ranks through kiln agent) against a reference computed on each rank;
+#   2. DDP over NCCL against a single-process run of the same global batch (20 SGD and 20 AdamW steps);
+#   3. all_reduce bus bandwidth at 256 MB, Kiln and torch.distributed alternately, twice each;
+#   4. the tiny-lm sample's model: Kiln on 1 GPU, Kiln DDP on 2 (overlap on, the default, and off), PyTorch on 1 and
+#      PyTorch DDP on 2, same architecture, batch, dtype (bf16) and optimizer (fused/foreach AdamW), for the configs
+#      given (default: large medium small; large keeps the GPU busy, small is bound by kernel launches).
+# JSON lines in $OUT/results.jsonl, then a summary of the ratios (summarize_gpu.py).
+#   usage: gpu-all.sh [CONFIG...]      (CONFIG: large | medium | small)
+set -uo pipefail
+export NCCL_NVLS_ENABLE=0
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+run="$root/.device/run.sh"
+out=${OUT:-/tmp}
+results="$out/results.jsonl"
+: > "$results"
+bench=/tmp/kiln-app/Kiln.Distributed.Benchmarks
+agent() { rm -rf "$out/$1"; "$run" kiln agent --standalone --nproc-per-node 2 --log-dir "$out/$1" -- "$bench" "${@:2}" > "$out/$1.agent" 2>&1; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpus.txt"
+nvidia-smi topo -m > "$out/topo.txt" 2>&1
+
+for check in collectives ddp; do
+  agent "$check" "$check"
+  status=$?
+  cat "$out/$check"/attempt_0/*/stdout.log > "$out/$check.txt"
+  echo "{\"check\":\"$check\",\"exit\":$status,\"ok\":$(grep -c '^OK' "$out/$check.txt"),\"fail\":$(grep -c '^FAIL' "$out/$check.txt")}" | tee -a "$results"
+done
+grep '^OK.*ddp-' "$out/ddp.txt"
+
+for i in 1 2; do
+  agent "busbw$i" busbw 256
+  sed 's/^{/{"check":"busbw",/' "$out/busbw$i/attempt_0/0/stdout.log" | tee -a "$results"
+  torchrun --standalone --nproc-per-node 2 "$here/torch_allreduce.py" 256 2> "$out/torch_busbw$i.err" | sed 's/^{/{"check":"busbw",/' | tee -a "$results"
+done
+
+configs=("$@")
+[ ${#configs[@]} -gt 0 ] || configs=(large medium small)
+for config in "${configs[@]}"; do
+  case $config in
+    large) flags="--layers 12 --d-model 768 --heads 12 --seq 512 --batch 32 --steps 80 --warmup 10" ;;
+    medium) flags="--layers 12 --d-model 768 --heads 12 --seq 512 --batch 16 --steps 150 --warmup 15" ;;
+    small) flags="--layers 6 --d-model 512 --heads 8 --seq 256 --batch 32 --steps 400 --warmup 30" ;;
+    *) echo "unknown config $config" >&2; exit 2 ;;
+  esac
+  tag="s/^{/{\"check\":\"lm\",\"config\":\"$config\",/"
+  {
+    "$run" Kiln.Distributed.Benchmarks lm $flags --optimizer fused 2> "$out/lm-$config-kiln1.err" | sed "$tag"
+    for overlap in true false; do
+      agent "lm-$config-$overlap" lm $flags --optimizer fused --overlap $overlap
+      sed "$tag" "$out/lm-$config-$overlap/attempt_0/0/stdout.log"
+    done
+    python3 "$here/torch_tiny_gpt.py" $flags 2> "$out/lm-$config-torch1.err" | sed "$tag"
+    torchrun --standalone --nproc-per-node 2 "$here/torch_tiny_gpt.py" $flags 2> "$out/lm-$config-torch2.err" | sed "$tag"
+  } | tee -a "$results"
+done
+python3 "$here/summarize_gpu.py" "$results" | tee "$out/summary.txt"
