@@ -15,25 +15,27 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 run="$root/.device/run.sh"
 out=${OUT:-/tmp}
+logs=/tmp/kiln-gpu-all  # agent logs stay on the host; $OUT gets the results, the summary and the check outputs
+rm -rf "$logs"; mkdir -p "$logs"
 results="$out/results.jsonl"
 : > "$results"
 bench=/tmp/kiln-app/Kiln.Distributed.Benchmarks
-agent() { rm -rf "$out/$1"; "$run" kiln agent --standalone --nproc-per-node 2 --log-dir "$out/$1" -- "$bench" "${@:2}" > "$out/$1.agent" 2>&1; }
+agent() { "$run" kiln agent --standalone --nproc-per-node 2 --log-dir "$logs/$1" -- "$bench" "${@:2}" > "$logs/$1.agent" 2>&1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpus.txt"
 nvidia-smi topo -m > "$out/topo.txt" 2>&1
 
 for check in collectives ddp; do
   agent "$check" "$check"
   status=$?
-  cat "$out/$check"/attempt_0/*/stdout.log > "$out/$check.txt"
+  cat "$logs/$check"/attempt_0/*/stdout.log > "$out/$check.txt"
   echo "{\"check\":\"$check\",\"exit\":$status,\"ok\":$(grep -c '^OK' "$out/$check.txt"),\"fail\":$(grep -c '^FAIL' "$out/$check.txt")}" | tee -a "$results"
 done
 grep '^OK.*ddp-' "$out/ddp.txt"
 
 for i in 1 2; do
   agent "busbw$i" busbw 256
-  sed 's/^{/{"check":"busbw",/' "$out/busbw$i/attempt_0/0/stdout.log" | tee -a "$results"
-  torchrun --standalone --nproc-per-node 2 "$here/torch_allreduce.py" 256 2> "$out/torch_busbw$i.err" | sed 's/^{/{"check":"busbw",/' | tee -a "$results"
+  sed 's/^{/{"check":"busbw",/' "$logs/busbw$i/attempt_0/0/stdout.log" | tee -a "$results"
+  torchrun --standalone --nproc-per-node 2 "$here/torch_allreduce.py" 256 2> "$logs/torch_busbw$i.err" | sed 's/^{/{"check":"busbw",/' | tee -a "$results"
 done
 
 configs=("$@")
@@ -47,13 +49,13 @@ for config in "${configs[@]}"; do
   esac
   tag="s/^{/{\"check\":\"lm\",\"config\":\"$config\",/"
   {
-    "$run" Kiln.Distributed.Benchmarks lm $flags --optimizer fused 2> "$out/lm-$config-kiln1.err" | sed "$tag"
+    "$run" Kiln.Distributed.Benchmarks lm $flags --optimizer fused 2> "$logs/lm-$config-kiln1.err" | sed "$tag"
     for overlap in true false; do
       agent "lm-$config-$overlap" lm $flags --optimizer fused --overlap $overlap
-      sed "$tag" "$out/lm-$config-$overlap/attempt_0/0/stdout.log"
+      sed "$tag" "$logs/lm-$config-$overlap/attempt_0/0/stdout.log"
     done
-    python3 "$here/torch_tiny_gpt.py" $flags 2> "$out/lm-$config-torch1.err" | sed "$tag"
-    torchrun --standalone --nproc-per-node 2 "$here/torch_tiny_gpt.py" $flags 2> "$out/lm-$config-torch2.err" | sed "$tag"
+    python3 "$here/torch_tiny_gpt.py" $flags 2> "$logs/lm-$config-torch1.err" | sed "$tag"
+    torchrun --standalone --nproc-per-node 2 "$here/torch_tiny_gpt.py" $flags 2> "$logs/lm-$config-torch2.err" | sed "$tag"
   } | tee -a "$results"
 done
 python3 "$here/summarize_gpu.py" "$results" | tee "$out/summary.txt"
