@@ -32,6 +32,21 @@ for check in collectives ddp; do
 done
 grep '^OK.*ddp-' "$out/ddp.txt"
 
+# A rank that dies: started by hand (no launcher to stop the group), rank 1 exits at once, rank 0 enters an all_reduce
+# with a 5 s timeout and must be ended by the NCCL watchdog (exit 124) instead of hanging.
+"$run" kiln --version > /dev/null 2>&1
+for rank in 0 1; do
+  RANK=$rank LOCAL_RANK=$rank WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517 KILN_BENCH_TIMEOUT_S=5 \
+    timeout -s KILL 120 "$run" Kiln.Distributed.Benchmarks deadrank > "$logs/deadrank$rank.out" 2> "$logs/deadrank$rank.err" &
+  pids[$rank]=$!
+done
+wait "${pids[0]}"; status=$?
+ended=$(date +%s%3N)
+wait "${pids[1]}"
+entered=$(sed -n 's/.*enters all_reduce at \([0-9]*\).*/\1/p' "$logs/deadrank0.out")
+message=$(grep -h 'Kiln.Distributed:' "$logs/deadrank0.err" | head -1 | sed 's/"/\\"/g')
+echo "{\"check\":\"deadrank\",\"exit\":$status,\"seconds_after_entering\":$(( (ended - ${entered:-$ended}) / 1000 )).$(( (ended - ${entered:-$ended}) % 1000 / 100 )),\"timeout_s\":5,\"message\":\"$message\"}" | tee -a "$results"
+
 for i in 1 2; do
   agent "busbw$i" busbw 256
   sed 's/^{/{"check":"busbw",/' "$logs/busbw$i/attempt_0/0/stdout.log" | tee -a "$results"

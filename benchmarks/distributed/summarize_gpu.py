@@ -12,6 +12,10 @@ print(f"card: 2 x {card}")
 for row in rows:
     if row.get("check") in ("collectives", "ddp"):
         print(f"{row['check']}: exit {row['exit']}, {row['ok']} OK, {row['fail']} FAIL")
+    if row.get("check") == "deadrank":
+        verdict = "OK" if row["exit"] == 124 else "FAIL"
+        print(f"dead rank: {verdict}, rank 0 exit {row['exit']} {row['seconds_after_entering']} s after entering the all_reduce "
+              f"(timeout {row['timeout_s']} s): {row['message']}")
 bus = {impl: [r["busbw_gbs"] for r in rows if r.get("check") == "busbw" and r["impl"] == impl and r["mb"] == 256]
        for impl in ("kiln", "torch")}
 if bus["kiln"] and bus["torch"]:

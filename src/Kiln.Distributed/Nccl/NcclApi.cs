@@ -10,6 +10,12 @@ namespace Kiln.Distributed.Nccl;
 /// </summary>
 internal sealed unsafe class NcclApi
 {
+    /// <summary>cudaErrorNotReady: the work before an event is still running.</summary>
+    public const int CudaErrorNotReady = 600;
+
+    /// <summary>ncclInProgress: a non-blocking operation is still running (not an error).</summary>
+    public const int NcclInProgress = 7;
+
     /// <summary>NCCL_UNIQUE_ID_BYTES.</summary>
     public const int UniqueIdBytes = 128;
 
@@ -40,6 +46,7 @@ internal sealed unsafe class NcclApi
         EventCreateWithFlags = (delegate* unmanaged<IntPtr*, uint, int>)Require(cudart, "cudaEventCreateWithFlags");
         EventRecord = (delegate* unmanaged<IntPtr, IntPtr, int>)Require(cudart, "cudaEventRecord");
         EventDestroy = (delegate* unmanaged<IntPtr, int>)Require(cudart, "cudaEventDestroy");
+        EventQuery = (delegate* unmanaged<IntPtr, int>)Require(cudart, "cudaEventQuery");
         StreamWaitEvent = (delegate* unmanaged<IntPtr, IntPtr, uint, int>)Require(cudart, "cudaStreamWaitEvent");
 
         TensorData = (delegate* unmanaged<IntPtr, IntPtr>)Require(torchSharp, "THSTensor_data");
@@ -70,6 +77,7 @@ internal sealed unsafe class NcclApi
     public delegate* unmanaged<IntPtr*, uint, int> EventCreateWithFlags { get; }
     public delegate* unmanaged<IntPtr, IntPtr, int> EventRecord { get; }
     public delegate* unmanaged<IntPtr, int> EventDestroy { get; }
+    public delegate* unmanaged<IntPtr, int> EventQuery { get; }
     public delegate* unmanaged<IntPtr, IntPtr, uint, int> StreamWaitEvent { get; }
     public delegate* unmanaged<IntPtr, IntPtr> TensorData { get; }
 

@@ -1,6 +1,8 @@
 using System.Globalization;
 using System.Runtime.InteropServices;
+using Kiln.Distributed.Mpi;
 using Kiln.Runtime;
+using Microsoft.Extensions.Logging;
 using TorchSharp;
 
 namespace Kiln.Distributed.Nccl;
@@ -11,9 +13,11 @@ namespace Kiln.Distributed.Nccl;
 /// stream libtorch's own kernels use — so they are ordered with the surrounding tensor work without a host wait;
 /// reading a result on the host (e.g. <c>.cpu()</c>) waits for it. <see cref="Barrier"/> waits on the host.
 /// <see cref="AllReduceAsync"/> (DDP's gradient buckets) runs on a second, non-blocking stream instead, ordered by CUDA
-/// events, so that the reduction overlaps the backward kernels still running on the default stream.
+/// events, so that the reduction overlaps the backward kernels still running on the default stream. A watchdog
+/// (<see cref="NcclWatchdog"/>) ends the job when a queued collective does not complete within
+/// <see cref="ProcessGroupOptions.Timeout"/>.
 /// </summary>
-internal sealed unsafe class NcclProcessGroup : IProcessGroup, IAsyncCollectives
+internal sealed unsafe partial class NcclProcessGroup : IProcessGroup, IAsyncCollectives
 {
     private const uint StreamNonBlocking = 0x1;
     private const uint EventDisableTiming = 0x2;
@@ -25,6 +29,7 @@ internal sealed unsafe class NcclProcessGroup : IProcessGroup, IAsyncCollectives
     private readonly NcclCommHandle _comm;
     private readonly Lock _callLock = new();
     private readonly IntPtr _stream = IntPtr.Zero;
+    private readonly NcclWatchdog _watchdog;
     private IntPtr _sideStream;
 
     private NcclProcessGroup(NcclApi nccl, NcclCommHandle comm, int rank, int worldSize, int device, ProcessGroupOptions options)
@@ -35,7 +40,11 @@ internal sealed unsafe class NcclProcessGroup : IProcessGroup, IAsyncCollectives
         WorldSize = worldSize;
         Device = device;
         Options = options;
+        _watchdog = new NcclWatchdog(new GpuEvents(this), options.Timeout, rank, worldSize, AbortJob);
     }
+
+    /// <summary>The exit code of a rank the watchdog ends, as the mpi backend's: 124, timeout(1)'s.</summary>
+    public const int TimeoutExitCode = MpiProcessGroup.TimeoutAbortCode;
 
     /// <inheritdoc />
     public string Backend => "nccl";
@@ -121,7 +130,7 @@ internal sealed unsafe class NcclProcessGroup : IProcessGroup, IAsyncCollectives
             throw new NotSupportedException($"ReduceOp.Average needs a floating-point tensor, not {tensor.dtype}.");
         }
         IntPtr data = DataPointer(tensor);
-        Call(() => _nccl.AllReduce(data, data, (nuint)tensor.numel(), datatype, NcclApi.Op(op), _comm.Value, _stream), "ncclAllReduce", tensor.numel());
+        Call(() => _nccl.AllReduce(data, data, (nuint)tensor.numel(), datatype, NcclApi.Op(op), _comm.Value, _stream), "ncclAllReduce", "all_reduce", tensor);
     }
 
     /// <inheritdoc />
@@ -131,7 +140,7 @@ internal sealed unsafe class NcclProcessGroup : IProcessGroup, IAsyncCollectives
         CheckRank(root, nameof(root));
         int datatype = CheckTensor(tensor, nameof(tensor));
         IntPtr data = DataPointer(tensor);
-        Call(() => _nccl.Broadcast(data, data, (nuint)tensor.numel(), datatype, root, _comm.Value, _stream), "ncclBroadcast", tensor.numel());
+        Call(() => _nccl.Broadcast(data, data, (nuint)tensor.numel(), datatype, root, _comm.Value, _stream), "ncclBroadcast", "broadcast", tensor);
     }
 
     /// <inheritdoc />
@@ -145,7 +154,7 @@ internal sealed unsafe class NcclProcessGroup : IProcessGroup, IAsyncCollectives
         long count = input.numel();
         CollectiveArguments.AllGatherOutput(count, output, WorldSize);
         IntPtr send = DataPointer(input), receive = DataPointer(output);
-        Call(() => _nccl.AllGather(send, receive, (nuint)count, datatype, _comm.Value, _stream), "ncclAllGather", count);
+        Call(() => _nccl.AllGather(send, receive, (nuint)count, datatype, _comm.Value, _stream), "ncclAllGather", "all_gather", input);
     }
 
     /// <inheritdoc />
@@ -162,7 +171,7 @@ internal sealed unsafe class NcclProcessGroup : IProcessGroup, IAsyncCollectives
         }
         long block = CollectiveArguments.ReduceScatterBlock(input, output, WorldSize);
         IntPtr send = DataPointer(input), receive = DataPointer(output);
-        Call(() => _nccl.ReduceScatter(send, receive, (nuint)block, datatype, NcclApi.Op(op), _comm.Value, _stream), "ncclReduceScatter", block);
+        Call(() => _nccl.ReduceScatter(send, receive, (nuint)block, datatype, NcclApi.Op(op), _comm.Value, _stream), "ncclReduceScatter", "reduce_scatter", output);
     }
 
     /// <inheritdoc />
@@ -184,7 +193,7 @@ internal sealed unsafe class NcclProcessGroup : IProcessGroup, IAsyncCollectives
         CheckTag(tag);
         int datatype = CheckTensor(tensor, nameof(tensor));
         IntPtr data = DataPointer(tensor);
-        Call(() => _nccl.Send(data, (nuint)tensor.numel(), datatype, destination, _comm.Value, _stream), "ncclSend", tensor.numel());
+        Call(() => _nccl.Send(data, (nuint)tensor.numel(), datatype, destination, _comm.Value, _stream), "ncclSend", "send", tensor, destination);
     }
 
     /// <inheritdoc />
@@ -195,7 +204,7 @@ internal sealed unsafe class NcclProcessGroup : IProcessGroup, IAsyncCollectives
         CheckTag(tag);
         int datatype = CheckTensor(tensor, nameof(tensor));
         IntPtr data = DataPointer(tensor);
-        Call(() => _nccl.Recv(data, (nuint)tensor.numel(), datatype, source, _comm.Value, _stream), "ncclRecv", tensor.numel());
+        Call(() => _nccl.Recv(data, (nuint)tensor.numel(), datatype, source, _comm.Value, _stream), "ncclRecv", "recv", tensor, source);
     }
 
     /// <summary>
@@ -228,6 +237,7 @@ internal sealed unsafe class NcclProcessGroup : IProcessGroup, IAsyncCollectives
             if (tensor.numel() > 0)
             {
                 _nccl.Check(_nccl.AllReduce(data, data, (nuint)tensor.numel(), datatype, NcclApi.Op(op), _comm.Value, _sideStream), "ncclAllReduce", _comm.Value);
+                _watchdog.Track("all_reduce", tensor.numel(), tensor.dtype, _sideStream);
             }
             return new SideStreamWork(this, RecordEvent(_sideStream));
         }
@@ -236,6 +246,7 @@ internal sealed unsafe class NcclProcessGroup : IProcessGroup, IAsyncCollectives
     /// <inheritdoc />
     public void Dispose()
     {
+        _watchdog.Dispose();
         if (_sideStream != IntPtr.Zero)
         {
             _ = _nccl.StreamSynchronize(_sideStream);
@@ -274,9 +285,11 @@ internal sealed unsafe class NcclProcessGroup : IProcessGroup, IAsyncCollectives
         }
     }
 
-    private void Call(Func<int> call, string name, long count)
+    /// <summary>Queues one NCCL call on the default stream for the watchdog to follow; <paramref name="tensor"/> gives its size and dtype.</summary>
+    private void Call(Func<int> call, string name, string operation, torch.Tensor tensor, int peer = -1)
     {
         ObjectDisposedException.ThrowIf(_comm.IsClosed, this);
+        long count = tensor.numel();
         if (count == 0)
         {
             return;
@@ -286,6 +299,80 @@ internal sealed unsafe class NcclProcessGroup : IProcessGroup, IAsyncCollectives
             // The calling thread's current device must be the communicator's.
             _nccl.CheckCuda(_nccl.SetDevice(Device), $"cudaSetDevice({Device})");
             _nccl.Check(call(), name, _comm.Value);
+            _watchdog.Track(operation, count, tensor.dtype, _stream, peer);
+        }
+    }
+
+    /// <summary>
+    /// The watchdog's end of a collective that timed out or failed: one line on stderr (and the logger), then
+    /// <c>ncclCommAbort</c>, which stops this rank's spinning kernels, then the process ends with
+    /// <see cref="TimeoutExitCode"/> — whatever the training thread was waiting on. A launcher (kiln agent, torchrun)
+    /// then stops the other ranks; ranks started by hand each end through their own watchdog.
+    /// </summary>
+    private void AbortJob(string description)
+    {
+        Console.Error.WriteLine($"Kiln.Distributed: {description}");
+        if (Options.Logger is { } logger)
+        {
+            LogCollectiveFailed(logger, description);
+        }
+        // ncclCommAbort should return at once; the exit must not depend on it.
+        var abort = new Thread(() => _ = _nccl.CommAbort(_comm.Value)) { IsBackground = true, Name = "Kiln.Distributed NCCL abort" };
+        abort.Start();
+        _ = abort.Join(TimeSpan.FromSeconds(10));
+        Environment.Exit(TimeoutExitCode);
+    }
+
+    [LoggerMessage(EventId = 1601, Level = LogLevel.Critical, Message = "{Description}")]
+    private static partial void LogCollectiveFailed(ILogger logger, string description);
+
+    /// <summary>The watchdog's view of this group's CUDA events and communicator.</summary>
+    private sealed class GpuEvents(NcclProcessGroup group) : NcclWatchdog.IGpuEvents
+    {
+        private bool _deviceSet;
+
+        public IntPtr CreateEvent()
+        {
+            IntPtr cudaEvent = IntPtr.Zero;
+            group._nccl.CheckCuda(group._nccl.EventCreateWithFlags(&cudaEvent, EventDisableTiming), "cudaEventCreateWithFlags");
+            return cudaEvent;
+        }
+
+        public void RecordEvent(IntPtr cudaEvent, IntPtr stream) =>
+            group._nccl.CheckCuda(group._nccl.EventRecord(cudaEvent, stream), "cudaEventRecord");
+
+        public bool IsComplete(IntPtr cudaEvent)
+        {
+            if (!_deviceSet)
+            {
+                // The watchdog's thread queries with the group's device current, as CUDA expects.
+                group._nccl.CheckCuda(group._nccl.SetDevice(group.Device), $"cudaSetDevice({group.Device})");
+                _deviceSet = true;
+            }
+            int result = group._nccl.EventQuery(cudaEvent);
+            if (result == NcclApi.CudaErrorNotReady)
+            {
+                return false;
+            }
+            group._nccl.CheckCuda(result, "cudaEventQuery");
+            return true;
+        }
+
+        public void DestroyEvent(IntPtr cudaEvent) => _ = group._nccl.EventDestroy(cudaEvent);
+
+        public string? AsyncError()
+        {
+            if (group._comm.IsClosed)
+            {
+                return null;
+            }
+            int error = 0;
+            int result = group._nccl.CommGetAsyncError(group._comm.Value, &error);
+            if (result != 0 || error == 0 || error == NcclApi.NcclInProgress)
+            {
+                return null;
+            }
+            return Marshal.PtrToStringUTF8(group._nccl.GetErrorString(error)) ?? $"ncclResult_t {error}";
         }
     }
 
