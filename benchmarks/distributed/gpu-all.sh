@@ -8,7 +8,7 @@
 #      PyTorch DDP on 2, same architecture, batch, dtype (bf16) and optimizer (fused/foreach AdamW), for the configs
 #      given (default: large medium small; large keeps the GPU busy, small is bound by kernel launches).
 # JSON lines in $OUT/results.jsonl, then a summary of the ratios (summarize_gpu.py).
-#   usage: gpu-all.sh [CONFIG...]      (CONFIG: large | medium | small)
+#   usage: gpu-all.sh [CONFIG...]      (CONFIG: large | medium | small; none runs the checks and bandwidth only)
 set -uo pipefail
 export NCCL_NVLS_ENABLE=0
 here=$(cd "$(dirname "$0")" && pwd)
@@ -60,6 +60,7 @@ for config in "${configs[@]}"; do
     large) flags="--layers 12 --d-model 768 --heads 12 --seq 512 --batch 32 --steps 80 --warmup 10" ;;
     medium) flags="--layers 12 --d-model 768 --heads 12 --seq 512 --batch 16 --steps 150 --warmup 15" ;;
     small) flags="--layers 6 --d-model 512 --heads 8 --seq 256 --batch 32 --steps 400 --warmup 30" ;;
+    none) continue ;;
     *) echo "unknown config $config" >&2; exit 2 ;;
   esac
   tag="s/^{/{\"check\":\"lm\",\"config\":\"$config\",/"

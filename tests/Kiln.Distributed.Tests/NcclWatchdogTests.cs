@@ -57,15 +57,18 @@ public sealed class NcclWatchdogTests
         var gpu = new FakeGpu();
         var failures = new List<string>();
         using NcclWatchdog watchdog = Manual(gpu, TimeSpan.FromMinutes(10), failures);
-        watchdog.Track("all_reduce", 10, torch.ScalarType.Float32, IntPtr.Zero);
-        watchdog.Track("broadcast", 10, torch.ScalarType.Float32, IntPtr.Zero);
+        watchdog.Begin("all_reduce", 10, torch.ScalarType.Float32);
+        watchdog.Queued(IntPtr.Zero);
+        watchdog.Begin("broadcast", 10, torch.ScalarType.Float32);
+        watchdog.Queued(IntPtr.Zero);
         watchdog.PendingCount.ShouldBe(2);
         gpu.Done.UnionWith(gpu.Recorded);
         watchdog.Check().ShouldBeNull();
         watchdog.PendingCount.ShouldBe(0);
         for (int i = 0; i < 50; i++)
         {
-            watchdog.Track("all_reduce", 10, torch.ScalarType.Float32, IntPtr.Zero);
+            watchdog.Begin("all_reduce", 10, torch.ScalarType.Float32);
+            watchdog.Queued(IntPtr.Zero);
             gpu.Done.Add(gpu.Recorded[^1]);
             watchdog.Check().ShouldBeNull();
         }
@@ -79,8 +82,10 @@ public sealed class NcclWatchdogTests
         var gpu = new FakeGpu();
         var failures = new List<string>();
         using NcclWatchdog watchdog = Manual(gpu, TimeSpan.FromMilliseconds(300), failures);
-        watchdog.Track("all_reduce", 1000, torch.ScalarType.BFloat16, IntPtr.Zero);
-        watchdog.Track("recv", 7, torch.ScalarType.Int64, IntPtr.Zero, peer: 0);
+        watchdog.Begin("all_reduce", 1000, torch.ScalarType.BFloat16);
+        watchdog.Queued(IntPtr.Zero);
+        watchdog.Begin("recv", 7, torch.ScalarType.Int64, peer: 0);
+        watchdog.Queued(IntPtr.Zero);
         gpu.Done.Add(gpu.Recorded[0]);
         watchdog.Check().ShouldBeNull();
         Thread.Sleep(450);
@@ -105,7 +110,8 @@ public sealed class NcclWatchdogTests
             fired.Set();
         });
         watchdog.Interval.ShouldBe(TimeSpan.FromMilliseconds(25));
-        watchdog.Track("all_reduce", 4, torch.ScalarType.Float32, IntPtr.Zero);
+        watchdog.Begin("all_reduce", 4, torch.ScalarType.Float32);
+        watchdog.Queued(IntPtr.Zero);
         fired.Wait(TimeSpan.FromSeconds(10)).ShouldBeTrue();
         Thread.Sleep(200);
         lock (failures)
@@ -116,12 +122,31 @@ public sealed class NcclWatchdogTests
     }
 
     [Fact]
+    public void ACallThatBlocksOnTheHost_IsNamedAfterTheTimeout_AndAFailedCallIsForgotten()
+    {
+        var gpu = new FakeGpu();
+        var failures = new List<string>();
+        using NcclWatchdog watchdog = Manual(gpu, TimeSpan.FromMilliseconds(200), failures);
+        watchdog.Begin("broadcast", 5, torch.ScalarType.Float16);
+        watchdog.Abandon();
+        Thread.Sleep(300);
+        watchdog.Check().ShouldBeNull();
+        // NCCL connects to a peer at its first collective; a dead peer keeps the call itself from returning.
+        watchdog.Begin("all_reduce", 1000, torch.ScalarType.Float32);
+        watchdog.Check().ShouldBeNull();
+        Thread.Sleep(300);
+        watchdog.Check()!.ShouldStartWith("all_reduce #2 (rank 1 of 2, 1000 float32 elements) did not complete within 0.2 s");
+        gpu.Created.ShouldBeEmpty();
+    }
+
+    [Fact]
     public void AsyncErrors_AndCudaErrors_AreFailures_NamingTheCollective()
     {
         var gpu = new FakeGpu();
         var failures = new List<string>();
         using NcclWatchdog watchdog = Manual(gpu, TimeSpan.FromMinutes(10), failures);
-        watchdog.Track("all_gather", 3, torch.ScalarType.Float64, IntPtr.Zero);
+        watchdog.Begin("all_gather", 3, torch.ScalarType.Float64);
+        watchdog.Queued(IntPtr.Zero);
         gpu.Failing = gpu.Recorded[0];
         watchdog.Check().ShouldBe("all_gather #1 failed on the GPU: cudaEventQuery failed: an illegal memory access was encountered; aborting the job");
         gpu.Failing = IntPtr.Zero;
@@ -136,17 +161,20 @@ public sealed class NcclWatchdogTests
         var failures = new List<string>();
         using (NcclWatchdog off = Manual(gpu, Timeout.InfiniteTimeSpan, failures))
         {
-            off.Track("all_reduce", 1, torch.ScalarType.Float32, IntPtr.Zero);
+            off.Begin("all_reduce", 1, torch.ScalarType.Float32);
+            off.Queued(IntPtr.Zero);
             off.PendingCount.ShouldBe(0);
         }
         gpu.Created.ShouldBeEmpty();
         NcclWatchdog on = Manual(gpu, TimeSpan.FromMinutes(1), failures);
-        on.Track("all_reduce", 1, torch.ScalarType.Float32, IntPtr.Zero);
-        on.Track("all_reduce", 1, torch.ScalarType.Float32, IntPtr.Zero);
+        on.Begin("all_reduce", 1, torch.ScalarType.Float32);
+        on.Queued(IntPtr.Zero);
+        on.Begin("all_reduce", 1, torch.ScalarType.Float32);
+        on.Queued(IntPtr.Zero);
         gpu.Done.Add(gpu.Recorded[0]);
         on.Check().ShouldBeNull();
         on.Dispose();
         gpu.Destroyed.SetEquals(gpu.Created).ShouldBeTrue();
-        Should.Throw<ObjectDisposedException>(() => on.Track("all_reduce", 1, torch.ScalarType.Float32, IntPtr.Zero));
+        Should.Throw<ObjectDisposedException>(() => on.Begin("all_reduce", 1, torch.ScalarType.Float32));
     }
 }

@@ -236,8 +236,14 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup, IAsyncCol
             _nccl.CheckCuda(_nccl.EventDestroy(ready), "cudaEventDestroy");
             if (tensor.numel() > 0)
             {
-                _nccl.Check(_nccl.AllReduce(data, data, (nuint)tensor.numel(), datatype, NcclApi.Op(op), _comm.Value, _sideStream), "ncclAllReduce", _comm.Value);
-                _watchdog.Track("all_reduce", tensor.numel(), tensor.dtype, _sideStream);
+                _watchdog.Begin("all_reduce", tensor.numel(), tensor.dtype);
+                int result = _nccl.AllReduce(data, data, (nuint)tensor.numel(), datatype, NcclApi.Op(op), _comm.Value, _sideStream);
+                if (result != 0)
+                {
+                    _watchdog.Abandon();
+                    _nccl.Check(result, "ncclAllReduce", _comm.Value);
+                }
+                _watchdog.Queued(_sideStream);
             }
             return new SideStreamWork(this, RecordEvent(_sideStream));
         }
@@ -298,8 +304,14 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup, IAsyncCol
         {
             // The calling thread's current device must be the communicator's.
             _nccl.CheckCuda(_nccl.SetDevice(Device), $"cudaSetDevice({Device})");
-            _nccl.Check(call(), name, _comm.Value);
-            _watchdog.Track(operation, count, tensor.dtype, _stream, peer);
+            _watchdog.Begin(operation, count, tensor.dtype, peer);
+            int result = call();
+            if (result != 0)
+            {
+                _watchdog.Abandon();
+                _nccl.Check(result, name, _comm.Value);
+            }
+            _watchdog.Queued(_stream);
         }
     }
 
@@ -316,12 +328,23 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup, IAsyncCol
         {
             LogCollectiveFailed(logger, description);
         }
-        // ncclCommAbort should return at once; the exit must not depend on it.
+        // Neither ncclCommAbort nor the runtime's orderly exit may hang this rank: the training thread can be blocked
+        // inside NCCL or CUDA. After 10 s each, the process ends without running exit handlers.
         var abort = new Thread(() => _ = _nccl.CommAbort(_comm.Value)) { IsBackground = true, Name = "Kiln.Distributed NCCL abort" };
         abort.Start();
         _ = abort.Join(TimeSpan.FromSeconds(10));
+        var deadline = new Thread(() =>
+        {
+            Thread.Sleep(TimeSpan.FromSeconds(10));
+            ExitImmediately(TimeoutExitCode);
+        }) { IsBackground = true, Name = "Kiln.Distributed exit deadline" };
+        deadline.Start();
         Environment.Exit(TimeoutExitCode);
     }
+
+    /// <summary>libc's <c>_exit</c>: ends the process at once, running no exit handlers.</summary>
+    [LibraryImport("libc", EntryPoint = "_exit")]
+    private static partial void ExitImmediately(int status);
 
     [LoggerMessage(EventId = 1601, Level = LogLevel.Critical, Message = "{Description}")]
     private static partial void LogCollectiveFailed(ILogger logger, string description);

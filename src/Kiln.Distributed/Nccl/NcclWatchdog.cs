@@ -5,10 +5,11 @@ using TorchSharp;
 namespace Kiln.Distributed.Nccl;
 
 /// <summary>
-/// Watches the collectives an NCCL group has queued on the GPU. Each is followed by a CUDA event on its stream; one
-/// background thread queries the oldest pending event and the communicator's asynchronous error, and calls
-/// <c>onFailure</c> once with a description when a collective has been queued longer than the timeout (a peer died,
-/// hung or called another collective: NCCL's kernels would spin forever) or NCCL or CUDA reports an error. Events are
+/// Watches the collectives of an NCCL group: the call itself (NCCL's host side blocks while it connects to a peer
+/// that never comes) and then its work on the GPU, followed by a CUDA event on its stream. One background thread looks
+/// at the call in progress, the oldest pending event and the communicator's asynchronous error, and calls
+/// <c>onFailure</c> once with a description when a collective has run longer than the timeout since its call began (a
+/// peer died, hung or called another collective: NCCL's kernels would spin forever) or NCCL or CUDA reports an error. Events are
 /// reused once complete, so a step of collectives allocates nothing after the first.
 /// </summary>
 internal sealed class NcclWatchdog : IDisposable
@@ -24,6 +25,7 @@ internal sealed class NcclWatchdog : IDisposable
     private readonly ManualResetEventSlim _stop = new();
     private readonly Thread? _thread;
     private long _sequence;
+    private Pending? _inCall;
     private bool _disposed;
 
     public NcclWatchdog(IGpuEvents gpu, TimeSpan timeout, int rank, int worldSize, Action<string> onFailure)
@@ -72,10 +74,11 @@ internal sealed class NcclWatchdog : IDisposable
     }
 
     /// <summary>
-    /// Marks the end of a collective just queued on <paramref name="stream"/>; <paramref name="count"/> is its element
-    /// count, <paramref name="peer"/> -1 without a peer. Does nothing without a timeout.
+    /// Marks the start of an NCCL call (the host itself may block in it: NCCL connects to peers at their first
+    /// collective); <paramref name="count"/> is its element count, <paramref name="peer"/> -1 without a peer. The group
+    /// makes one call at a time. Does nothing without a timeout.
     /// </summary>
-    public void Track(string operation, long count, torch.ScalarType dtype, IntPtr stream, int peer = -1)
+    public void Begin(string operation, long count, torch.ScalarType dtype, int peer = -1)
     {
         if (_thread is null)
         {
@@ -84,6 +87,24 @@ internal sealed class NcclWatchdog : IDisposable
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            _inCall = new Pending(operation, ++_sequence, count, dtype, peer, IntPtr.Zero, Stopwatch.GetTimestamp());
+        }
+    }
+
+    /// <summary>The call <see cref="Begin"/> started returned having queued its work on <paramref name="stream"/>: follows it there.</summary>
+    public void Queued(IntPtr stream)
+    {
+        if (_thread is null)
+        {
+            return;
+        }
+        lock (_lock)
+        {
+            if (_inCall is not { } call)
+            {
+                throw new InvalidOperationException("NcclWatchdog.Queued without Begin");
+            }
+            _inCall = null;
             IntPtr cudaEvent = _free.Count > 0 ? _free.Pop() : _gpu.CreateEvent();
             try
             {
@@ -94,7 +115,16 @@ internal sealed class NcclWatchdog : IDisposable
                 _free.Push(cudaEvent);
                 throw;
             }
-            _pending.Enqueue(new Pending(operation, ++_sequence, count, dtype, peer, cudaEvent, Stopwatch.GetTimestamp()));
+            _pending.Enqueue(call with { Event = cudaEvent });
+        }
+    }
+
+    /// <summary>The call <see cref="Begin"/> started failed and queued nothing.</summary>
+    public void Abandon()
+    {
+        lock (_lock)
+        {
+            _inCall = null;
         }
     }
 
@@ -136,6 +166,10 @@ internal sealed class NcclWatchdog : IDisposable
             {
                 string last = _pending.Count > 0 ? $"; the oldest collective not yet complete is {Name(_pending.Peek())}" : "";
                 return $"NCCL reported an asynchronous error on rank {_rank} of {_worldSize}: {error}{last}; aborting the job";
+            }
+            if (_inCall is { } call && Stopwatch.GetElapsedTime(call.Queued) > _timeout)
+            {
+                return CollectiveWatchdog.Describe(call.Operation, call.Sequence, _rank, _worldSize, call.Count, call.Dtype, call.Peer, _timeout);
             }
             while (_pending.Count > 0)
             {
