@@ -32,6 +32,9 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup, IAsyncCol
     private readonly NcclWatchdog _watchdog;
     private IntPtr _sideStream;
 
+    /// <summary>Set once the watchdog has begun ending the job; calls failing after that wait for the exit.</summary>
+    private volatile bool _aborting;
+
     private NcclProcessGroup(NcclApi nccl, NcclCommHandle comm, int rank, int worldSize, int device, ProcessGroupOptions options)
     {
         _nccl = nccl;
@@ -181,7 +184,12 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup, IAsyncCol
         AllReduce(token);
         lock (_callLock)
         {
-            _nccl.CheckCuda(_nccl.StreamSynchronize(_stream), "cudaStreamSynchronize");
+            int result = _nccl.StreamSynchronize(_stream);
+            if (result != 0)
+            {
+                WaitForExitIfAborting();
+            }
+            _nccl.CheckCuda(result, "cudaStreamSynchronize");
         }
     }
 
@@ -240,6 +248,7 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup, IAsyncCol
                 int result = _nccl.AllReduce(data, data, (nuint)tensor.numel(), datatype, NcclApi.Op(op), _comm.Value, _sideStream);
                 if (result != 0)
                 {
+                    WaitForExitIfAborting();
                     _watchdog.Abandon();
                     _nccl.Check(result, "ncclAllReduce", _comm.Value);
                 }
@@ -308,6 +317,7 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup, IAsyncCol
             int result = call();
             if (result != 0)
             {
+                WaitForExitIfAborting();
                 _watchdog.Abandon();
                 _nccl.Check(result, name, _comm.Value);
             }
@@ -323,6 +333,7 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup, IAsyncCol
     /// </summary>
     private void AbortJob(string description)
     {
+        _aborting = true;
         Console.Error.WriteLine($"Kiln.Distributed: {description}");
         if (Options.Logger is { } logger)
         {
@@ -340,6 +351,18 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup, IAsyncCol
         }) { IsBackground = true, Name = "Kiln.Distributed exit deadline" };
         deadline.Start();
         Environment.Exit(TimeoutExitCode);
+    }
+
+    /// <summary>
+    /// A call that fails because the watchdog aborted the communicator waits for the exit the watchdog has begun, so
+    /// that the rank ends with <see cref="TimeoutExitCode"/> and the watchdog's reason, not NCCL's "internal error".
+    /// </summary>
+    private void WaitForExitIfAborting()
+    {
+        if (_aborting)
+        {
+            Thread.Sleep(Timeout.Infinite);
+        }
     }
 
     /// <summary>libc's <c>_exit</c>: ends the process at once, running no exit handlers.</summary>
