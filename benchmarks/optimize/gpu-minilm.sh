@@ -3,7 +3,8 @@
 # The models are larger than what one device call may carry (64 MiB), so they travel in parts over two calls on the
 # same warm machine: here, `Kiln.Optimize.Benchmarks --export DIR`, then split DIR's files into .device/minilm-a and
 # .device/minilm-b (split -b; names NAME.partNN); there, `gpu-minilm.sh stash .device/minilm-a` in the first call and
-# `gpu-minilm.sh run .device/minilm-b` in the second (it stashes, joins the parts and runs ort_minilm_compare.py).
+# `gpu-minilm.sh run .device/minilm-b` in the second (it stashes, joins the parts and runs ort_minilm_compare.py;
+# VARIANTS=1 adds the one-difference variants at one thread).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 store=/tmp/kiln-minilm
@@ -19,5 +20,5 @@ done
 sha256sum minilm.onnx minilm-kiln-int8.onnx
 python3 -c 'import onnxruntime, onnx; print("onnxruntime", onnxruntime.__version__, "onnx", onnx.__version__)'
 lscpu | grep "Model name"
-python3 "$here/ort_minilm_compare.py" "$store" --threads 1 --rounds 3 --ops
+python3 "$here/ort_minilm_compare.py" "$store" --threads 1 --rounds 3 --ops ${VARIANTS:+--variants}
 python3 "$here/ort_minilm_compare.py" "$store" --threads 4 --rounds 3

@@ -24,6 +24,7 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--ops", action="store_true", help="also print each model's operator counts after ONNX Runtime's own optimizations")
+    parser.add_argument("--variants", action="store_true", help="also time variants that isolate how Kiln's and quantize_dynamic's files differ (variants())")
     a = parser.parse_args()
     fp32 = os.path.join(a.dir, "minilm.onnx")
     models = {"fp32": fp32, "kiln_int8": os.path.join(a.dir, "minilm-kiln-int8.onnx")}
@@ -35,6 +36,8 @@ def main():
         quantize_dynamic(fp32, path, weight_type=QuantType.QInt8, per_channel=per_channel)
         print(json.dumps({"quantized": name, "seconds": round(time.perf_counter() - start, 2)}), flush=True)
         models[name] = path
+    if a.variants:
+        models.update(variants(a.dir, models["kiln_int8"], models["ort_int8_per_channel"]))
     sentences = json.load(open(os.path.join(a.dir, "tokens.json")))
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -76,6 +79,44 @@ def main():
                           "p50_ms": round(p50, 3), "p99_ms": round(float(np.percentile(times[n], 99)), 3),
                           "speedup_vs_fp32": round(base / p50, 3), "bytes": os.path.getsize(models[n]),
                           "cosine_mean": round(float(np.mean(cos)), 5), "cosine_min": round(float(np.min(cos)), 5)}), flush=True)
+
+
+def variants(directory, kiln_path, ort_path):
+    """Files that differ from Kiln's or quantize_dynamic's per-channel model in one respect each: Kiln's re-saved by
+    the onnx package; Kiln's with the value_info of ORT's file (for the tensors both have) or of onnx's own shape
+    inference; ORT's without its value_info; ORT's without the weights' zero points (Kiln writes none for symmetric
+    weights)."""
+    import onnx
+    import onnx.shape_inference
+    out = {}
+
+    def save(model, name):
+        path = os.path.join(directory, f"variant-{name}.onnx")
+        onnx.save(model, path)
+        out[name] = path
+
+    kiln = onnx.load(kiln_path)
+    save(kiln, "kiln_resaved")
+    ort_model = onnx.load(ort_path)
+    names = {o for n in kiln.graph.node for o in n.output}
+    with_ort_vi = onnx.load(kiln_path)
+    with_ort_vi.graph.value_info.extend(v for v in ort_model.graph.value_info if v.name in names)
+    print(json.dumps({"variant": "kiln_ort_value_info", "copied": len(with_ort_vi.graph.value_info), "of": len(ort_model.graph.value_info)}), flush=True)
+    save(with_ort_vi, "kiln_ort_value_info")
+    save(onnx.shape_inference.infer_shapes(onnx.load(kiln_path)), "kiln_onnx_value_info")
+    no_vi = onnx.load(ort_path)
+    del no_vi.graph.value_info[:]
+    save(no_vi, "ort_pc_no_value_info")
+    no_zp = onnx.load(ort_path)
+    initializers = {i.name for i in no_zp.graph.initializer}
+    dropped = 0
+    for node in no_zp.graph.node:
+        if node.op_type == "MatMulInteger" and len(node.input) == 4 and node.input[3] in initializers:
+            del node.input[3]
+            dropped += 1
+    print(json.dumps({"variant": "ort_pc_no_weight_zero_point", "dropped": dropped}), flush=True)
+    save(no_zp, "ort_pc_no_weight_zero_point")
+    return out
 
 
 if __name__ == "__main__":
