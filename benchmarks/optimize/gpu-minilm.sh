@@ -22,3 +22,4 @@ python3 -c 'import onnxruntime, onnx; print("onnxruntime", onnxruntime.__version
 lscpu | grep "Model name"
 python3 "$here/ort_minilm_compare.py" "$store" --threads 1 --rounds 3 --ops ${VARIANTS:+--variants}
 python3 "$here/ort_minilm_compare.py" "$store" --threads 4 --rounds 3
+python3 "$here/ort_minilm_compare.py" "$store" --threads 0 --rounds 3  # 0: ONNX Runtime's default, one per physical core

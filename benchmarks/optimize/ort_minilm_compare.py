@@ -21,7 +21,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("dir")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads; 0 is ONNX Runtime's default (one per physical core)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--ops", action="store_true", help="also print each model's operator counts after ONNX Runtime's own optimizations")
     parser.add_argument("--variants", action="store_true", help="also time variants that isolate how Kiln's and quantize_dynamic's files differ (variants())")
