@@ -22,6 +22,18 @@ public interface IProcessGroup : IDisposable
     /// <param name="op">How values are combined.</param>
     public void AllReduce(torch.Tensor tensor, ReduceOp op = ReduceOp.Sum);
 
+    /// <summary>
+    /// Starts reducing <paramref name="tensor"/> over all ranks, in place, and returns before it completes (torch's
+    /// <c>all_reduce(…, async_op=True)</c>); the result is there once <see cref="ICollectiveWork.Wait"/> returns. nccl
+    /// queues it on a side stream that waits for the work already queued; mpi starts an <c>MPI_Iallreduce</c>, which
+    /// Open MPI progresses inside MPI calls (<c>Wait</c> among them). Calls still count in the collective order every
+    /// rank must keep.
+    /// </summary>
+    /// <param name="tensor">A contiguous tensor that must stay alive and untouched until the work is waited for.</param>
+    /// <param name="op">How values are combined.</param>
+    /// <returns>The work.</returns>
+    public ICollectiveWork AllReduceAsync(torch.Tensor tensor, ReduceOp op = ReduceOp.Sum);
+
     /// <summary>Copies <paramref name="tensor"/> of rank <paramref name="root"/> into <paramref name="tensor"/> of every other rank.</summary>
     /// <param name="tensor">A contiguous tensor: the source on the root, the destination elsewhere.</param>
     /// <param name="root">The rank whose values are sent.</param>

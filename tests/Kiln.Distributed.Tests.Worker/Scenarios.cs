@@ -55,6 +55,30 @@ internal static class Scenarios
                 group.AllReduce(tensor, op);
                 return Compare(Read(tensor), Reduce(size, count, op, salt: 0), dtype);
             }
+            case "allreduce-async":
+            {
+                // Three all-reduces in flight at once, a blocking broadcast between them, waited for in reverse order.
+                using torch.Tensor sum = Tensor(Data(rank, count), dtype);
+                using torch.Tensor max = Tensor(Data(rank, count, salt: 1), dtype);
+                using torch.Tensor average = Tensor(Data(rank, count, salt: 2), dtype);
+                using torch.Tensor broadcast = Tensor(Data(rank, count, salt: 3), dtype);
+                ICollectiveWork sumWork = group.AllReduceAsync(sum);
+                ICollectiveWork maxWork = group.AllReduceAsync(max, ReduceOp.Max);
+                group.Broadcast(broadcast, 0);
+                ICollectiveWork averageWork = group.AllReduceAsync(average, ReduceOp.Average);
+                averageWork.Wait();
+                maxWork.Wait();
+                sumWork.Wait();
+                sumWork.Wait(); // a second wait is a no-op
+                if (!sumWork.IsCompleted || !maxWork.IsCompleted || !averageWork.IsCompleted)
+                {
+                    return "a waited-for work does not report completion";
+                }
+                return Compare(Read(sum), Reduce(size, count, ReduceOp.Sum, salt: 0), dtype)
+                    ?? Compare(Read(max), Reduce(size, count, ReduceOp.Max, salt: 1), dtype)
+                    ?? Compare(Read(average), Reduce(size, count, ReduceOp.Average, salt: 2), dtype)
+                    ?? Compare(Read(broadcast), Data(0, count, salt: 3), dtype);
+            }
             case "broadcast":
             {
                 int root = size - 1;

@@ -21,7 +21,7 @@ public sealed class MpiProcessGroupTests
     [InlineData(3, "float64")]
     [InlineData(3, "float32")]
     public Task AllReduce_sum_avg_min_max_match_the_reference(int ranks, string dtype) =>
-        RunScenariosAsync(ranks, "allreduce-sum,allreduce-avg,allreduce-min,allreduce-max", dtype);
+        RunScenariosAsync(ranks, "allreduce-sum,allreduce-avg,allreduce-min,allreduce-max,allreduce-async", dtype);
 
     [Theory]
     [InlineData(2, "float64")]
@@ -45,7 +45,7 @@ public sealed class MpiProcessGroupTests
     [InlineData(2, "float16")]
     [InlineData(3, "bfloat16")]
     public Task Half_types_move_as_bits_and_reduce_through_float32(int ranks, string dtype) =>
-        RunScenariosAsync(ranks, "allreduce-sum,allreduce-avg,allreduce-max,broadcast,allgather,reducescatter,sendrecv", dtype, "1,7,100003");
+        RunScenariosAsync(ranks, "allreduce-sum,allreduce-avg,allreduce-max,allreduce-async,broadcast,allgather,reducescatter,sendrecv", dtype, "1,7,100003");
 
     [Fact]
     public async Task Without_mpirun_the_worker_is_a_world_of_one()

@@ -134,15 +134,7 @@ public sealed partial class DistributedDataParallel
         }
     }
 
-    private ICollectiveWork StartSum(torch.Tensor tensor)
-    {
-        if (Group is IAsyncCollectives async)
-        {
-            return async.AllReduceAsync(tensor, ReduceOp.Sum);
-        }
-        Group.AllReduce(tensor, ReduceOp.Sum);
-        return CompletedCollectiveWork.Instance;
-    }
+    private ICollectiveWork StartSum(torch.Tensor tensor) => Group.AllReduceAsync(tensor, ReduceOp.Sum);
 
     /// <summary>
     /// One flat view over the bucket's gradients when they are contiguous and follow each other in one buffer in

@@ -29,6 +29,9 @@ internal sealed unsafe class MpiApi
         CommRank = (delegate* unmanaged<IntPtr, int*, int>)Require(library, "MPI_Comm_rank");
         CommSize = (delegate* unmanaged<IntPtr, int*, int>)Require(library, "MPI_Comm_size");
         Allreduce = (delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, int>)Require(library, "MPI_Allreduce");
+        Iallreduce = (delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, IntPtr*, int>)Require(library, "MPI_Iallreduce");
+        Wait = (delegate* unmanaged<IntPtr*, IntPtr, int>)Require(library, "MPI_Wait");
+        Test = (delegate* unmanaged<IntPtr*, int*, IntPtr, int>)Require(library, "MPI_Test");
         Bcast = (delegate* unmanaged<IntPtr, int, IntPtr, int, IntPtr, int>)Require(library, "MPI_Bcast");
         Allgather = (delegate* unmanaged<IntPtr, int, IntPtr, IntPtr, int, IntPtr, IntPtr, int>)Require(library, "MPI_Allgather");
         ReduceScatterBlock = (delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, int>)Require(library, "MPI_Reduce_scatter_block");
@@ -59,6 +62,14 @@ internal sealed unsafe class MpiApi
     public delegate* unmanaged<IntPtr, int*, int> CommRank { get; }
     public delegate* unmanaged<IntPtr, int*, int> CommSize { get; }
     public delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, int> Allreduce { get; }
+    public delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, IntPtr*, int> Iallreduce { get; }
+
+    /// <summary>MPI_Wait(request, status); Open MPI's MPI_STATUS_IGNORE is a null pointer.</summary>
+    public delegate* unmanaged<IntPtr*, IntPtr, int> Wait { get; }
+
+    /// <summary>MPI_Test(request, flag, status).</summary>
+    public delegate* unmanaged<IntPtr*, int*, IntPtr, int> Test { get; }
+
     public delegate* unmanaged<IntPtr, int, IntPtr, int, IntPtr, int> Bcast { get; }
     public delegate* unmanaged<IntPtr, int, IntPtr, IntPtr, int, IntPtr, IntPtr, int> Allgather { get; }
     public delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, int> ReduceScatterBlock { get; }

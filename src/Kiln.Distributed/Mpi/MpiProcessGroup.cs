@@ -161,6 +161,92 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
     }
 
     /// <inheritdoc />
+    public ICollectiveWork AllReduceAsync(torch.Tensor tensor, ReduceOp op = ReduceOp.Sum)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        _ = CheckTensor(tensor, nameof(tensor));
+        int count = Count(tensor);
+        if (MpiApi.IsHalf(tensor.dtype) || count == 0)
+        {
+            // A 16-bit float reduces through a float32 copy that must be rounded back afterwards: done at once.
+            AllReduce(tensor, op);
+            return CompletedCollectiveWork.Instance;
+        }
+        if (op == ReduceOp.Average && !tensor.is_floating_point())
+        {
+            throw new NotSupportedException($"ReduceOp.Average needs a floating-point tensor, not {tensor.dtype}.");
+        }
+        IntPtr request = IntPtr.Zero;
+        using (Call("all_reduce", count, tensor.dtype))
+        {
+            fixed (byte* data = tensor.bytes)
+            {
+                // The storage is native memory that does not move; the caller keeps the tensor alive until Wait.
+                _mpi.Check(_mpi.Iallreduce(MpiApi.InPlace, (IntPtr)data, count, _mpi.Datatype(tensor.dtype), _mpi.Op(op), _mpi.CommWorld, &request), "MPI_Iallreduce");
+            }
+        }
+        return new MpiWork(this, request, tensor, op == ReduceOp.Average && WorldSize > 1);
+    }
+
+    /// <summary>An MPI_Iallreduce in flight; Wait blocks in MPI_Wait under the watchdog, then averages if asked.</summary>
+    private sealed class MpiWork(MpiProcessGroup group, IntPtr request, torch.Tensor tensor, bool average) : ICollectiveWork
+    {
+        private IntPtr _request = request;
+        private bool _done;
+
+        public bool IsCompleted
+        {
+            get
+            {
+                lock (group._callLock)
+                {
+                    if (!_done)
+                    {
+                        group.ThrowIfDisposed();
+                        int flag = 0;
+                        IntPtr pending = _request;
+                        group._mpi.Check(group._mpi.Test(&pending, &flag, IntPtr.Zero), "MPI_Test");
+                        _request = pending;
+                        if (flag != 0)
+                        {
+                            Finish();
+                        }
+                    }
+                    return _done;
+                }
+            }
+        }
+
+        public void Wait()
+        {
+            if (IsCompleted)
+            {
+                return;
+            }
+            using (group.Call("all_reduce", tensor.numel(), tensor.dtype))
+            {
+                if (_done)
+                {
+                    return;
+                }
+                IntPtr pending = _request;
+                group._mpi.Check(group._mpi.Wait(&pending, IntPtr.Zero), "MPI_Wait");
+                _request = pending;
+                Finish();
+            }
+        }
+
+        private void Finish()
+        {
+            _done = true;
+            if (average)
+            {
+                tensor.div_(group.WorldSize);
+            }
+        }
+    }
+
+    /// <inheritdoc />
     public void Broadcast(torch.Tensor tensor, int root)
     {
         ArgumentNullException.ThrowIfNull(tensor);

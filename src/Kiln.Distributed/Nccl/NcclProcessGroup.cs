@@ -17,7 +17,7 @@ namespace Kiln.Distributed.Nccl;
 /// (<see cref="NcclWatchdog"/>) ends the job when a queued collective does not complete within
 /// <see cref="ProcessGroupOptions.Timeout"/>.
 /// </summary>
-internal sealed unsafe partial class NcclProcessGroup : IProcessGroup, IAsyncCollectives
+internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
 {
     private const uint StreamNonBlocking = 0x1;
     private const uint EventDisableTiming = 0x2;
@@ -31,6 +31,9 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup, IAsyncCol
     private readonly IntPtr _stream = IntPtr.Zero;
     private readonly NcclWatchdog _watchdog;
     private IntPtr _sideStream;
+
+    /// <summary>The works of <see cref="AllReduceAsync"/> not yet seen complete, whose CUDA events are still alive.</summary>
+    private readonly List<SideStreamWork> _works = [];
 
     /// <summary>Set once the watchdog has begun ending the job; calls failing after that wait for the exit.</summary>
     private volatile bool _aborting;
@@ -220,7 +223,7 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup, IAsyncCol
     /// returns at once; <see cref="ICollectiveWork.Wait"/> makes later default-stream work wait for it (no host wait).
     /// The tensor must stay alive until then.
     /// </summary>
-    public ICollectiveWork AllReduceAsync(torch.Tensor tensor, ReduceOp op)
+    public ICollectiveWork AllReduceAsync(torch.Tensor tensor, ReduceOp op = ReduceOp.Sum)
     {
         ArgumentNullException.ThrowIfNull(tensor);
         int datatype = CheckTensor(tensor, nameof(tensor));
@@ -254,7 +257,10 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup, IAsyncCol
                 }
                 _watchdog.Queued(_sideStream);
             }
-            return new SideStreamWork(this, RecordEvent(_sideStream));
+            SweepWorks();
+            var work = new SideStreamWork(this, RecordEvent(_sideStream));
+            _works.Add(work);
+            return work;
         }
     }
 
@@ -268,6 +274,11 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup, IAsyncCol
             _ = _nccl.StreamDestroy(_sideStream);
             _sideStream = IntPtr.Zero;
         }
+        lock (_callLock)
+        {
+            _works.ForEach(work => work.Release());
+            _works.Clear();
+        }
         _comm.Dispose();
     }
 
@@ -279,26 +290,68 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup, IAsyncCol
         return cudaEvent;
     }
 
-    /// <summary>An all-reduce queued on the side stream; waiting orders the default stream after it.</summary>
+    /// <summary>
+    /// An all-reduce queued on the side stream; waiting orders the default stream after it. Its event lives until the
+    /// group sees it complete (<see cref="SweepWorks"/>, at each <see cref="AllReduceAsync"/>) or is disposed.
+    /// </summary>
     private sealed class SideStreamWork(NcclProcessGroup group, IntPtr done) : ICollectiveWork
     {
         private IntPtr _done = done;
 
+        public bool IsCompleted
+        {
+            get
+            {
+                lock (group._callLock)
+                {
+                    return Sweep();
+                }
+            }
+        }
+
         public void Wait()
+        {
+            lock (group._callLock)
+            {
+                if (Sweep())
+                {
+                    return;
+                }
+                group._nccl.CheckCuda(group._nccl.SetDevice(group.Device), $"cudaSetDevice({group.Device})");
+                group._nccl.CheckCuda(group._nccl.StreamWaitEvent(group._stream, _done, 0), "cudaStreamWaitEvent");
+            }
+        }
+
+        /// <summary>Under the group's lock: true once complete (the event is then destroyed).</summary>
+        public bool Sweep()
         {
             if (_done == IntPtr.Zero)
             {
-                return;
+                return true;
             }
-            lock (group._callLock)
+            int result = group._nccl.EventQuery(_done);
+            if (result == NcclApi.CudaErrorNotReady)
             {
-                group._nccl.CheckCuda(group._nccl.SetDevice(group.Device), $"cudaSetDevice({group.Device})");
-                group._nccl.CheckCuda(group._nccl.StreamWaitEvent(group._stream, _done, 0), "cudaStreamWaitEvent");
-                group._nccl.CheckCuda(group._nccl.EventDestroy(_done), "cudaEventDestroy");
+                return false;
+            }
+            group._nccl.CheckCuda(result, "cudaEventQuery");
+            Release();
+            return true;
+        }
+
+        /// <summary>Under the group's lock: destroys the event (CUDA frees a pending one once it completes).</summary>
+        public void Release()
+        {
+            if (_done != IntPtr.Zero)
+            {
+                _ = group._nccl.EventDestroy(_done);
                 _done = IntPtr.Zero;
             }
         }
     }
+
+    /// <summary>Under the call lock: forgets the works whose all-reduce has completed, destroying their events.</summary>
+    private void SweepWorks() => _works.RemoveAll(work => work.Sweep());
 
     /// <summary>Queues one NCCL call on the default stream for the watchdog to follow; <paramref name="tensor"/> gives its size and dtype.</summary>
     private void Call(Func<int> call, string name, string operation, torch.Tensor tensor, int peer = -1)
