@@ -33,7 +33,7 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
     private IntPtr _sideStream;
 
     /// <summary>The works of <see cref="AllReduceAsync"/> not yet seen complete, whose CUDA events are still alive.</summary>
-    private readonly List<SideStreamWork> _works = [];
+    private readonly Queue<SideStreamWork> _works = new();
 
     /// <summary>Set once the watchdog has begun ending the job; calls failing after that wait for the exit.</summary>
     private volatile bool _aborting;
@@ -259,7 +259,7 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
             }
             SweepWorks();
             var work = new SideStreamWork(this, RecordEvent(_sideStream));
-            _works.Add(work);
+            _works.Enqueue(work);
             return work;
         }
     }
@@ -276,8 +276,15 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
         }
         lock (_callLock)
         {
-            _works.ForEach(work => work.Release());
-            _works.Clear();
+            if (_works.Count > 0)
+            {
+                _ = _nccl.SetDevice(Device);
+                foreach (SideStreamWork work in _works)
+                {
+                    work.Release();
+                }
+                _works.Clear();
+            }
         }
         _comm.Dispose();
     }
@@ -304,6 +311,7 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
             {
                 lock (group._callLock)
                 {
+                    group._nccl.CheckCuda(group._nccl.SetDevice(group.Device), $"cudaSetDevice({group.Device})");
                     return Sweep();
                 }
             }
@@ -313,11 +321,12 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
         {
             lock (group._callLock)
             {
+                // Events belong to the group's device: make it current before touching them.
+                group._nccl.CheckCuda(group._nccl.SetDevice(group.Device), $"cudaSetDevice({group.Device})");
                 if (Sweep())
                 {
                     return;
                 }
-                group._nccl.CheckCuda(group._nccl.SetDevice(group.Device), $"cudaSetDevice({group.Device})");
                 group._nccl.CheckCuda(group._nccl.StreamWaitEvent(group._stream, _done, 0), "cudaStreamWaitEvent");
             }
         }
@@ -350,8 +359,17 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
         }
     }
 
-    /// <summary>Under the call lock: forgets the works whose all-reduce has completed, destroying their events.</summary>
-    private void SweepWorks() => _works.RemoveAll(work => work.Sweep());
+    /// <summary>
+    /// Under the call lock: forgets the works whose all-reduce has completed, destroying their events. They run one
+    /// after another on the side stream, so only the oldest few need asking.
+    /// </summary>
+    private void SweepWorks()
+    {
+        while (_works.Count > 0 && _works.Peek().Sweep())
+        {
+            _ = _works.Dequeue();
+        }
+    }
 
     /// <summary>Queues one NCCL call on the default stream for the watchdog to follow; <paramref name="tensor"/> gives its size and dtype.</summary>
     private void Call(Func<int> call, string name, string operation, torch.Tensor tensor, int peer = -1)
