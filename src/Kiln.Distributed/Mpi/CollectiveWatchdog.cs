@@ -38,8 +38,12 @@ internal sealed class CollectiveWatchdog : IDisposable
         }
     }
 
-    /// <summary>How often the thread looks: an eighth of the timeout, between 10 ms and 1 s.</summary>
-    public TimeSpan Interval => TimeSpan.FromTicks(Math.Clamp(_timeout.Ticks / 8, TimeSpan.TicksPerMillisecond * 10, TimeSpan.TicksPerSecond));
+    /// <summary>How often the thread looks: <see cref="PollInterval"/> of the timeout.</summary>
+    public TimeSpan Interval => PollInterval(_timeout);
+
+    /// <summary>How often a watchdog looks for a timeout: an eighth of it, between 10 ms and 1 s.</summary>
+    public static TimeSpan PollInterval(TimeSpan timeout) =>
+        TimeSpan.FromTicks(Math.Clamp(timeout.Ticks / 8, TimeSpan.TicksPerMillisecond * 10, TimeSpan.TicksPerSecond));
 
     /// <summary>Whether the watch thread runs (a finite timeout, not yet disposed).</summary>
     public bool IsWatching => _thread is { IsAlive: true };

@@ -58,8 +58,8 @@ internal sealed class NcclWatchdog : IDisposable
         public string? AsyncError();
     }
 
-    /// <summary>How often the thread looks: an eighth of the timeout, between 10 ms and 1 s.</summary>
-    public TimeSpan Interval => TimeSpan.FromTicks(Math.Clamp(_timeout.Ticks / 8, TimeSpan.TicksPerMillisecond * 10, TimeSpan.TicksPerSecond));
+    /// <summary>How often the thread looks, as the mpi backend's watchdog.</summary>
+    public TimeSpan Interval => CollectiveWatchdog.PollInterval(_timeout);
 
     /// <summary>Collectives queued and not yet seen complete.</summary>
     public int PendingCount
