@@ -79,6 +79,20 @@ try
     {
         // --compare A.onnx,B.onnx,…: these models only, batch 1 over the same sentences, rotating per sentence; p50 of each.
         string[] paths = compareList.Split(',');
+        if (flags.GetValueOrDefault("ops") == "true")
+        {
+            // What ONNX Runtime made of each file: its optimized graph's operator counts.
+            foreach (string path in paths)
+            {
+                string optimized = Path.Combine(dir, Path.GetFileNameWithoutExtension(path) + ".ort.onnx");
+                using (var saving = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, OptimizedModelFilePath = optimized })
+                using (new InferenceSession(path, saving))
+                {
+                }
+                var ops = OnnxModel.Load(optimized).Proto.Graph.Node.GroupBy(n => n.Domain + ":" + n.OpType).OrderByDescending(g => g.Count()).Select(g => $"{g.Key} {g.Count()}");
+                Console.WriteLine($"{Path.GetFileName(path)} after ORT: {string.Join(", ", ops)}");
+            }
+        }
         InferenceSession[] sessions = [.. paths.Select(pth => Open(pth, threads))];
         var times = paths.Select(_ => new List<double>()).ToArray();
         for (int round = 0; round < rounds; round++)
@@ -107,6 +121,14 @@ try
         OptimizationReport report = ModelOptimizer.Run(floatPath, Path.Combine(export, "minilm-kiln-int8.onnx"),
             new OptimizeOptions { Quantize = QuantizeMode.DynamicInt8, MeasureTime = TimeSpan.FromMilliseconds(200) });
         File.WriteAllText(Path.Combine(export, "tokens.json"), System.Text.Json.JsonSerializer.Serialize(ids));
+        if (flags.GetValueOrDefault("export-value-info") == "true")
+        {
+            // A variant carrying Kiln's inferred value_info, which `kiln optimize` does not write (see docs/optimize.md).
+            OnnxModel annotated = OnnxModel.Load(Path.Combine(export, "minilm-kiln-int8.onnx"));
+            int values = Kiln.Optimize.Graph.ShapeInference.Apply(annotated.Proto);
+            annotated.Save(Path.Combine(export, "minilm-kiln-int8-value-info.onnx"));
+            Console.WriteLine($"value_info for {values} values in minilm-kiln-int8-value-info.onnx");
+        }
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"exported {ids.Length} sentences; kiln int8 {report.Result.FileBytes} bytes, {report.Result.Nodes} nodes: {string.Join("; ", report.Steps.Select(x => $"{x.Step}: {x.Detail}"))}"));
         return;
     }
