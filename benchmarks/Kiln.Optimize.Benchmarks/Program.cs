@@ -15,7 +15,7 @@ using Microsoft.ML.Tokenizers;
 // mean-pooled embeddings.
 // --mode conv instead: float Conv against int8 ConvInteger on a synthetic ResNet-like stack (ConvBenchmark.cs).
 //   usage: Kiln.Optimize.Benchmarks [--mode int8|int4|fp16|conv] [--per-channel true|false] [--gather-per-row false] [--op-types MatMul,Gemm,Gather]
-//          [--block-size 32] [--symmetric true] [--accuracy-level 0] [--keep-fp32 Softmax] [--sentences 200] [--threads 1] [--rounds 3] [--text PATH,PATH]
+//          [--block-size 32] [--symmetric true] [--accuracy-level 0] [--int4-op-types MatMul,Gemm,Gather] [--keep-fp32 Softmax] [--sentences 200] [--threads 1] [--rounds 3] [--text PATH,PATH]
 //          [--compare A.onnx,B.onnx,…]  (times the given MiniLM variants against each other)
 //          [--export DIR]  (writes the float and `kiln optimize --quantize int8` models and token ids for ort_minilm_compare.py)
 // `Kiln.Optimize.Benchmarks resnet …` measures ResNet-18 and static int8 instead (ResNetBenchmark.cs).
@@ -61,7 +61,7 @@ try
     static HashSet<string> List(string text) => new(text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), StringComparer.Ordinal);
     IQuantizer quantizer = flags["mode"] switch
     {
-        "int4" => new Int4WeightQuantizer { BlockSize = int.Parse(flags["block-size"], CultureInfo.InvariantCulture), AccuracyLevel = int.Parse(flags["accuracy-level"], CultureInfo.InvariantCulture), Symmetric = flags["symmetric"] == "true" },
+        "int4" => new Int4WeightQuantizer { BlockSize = int.Parse(flags["block-size"], CultureInfo.InvariantCulture), AccuracyLevel = int.Parse(flags["accuracy-level"], CultureInfo.InvariantCulture), Symmetric = flags["symmetric"] == "true", OpTypes = List(flags.GetValueOrDefault("int4-op-types", "MatMul,Gemm")) },
         "fp16" => new Float16Converter { KeepFloat32OpTypes = List(flags["keep-fp32"]) },
         _ => new DynamicInt8Quantizer { PerChannel = flags["per-channel"] == "true", GatherPerRow = flags["gather-per-row"] == "true", OpTypes = List(flags["op-types"]) },
     };

@@ -209,7 +209,7 @@ public static class ModelOptimizer
     {
         QuantizeMode.StaticInt8 => exclude => new StaticInt8Quantizer { Ranges = ranges!, SymmetricActivations = options.SymmetricActivations, PerChannel = options.PerChannel, Exclude = exclude },
         QuantizeMode.DynamicInt8 => exclude => new DynamicInt8Quantizer { PerChannel = options.PerChannel, GatherPerRow = options.GatherPerRow, OpTypes = options.OpTypes ?? DynamicInt8Quantizer.DefaultOpTypes, Exclude = exclude },
-        QuantizeMode.Int4 => exclude => new Int4WeightQuantizer { BlockSize = options.BlockSize, Exclude = exclude },
+        QuantizeMode.Int4 => exclude => new Int4WeightQuantizer { BlockSize = options.BlockSize, OpTypes = options.OpTypes ?? Int4WeightQuantizer.DefaultOpTypes, Exclude = exclude },
         QuantizeMode.Float16 => exclude => new Float16Converter { KeepFloat32OpTypes = options.KeepFloat32OpTypes, Exclude = exclude },
         _ => throw new OptimizeException($"no quantizer for {options.Quantize}"),
     };

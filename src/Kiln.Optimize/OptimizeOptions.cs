@@ -45,7 +45,10 @@ public sealed class OptimizeOptions
     internal IReadOnlyList<AccuracyBudgetSpec> AllBudgets =>
         MinimumCosine is { } cosine ? [.. Budgets, new AccuracyBudgetSpec(AccuracyMetric.Cosine, cosine)] : Budgets;
 
-    /// <summary>With int8: the op types to quantize (MatMul, Gemm, Gather, Conv); null: MatMul, Gemm and Gather.</summary>
+    /// <summary>
+    /// The op types to quantize. With int8: MatMul, Gemm, Gather, Conv; null: MatMul, Gemm and Gather. With int4: MatMul,
+    /// Gemm, Gather (embedding tables as GatherBlockQuantized); null: MatMul and Gemm.
+    /// </summary>
     public IReadOnlySet<string>? OpTypes { get; init; }
 
     /// <summary>Optional graph passes to run after the default fusions (see <see cref="ModelOptimizer.OptionalPassNames"/>).</summary>

@@ -257,6 +257,14 @@ public sealed class OptimizeCommandTests : IDisposable
         new FileInfo(result).Length.ShouldBeLessThan((long)(new FileInfo(PreprocessOnnx).Length * 0.55));
     }
 
+    [Fact]
+    public async Task Int4WithConvInOpTypes_ExitsTwo()
+    {
+        (int code, _, string error) = await RunAsync("optimize", PreprocessOnnx, "-o", Path.Combine(_folder, "x.onnx"), "--quantize", "int4", "--op-types", "MatMul,Conv");
+        code.ShouldBe(2);
+        error.ShouldContain("int4 takes MatMul, Gemm and Gather");
+    }
+
     [Theory]
     [InlineData("--block-size", "48")]
     [InlineData("--op-types", "MatMul,LSTM")]

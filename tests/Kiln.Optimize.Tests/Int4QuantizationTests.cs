@@ -1,6 +1,7 @@
 using Kiln.Optimize.Onnx.Proto;
 using Kiln.Optimize.Quantization;
 using Kiln.Optimize.Verification;
+using Microsoft.ML.OnnxRuntime.Tensors;
 
 namespace Kiln.Optimize.Tests;
 
@@ -107,6 +108,99 @@ public sealed class Int4QuantizationTests
         double[] int4Output = ModelRunner.Run(quantized, inputs)["y"].Values;
         ModelRunner.Cosine(new Dictionary<string, TensorValue> { ["y"] = new(default, [], floatOutput) }, new Dictionary<string, TensorValue> { ["y"] = new(default, [], int4Output) })
             .ShouldBeGreaterThan(0.99);
+    }
+
+    /// <summary>ids [2, 3] → Gather(table [rows, width]) → y [2, 3, width], and a MatMul that int4 also takes.</summary>
+    private static OnnxModel Embedding(int rows, int width) => new GraphBuilder()
+        .Int64Input("ids", 2, 3).Input("x", 3, 64).Output("y", 2, 3, width).Output("z", 3, 8)
+        .Initializer("table", [rows, width], Random(rows * width, 7, 0.5f)).Initializer("W", [64, 8], Random(64 * 8, 8, 0.3f))
+        .Node("Gather", ["table", "ids"], ["y"], "embed").Node("MatMul", ["x", "W"], ["z"], "fc").Build();
+
+    [Theory]
+    [InlineData(10, 64, 32)]
+    [InlineData(7, 256, 128)]
+    public void Gather_BecomesGatherBlockQuantized_EqualToTheDequantizedTable(int rows, int width, int blockSize)
+    {
+        OnnxModel model = Embedding(rows, width);
+        var inputs = new Dictionary<string, TensorValue>
+        {
+            ["ids"] = new(TensorElementType.Int64, [2, 3], [0, rows - 1, 3, 3, 1, rows / 2]),
+            ["x"] = ModelRunner.SampleInputs(model, seed: 4)["x"],
+        };
+        OnnxModel quantized = model.Clone();
+        new Int4WeightQuantizer { BlockSize = blockSize }.Apply(quantized).ShouldBe(["fc"]); // tables only when asked
+        quantized = model.Clone();
+        new Int4WeightQuantizer { BlockSize = blockSize, OpTypes = Int4WeightQuantizer.SupportedOpTypes }.Apply(quantized).ShouldBe(["embed", "fc"]);
+
+        GraphProto graph = quantized.Proto.Graph;
+        NodeProto gather = graph.Node.Single(n => n.OpType == "GatherBlockQuantized");
+        gather.Domain.ShouldBe("com.microsoft");
+        graph.Initializer.Select(i => i.Name).ShouldNotContain("table");
+        // Read the table back from the documented layout, independently of the quantizer.
+        TensorProto codes = graph.Initializer.Single(i => i.Name == gather.Input[0]);
+        codes.Dims.ShouldBe([rows, width / 2]);
+        float[] scales = Graph.Initializers.ReadFloats(graph.Initializer.Single(i => i.Name == gather.Input[2]))!;
+        scales.Length.ShouldBe(rows * (width / blockSize));
+        byte[] packed = codes.RawData.ToByteArray();
+        double Dequantized(int row, int column)
+        {
+            byte pair = packed[(row * (width / 2)) + (column / 2)];
+            int code = column % 2 == 0 ? pair & 0xF : pair >> 4;
+            return (code - 8) * (double)scales[(row * (width / blockSize)) + (column / blockSize)];
+        }
+
+        double[] actual = ModelRunner.Run(quantized, inputs)["y"].Values;
+        double[] table = Random(rows * width, 7, 0.5f).Select(v => (double)v).ToArray();
+        double[] ids = inputs["ids"].Values;
+        double worstAgainstReference = 0, worstAgainstFloat = 0;
+        for (int i = 0; i < ids.Length; i++)
+        {
+            int row = (int)ids[i];
+            for (int c = 0; c < width; c++)
+            {
+                double y = actual[(i * width) + c];
+                worstAgainstReference = Math.Max(worstAgainstReference, Math.Abs(y - Dequantized(row, c)));
+                // Half a step, or a whole one where the code is clipped at 7 (the block's extreme maps to −8 exactly).
+                double step = Math.Abs(scales[(row * (width / blockSize)) + (c / blockSize)]);
+                bool clipped = Math.Abs(Math.Abs(y / step) - 7) < 1e-3 && Math.Sign(table[(row * width) + c]) == Math.Sign(y);
+                worstAgainstFloat = Math.Max(worstAgainstFloat, Math.Abs(y - table[(row * width) + c]) - (clipped ? step : step / 2));
+            }
+        }
+        worstAgainstReference.ShouldBeLessThan(1e-6);
+        worstAgainstFloat.ShouldBeLessThanOrEqualTo(1e-6);
+    }
+
+    [Fact]
+    public void ModelOptimizer_WithInt4AndGatherInOpTypes_WritesGatherBlockQuantized()
+    {
+        string folder = Directory.CreateTempSubdirectory("kiln-int4-gather-").FullName;
+        try
+        {
+            string input = Path.Combine(folder, "embedding.onnx"), output = Path.Combine(folder, "int4.onnx");
+            Embedding(16, 64).Save(input);
+            OptimizationReport report = ModelOptimizer.Run(input, output, new OptimizeOptions
+            {
+                Quantize = QuantizeMode.Int4,
+                OpTypes = new HashSet<string>(["MatMul", "Gather"], StringComparer.Ordinal),
+                MeasureTime = TimeSpan.FromMilliseconds(20),
+            });
+            report.Steps.Single(s => s.Step == "int4").Detail.ShouldContain("2 node(s) quantized");
+            OnnxModel.Load(output).Proto.Graph.Node.Select(n => n.OpType).ShouldBe(["GatherBlockQuantized", "MatMulNBits"], ignoreOrder: true);
+            report.Result.Cosine.ShouldBeGreaterThan(0.99);
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void Gather_StaysFloat_WhenAsymmetric_OrTheWidthIsNotAMultipleOfTheBlock()
+    {
+        var all = Int4WeightQuantizer.SupportedOpTypes;
+        new Int4WeightQuantizer { BlockSize = 32, OpTypes = all }.Apply(Embedding(5, 48)).ShouldBe(["fc"]);
+        new Int4WeightQuantizer { BlockSize = 32, OpTypes = all, Symmetric = false }.Apply(Embedding(5, 64)).ShouldBe(["fc"]);
+        Should.Throw<OptimizeException>(() => new Int4WeightQuantizer { OpTypes = new HashSet<string> { "Conv" } }.Apply(Embedding(5, 64))).Message.ShouldContain("Conv");
     }
 
     [Fact]

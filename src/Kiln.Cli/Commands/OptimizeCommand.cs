@@ -19,7 +19,7 @@ internal static class OptimizeCommand
         var quantize = new Option<string>("--quantize") { Description = "none; int8 (dynamic: int8 weights, activations quantized at run time); int4 (weight-only, MatMulNBits); fp16 (float16 weights and compute, for GPUs); int8-static (QDQ, activation ranges calibrated on --calibration DIR).", DefaultValueFactory = _ => "none" };
         quantize.AcceptOnlyFromAmong("none", "int8", "int4", "fp16", "int8-static");
         var blockSize = new Option<int>("--block-size") { Description = "int4: values per quantization block (a power of two, at least 16; 32 or 128 usual).", DefaultValueFactory = _ => 32 };
-        var opTypes = new Option<string?>("--op-types") { Description = "int8: op types to quantize, comma-separated, from MatMul, Gemm, Gather, Conv (default MatMul,Gemm,Gather)." };
+        var opTypes = new Option<string?>("--op-types") { Description = "int8: op types to quantize, comma-separated, from MatMul, Gemm, Gather, Conv (default MatMul,Gemm,Gather); int4: from MatMul, Gemm, Gather (default MatMul,Gemm)." };
         var gatherPerRow = new Option<bool>("--gather-per-row") { Description = "int8: embedding tables with a scale per row instead of one per table (a little more accurate, a little slower)." };
         var extraPasses = new Option<string?>("--extra-passes") { Description = $"Optional graph passes to add, comma-separated: {string.Join(", ", ModelOptimizer.OptionalPassNames)} (off by default: slower on MiniLM on CPU)." };
         var keepFp32 = new Option<string?>("--keep-fp32") { Description = "fp16: op types to keep in float32 besides the built-in block list, comma-separated (e.g. Softmax)." };
@@ -100,6 +100,11 @@ internal static class OptimizeCommand
             if (types.FirstOrDefault(t => t is not ("MatMul" or "Gemm" or "Gather" or "Conv")) is { } unknownType)
             {
                 await stderr.WriteLineAsync($"kiln optimize: --op-types {unknownType}: expected MatMul, Gemm, Gather or Conv").ConfigureAwait(false);
+                return 2;
+            }
+            if (parse.GetValue(quantize) == "int4" && types.Contains("Conv"))
+            {
+                await stderr.WriteLineAsync("kiln optimize: --op-types Conv: int4 takes MatMul, Gemm and Gather").ConfigureAwait(false);
                 return 2;
             }
             string[] extra = (parse.GetValue(extraPasses) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);

@@ -36,6 +36,18 @@ internal sealed class Int4WeightQuantizer : IQuantizer
     /// <inheritdoc/>
     public ISet<string> Exclude { get; init; } = new HashSet<string>(StringComparer.Ordinal);
 
+    /// <summary>The op types this quantizer can rewrite.</summary>
+    public static IReadOnlySet<string> SupportedOpTypes { get; } = new HashSet<string>(["MatMul", "Gemm", "Gather"], StringComparer.Ordinal);
+
+    /// <summary>The op types rewritten unless told otherwise: MatMul and Gemm (embedding tables stay float).</summary>
+    public static IReadOnlySet<string> DefaultOpTypes { get; } = new HashSet<string>(["MatMul", "Gemm"], StringComparer.Ordinal);
+
+    /// <summary>
+    /// Which op types to rewrite, from <see cref="SupportedOpTypes"/>. A Gather of a 2-D float table along axis 0 becomes
+    /// <c>com.microsoft.GatherBlockQuantized</c> (symmetric only; the table's width a multiple of <see cref="BlockSize"/>).
+    /// </summary>
+    public IReadOnlySet<string> OpTypes { get; init; } = DefaultOpTypes;
+
     /// <summary>Rewrites <paramref name="model"/> in place; returns the names of the MatMuls and Gemms it replaced.</summary>
     /// <exception cref="OptimizeException">The block size is not a power of two of at least 16.</exception>
     public List<string> Apply(OnnxModel model)
@@ -44,6 +56,10 @@ internal sealed class Int4WeightQuantizer : IQuantizer
         if (BlockSize < 16 || (BlockSize & (BlockSize - 1)) != 0)
         {
             throw new OptimizeException($"int4 block size {BlockSize}: must be a power of two, at least 16");
+        }
+        if (OpTypes.FirstOrDefault(o => !SupportedOpTypes.Contains(o)) is { } unsupported)
+        {
+            throw new OptimizeException($"int4 cannot quantize {unsupported} nodes (supported: {string.Join(", ", SupportedOpTypes)})");
         }
         ModelProto proto = model.Proto;
         GraphProto graph = proto.Graph;
@@ -82,6 +98,28 @@ internal sealed class Int4WeightQuantizer : IQuantizer
             return w;
         }
 
+        // An embedding table [rows, width] in GatherBlockQuantized's layout: uint8 [rows, width / 2], two codes a byte
+        // (the first in the low nibble) with zero point 8, and float scales [rows, width / block]. It is the MatMulNBits
+        // packing of the transposed table: its K runs along a row.
+        (string Codes, string Scales) PackTable(TensorProto table, float[] values)
+        {
+            string key = table.Name + "|rows";
+            if (packed.TryGetValue(key, out var w))
+            {
+                return (w.B, w.Scales);
+            }
+            int rows = (int)table.Dims[0], width = (int)table.Dims[1];
+            Int4Blocks blocks = Quantize(Transpose(values, rows, width), width, rows, BlockSize, symmetric: true);
+            w = (names.Next(table.Name + "_int4"), names.Next(table.Name + "_int4_scales"), null, width, rows);
+            packed[key] = w;
+            replaced.Add(table.Name);
+            var codes = new TensorProto { Name = w.B, DataType = (int)TensorProto.Types.DataType.Uint8, RawData = ByteString.CopyFrom(blocks.Codes) };
+            codes.Dims.AddRange([rows, width / 2]);
+            Initializers.Add(proto, codes);
+            Initializers.Add(proto, Initializers.FloatTensor(w.Scales, [rows, width / BlockSize], blocks.Scales));
+            return (w.B, w.Scales);
+        }
+
         NodeProto NBits(string name, string a, (string B, string Scales, string? ZeroPoints, long K, long N) w, string output)
         {
             NodeProto nbits = QuantizedGraph.Node("MatMulNBits", names.Next(name + "_int4"),
@@ -92,9 +130,19 @@ internal sealed class Int4WeightQuantizer : IQuantizer
 
         foreach (NodeProto node in graph.Node)
         {
+            if (node.OpType == "Gather" && OpTypes.Contains("Gather") && QuantizedGraph.IsDefaultDomain(node) && !Exclude.Contains(node.Name)
+                && GatherTable(proto, node) is { } table)
+            {
+                (string codes, string scales) = PackTable(table.Tensor, table.Values);
+                rewritten.Add(QuantizedGraph.Node("GatherBlockQuantized", names.Next(node.Name + "_int4"),
+                        [codes, node.Input[1], scales], [node.Output[0]], QuantizedGraph.MicrosoftDomain)
+                    .With("gather_axis", 0).With("quantize_axis", 1).With("block_size", BlockSize).With("bits", 4));
+                quantized.Add(node.Name);
+                continue;
+            }
             TensorProto? weight = null;
             float[]? values = null;
-            bool candidate = node.OpType is "MatMul" or "Gemm" && QuantizedGraph.IsDefaultDomain(node) && !Exclude.Contains(node.Name) && node.Input.Count >= 2
+            bool candidate = node.OpType is "MatMul" or "Gemm" && OpTypes.Contains(node.OpType) && QuantizedGraph.IsDefaultDomain(node) && !Exclude.Contains(node.Name) && node.Input.Count >= 2
                 && Initializers.FindConstant(proto, node.Input[0]) is null
                 && (weight = Initializers.FindConstant(proto, node.Input[1])) is { Dims.Count: 2 } && (values = Initializers.ReadFloats(weight)) is not null
                 && Initializers.Shape(graph, node.Input[0]) is not { Length: < 2 };
@@ -143,6 +191,21 @@ internal sealed class Int4WeightQuantizer : IQuantizer
             Initializers.RemoveUnread(graph, replaced);
         }
         return quantized;
+    }
+
+    /// <summary>
+    /// The table of a Gather that GatherBlockQuantized can take: a 2-D float initializer gathered along axis 0, its width a
+    /// multiple of the block size, and symmetric blocks (this quantizer writes no zero points for tables).
+    /// </summary>
+    private (TensorProto Tensor, float[] Values)? GatherTable(ModelProto proto, NodeProto node)
+    {
+        if (!Symmetric || node.Input.Count != 2 || QuantizedGraph.IntAttribute(node, "axis", 0) != 0
+            || Initializers.FindConstant(proto, node.Input[0]) is not { Dims.Count: 2 } table || table.Dims[1] % BlockSize != 0
+            || Initializers.ReadFloats(table) is not { } values)
+        {
+            return null;
+        }
+        return (table, values);
     }
 
     private static float[] Transpose(float[] values, int rows, int columns)
