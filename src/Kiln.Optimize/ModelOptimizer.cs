@@ -160,7 +160,7 @@ public static class ModelOptimizer
                 steps.Add(new StepOutcome(name, quantized.Count > 0, $"{quantized.Count} node(s) quantized{options.Quantize switch
                 {
                     QuantizeMode.DynamicInt8 => options.PerChannel ? " (per channel)" : " (per tensor)",
-                    QuantizeMode.Int4 => $" (block {options.BlockSize})",
+                    QuantizeMode.Int4 => $" (block {options.BlockSize}{(options.Int4Symmetric ? "" : ", asymmetric")}{(options.Int4AccuracyLevel != 0 ? $", accuracy level {options.Int4AccuracyLevel}" : "")})",
                     QuantizeMode.StaticInt8 => $", {(options.SymmetricActivations ? "int8 symmetric" : "uint8")} activations calibrated on {calibrationSamples!.Count} sample(s) ({options.CalibrationMethod.ToString().ToLowerInvariant()}){(userInputs is null ? "; accuracy below is on the first calibration sample" : "")}",
                     _ => "",
                 }}"));
@@ -209,7 +209,7 @@ public static class ModelOptimizer
     {
         QuantizeMode.StaticInt8 => exclude => new StaticInt8Quantizer { Ranges = ranges!, SymmetricActivations = options.SymmetricActivations, PerChannel = options.PerChannel, Exclude = exclude },
         QuantizeMode.DynamicInt8 => exclude => new DynamicInt8Quantizer { PerChannel = options.PerChannel, GatherPerRow = options.GatherPerRow, OpTypes = options.OpTypes ?? DynamicInt8Quantizer.DefaultOpTypes, Exclude = exclude },
-        QuantizeMode.Int4 => exclude => new Int4WeightQuantizer { BlockSize = options.BlockSize, OpTypes = options.OpTypes ?? Int4WeightQuantizer.DefaultOpTypes, Exclude = exclude },
+        QuantizeMode.Int4 => exclude => new Int4WeightQuantizer { BlockSize = options.BlockSize, Symmetric = options.Int4Symmetric, AccuracyLevel = options.Int4AccuracyLevel, OpTypes = options.OpTypes ?? Int4WeightQuantizer.DefaultOpTypes, Exclude = exclude },
         QuantizeMode.Float16 => exclude => new Float16Converter { KeepFloat32OpTypes = options.KeepFloat32OpTypes, Exclude = exclude },
         _ => throw new OptimizeException($"no quantizer for {options.Quantize}"),
     };

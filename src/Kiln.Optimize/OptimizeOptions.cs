@@ -60,6 +60,12 @@ public sealed class OptimizeOptions
     /// <summary>With int4: values per quantization block along K (a power of two, at least 16).</summary>
     public int BlockSize { get; init; } = 32;
 
+    /// <summary>With int4: symmetric blocks (default) or asymmetric ones with a 4-bit zero point each.</summary>
+    public bool Int4Symmetric { get; init; } = true;
+
+    /// <summary>With int4: MatMulNBits' accuracy_level, 0 (ORT's default) to 4 (activations quantized to int8 on CPU).</summary>
+    public int Int4AccuracyLevel { get; init; }
+
     /// <summary>With fp16: op types to keep in float32 besides the built-in block list (e.g. Softmax).</summary>
     public IReadOnlySet<string> KeepFloat32OpTypes { get; init; } = new HashSet<string>(StringComparer.Ordinal);
 

@@ -258,6 +258,23 @@ public sealed class OptimizeCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task Int4_Asymmetric_WithAnAccuracyLevel_WritesZeroPointsAndTheLevel()
+    {
+        string input = TinyMatMulModel(_folder);
+        string result = Path.Combine(_folder, "int4-asymmetric.onnx");
+        (int code, string output, string error) = await RunAsync("optimize", input, "-o", result, "--quantize", "int4", "--asymmetric", "--accuracy-level", "4", "--measure-seconds", "0.1");
+        code.ShouldBe(0, error);
+        output.ShouldContain("int4: 1 node(s) quantized (block 32, asymmetric, accuracy level 4)");
+        string written = System.Text.Encoding.ASCII.GetString(await File.ReadAllBytesAsync(result));
+        written.ShouldContain("accuracy_level");
+        written.ShouldContain("_int4_zero_points");
+
+        (code, _, error) = await RunAsync("optimize", input, "-o", result, "--quantize", "int4", "--accuracy-level", "5");
+        code.ShouldBe(2);
+        error.ShouldContain("--accuracy-level 5");
+    }
+
+    [Fact]
     public async Task Int4WithConvInOpTypes_ExitsTwo()
     {
         (int code, _, string error) = await RunAsync("optimize", PreprocessOnnx, "-o", Path.Combine(_folder, "x.onnx"), "--quantize", "int4", "--op-types", "MatMul,Conv");

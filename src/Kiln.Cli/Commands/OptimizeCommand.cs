@@ -19,6 +19,8 @@ internal static class OptimizeCommand
         var quantize = new Option<string>("--quantize") { Description = "none; int8 (dynamic: int8 weights, activations quantized at run time); int4 (weight-only, MatMulNBits); fp16 (float16 weights and compute, for GPUs); int8-static (QDQ, activation ranges calibrated on --calibration DIR).", DefaultValueFactory = _ => "none" };
         quantize.AcceptOnlyFromAmong("none", "int8", "int4", "fp16", "int8-static");
         var blockSize = new Option<int>("--block-size") { Description = "int4: values per quantization block (a power of two, at least 16; 32 or 128 usual).", DefaultValueFactory = _ => 32 };
+        var asymmetric = new Option<bool>("--asymmetric") { Description = "int4: asymmetric blocks (a 4-bit zero point per block; a little more accurate, a larger file) instead of symmetric ones." };
+        var accuracyLevel = new Option<int>("--accuracy-level") { Description = "int4: MatMulNBits' accuracy_level (0: ORT's default, float compute; 4: its CPU kernel quantizes activations to int8).", DefaultValueFactory = _ => 0 };
         var opTypes = new Option<string?>("--op-types") { Description = "int8: op types to quantize, comma-separated, from MatMul, Gemm, Gather, Conv (default MatMul,Gemm,Gather); int4: from MatMul, Gemm, Gather (default MatMul,Gemm)." };
         var gatherPerRow = new Option<bool>("--gather-per-row") { Description = "int8: embedding tables with a scale per row instead of one per table (a little more accurate, a little slower)." };
         var extraPasses = new Option<string?>("--extra-passes") { Description = $"Optional graph passes to add, comma-separated: {string.Join(", ", ModelOptimizer.OptionalPassNames)} (off by default: slower on MiniLM on CPU)." };
@@ -44,7 +46,7 @@ internal static class OptimizeCommand
         var autotuneSeconds = new Option<double>("--autotune-seconds") { Description = "Seconds each --autotune configuration runs.", DefaultValueFactory = _ => 0.5 };
         var command = new Command("optimize", "Make an ONNX model faster: graph passes checked by running it, int8 quantization, a side-by-side report.")
         {
-            model, output, quantize, perTensor, budget, specialize, shapes, report, reportOnly, threads, seconds, autotune, batch, autotuneSeconds, blockSize, opTypes, keepFp32, gatherPerRow, extraPasses, calibration, calibrationMethod, symmetric, inputs,
+            model, output, quantize, perTensor, budget, specialize, shapes, report, reportOnly, threads, seconds, autotune, batch, autotuneSeconds, blockSize, asymmetric, accuracyLevel, opTypes, keepFp32, gatherPerRow, extraPasses, calibration, calibrationMethod, symmetric, inputs,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -96,6 +98,12 @@ internal static class OptimizeCommand
                 await stderr.WriteLineAsync($"kiln optimize: --block-size {block}: expected a power of two, at least 16 (32 or 128)").ConfigureAwait(false);
                 return 2;
             }
+            int level = parse.GetValue(accuracyLevel);
+            if (level is < 0 or > 4)
+            {
+                await stderr.WriteLineAsync($"kiln optimize: --accuracy-level {level}: expected 0 to 4").ConfigureAwait(false);
+                return 2;
+            }
             string[] types = (parse.GetValue(opTypes) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
             if (types.FirstOrDefault(t => t is not ("MatMul" or "Gemm" or "Gather" or "Conv")) is { } unknownType)
             {
@@ -122,6 +130,8 @@ internal static class OptimizeCommand
             var options = new OptimizeOptions
             {
                 BlockSize = block,
+                Int4Symmetric = !parse.GetValue(asymmetric),
+                Int4AccuracyLevel = level,
                 OpTypes = types.Length > 0 ? new HashSet<string>(types, StringComparer.Ordinal) : null,
                 KeepFloat32OpTypes = new HashSet<string>((parse.GetValue(keepFp32) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), StringComparer.Ordinal),
                 InputShapes = inputShapes,
