@@ -124,7 +124,7 @@ public sealed class Int4QuantizationTests
         OnnxModel model = Embedding(rows, width);
         var inputs = new Dictionary<string, TensorValue>
         {
-            ["ids"] = new(TensorElementType.Int64, [2, 3], [0, rows - 1, 3, 3, 1, rows / 2]),
+            ["ids"] = new(TensorElementType.Int64, [2, 3], [0, rows - 1, 3, 3, -1, rows / 2]),
             ["x"] = ModelRunner.SampleInputs(model, seed: 4)["x"],
         };
         OnnxModel quantized = model.Clone();
@@ -155,7 +155,7 @@ public sealed class Int4QuantizationTests
         double worstAgainstReference = 0, worstAgainstFloat = 0;
         for (int i = 0; i < ids.Length; i++)
         {
-            int row = (int)ids[i];
+            int row = ids[i] < 0 ? (int)ids[i] + rows : (int)ids[i]; // Gather counts negative indices from the end
             for (int c = 0; c < width; c++)
             {
                 double y = actual[(i * width) + c];
