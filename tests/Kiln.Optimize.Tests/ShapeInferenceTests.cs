@@ -178,6 +178,31 @@ public sealed class ShapeInferenceTests
     }
 
     [Fact]
+    public void PadTileTopKResize()
+    {
+        OnnxModel model = Symbolic(new GraphBuilder().Input("x", 1, 3, 4, 6).Output("y", 1, 3, 8, 12)
+            .Int64Initializer("pads", [8], 0, 0, 1, 2, 0, 0, 3, 0).Int64Initializer("reps", [4], 1, 2, 1, 3).Int64Initializer("k", [1], 2)
+            .Int64Initializer("sizes", [4], 1, 3, 8, 12).Initializer("scales", [4], 1f, 1f, 2.5f, 0.5f)
+            .Node("Pad", ["x", "pads"], ["p"])
+            .Node("Tile", ["x", "reps"], ["t"])
+            .Node("TopK", ["x", "k"], ["tv", "ti"]).Attribute("axis", 2L)
+            .Node("Resize", ["x", "", "scales"], ["rs"])
+            .Node("Resize", ["x", "", "", "sizes"], ["y"]).Build(), "x", (0, "B"));
+
+        Dictionary<string, InferredType> types = ShapeInference.Infer(model.Proto);
+
+        Shape(types, "p").ShouldBe("Bx3x8x8");
+        Shape(types, "t").ShouldBe("Bx6x4x18");
+        Shape(types, "tv").ShouldBe("Bx3x2x6");
+        Shape(types, "ti").ShouldBe("Bx3x2x6");
+        types["ti"].ElemType.ShouldBe((int)TensorProto.Types.DataType.Int64);
+        Shape(types, "rs").ShouldBe("Bx3x10x3");
+        Shape(types, "y").ShouldBe("1x3x8x12");
+        var inputs = new Dictionary<string, TensorValue> { ["x"] = new(TensorElementType.Float, [1, 3, 4, 6], Array.ConvertAll(Values(72), v => (double)v)) };
+        AssertMatchesOnnxRuntime(model, inputs).ShouldBe((6, 6));
+    }
+
+    [Fact]
     public void Apply_WritesValueInfo_ThatOnnxRuntimeAccepts()
     {
         OnnxModel model = new GraphBuilder().Input("x", 2, 3).Output("y", 2, 3)

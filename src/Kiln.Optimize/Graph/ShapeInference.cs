@@ -306,6 +306,15 @@ internal sealed class ShapeInference
                 return [new InferredType(value?.T?.DataType ?? Float, ValueOf(node, 0))];
             case "Range":
                 return [new InferredType(elem0, [InferRange(node)])];
+            case "Pad":
+                return [new InferredType(elem0, InferPad(node, shape0))];
+            case "Tile":
+                return [new InferredType(elem0, InferTile(node, shape0))];
+            case "TopK":
+                Dim[]? top = InferTopK(node, shape0);
+                return [new InferredType(elem0, top), new InferredType(Int64, top)];
+            case "Resize" or "Upsample":
+                return [new InferredType(elem0, InferResize(node, shape0))];
             case "DynamicQuantizeLinear":
                 return [new InferredType(Uint8, shape0), new InferredType(Float, []), new InferredType(Uint8, [])];
             case "MatMulInteger":
@@ -860,6 +869,101 @@ internal sealed class ShapeInference
     private static bool IsInteger(int elem) => elem is Int64 or (int)TensorProto.Types.DataType.Int32;
 
     private static long Normalize(long axis, int rank) => axis < 0 ? axis + rank : axis;
+
+    /// <summary>Pad: each axis grows by its begin and end pads (the pads input from opset 11, optionally over given axes; an attribute before).</summary>
+    private Dim[]? InferPad(NodeProto node, Dim[]? shape)
+    {
+        if (shape is null)
+        {
+            return null;
+        }
+        int rank = shape.Length;
+        long[]? pads = _opset >= 11 ? ConstantOf(node, 1) : Ints(node, "pads");
+        long[] axes = _opset >= 18 && ConstantOf(node, 3) is { } given ? [.. given.Select(a => a < 0 ? a + rank : a)] : [.. Enumerable.Range(0, rank).Select(i => (long)i)];
+        if (pads is null || pads.Length != 2 * axes.Length)
+        {
+            return [.. shape.Select(_ => Dim.Unknown)];
+        }
+        Dim[] result = [.. shape];
+        for (int i = 0; i < axes.Length; i++)
+        {
+            long grow = pads[i] + pads[i + axes.Length];
+            Dim d = shape[axes[i]];
+            result[axes[i]] = grow == 0 ? d : d.IsKnown ? Dim.Of(d.Value + grow) : Dim.Unknown;
+        }
+        return result;
+    }
+
+    /// <summary>Tile: each axis times its repeat count.</summary>
+    private Dim[]? InferTile(NodeProto node, Dim[]? shape)
+    {
+        if (shape is null)
+        {
+            return null;
+        }
+        if (ConstantOf(node, 1) is not { } repeats || repeats.Length != shape.Length)
+        {
+            return [.. shape.Select(_ => Dim.Unknown)];
+        }
+        return [.. shape.Select((d, i) => repeats[i] == 1 ? d : d.IsKnown ? Dim.Of(d.Value * repeats[i]) : Dim.Unknown)];
+    }
+
+    /// <summary>TopK: the axis (default −1) becomes K (an input from opset 10, the attribute k before).</summary>
+    private Dim[]? InferTopK(NodeProto node, Dim[]? shape)
+    {
+        if (shape is null || shape.Length == 0)
+        {
+            return shape;
+        }
+        long axis = Attribute(node, "axis", -1);
+        axis = axis < 0 ? axis + shape.Length : axis;
+        long? k = _opset >= 10 ? ConstantOf(node, 1) is [var only] ? only : null : Attribute(node, "k", -1) is var attribute and >= 0 ? attribute : null;
+        Dim[] result = [.. shape];
+        result[axis] = k is { } known ? Dim.Of(known) : Dim.Unknown;
+        return result;
+    }
+
+    /// <summary>
+    /// Resize (and Upsample): the sizes input when given (over the axes attribute from opset 18), else each axis times its
+    /// scale, rounded down; an axis scaled by 1 keeps its symbol.
+    /// </summary>
+    private Dim[]? InferResize(NodeProto node, Dim[]? shape)
+    {
+        if (shape is null)
+        {
+            return null;
+        }
+        int rank = shape.Length;
+        long[] axes = Ints(node, "axes") is { Length: > 0 } given ? [.. given.Select(a => a < 0 ? a + rank : a)] : [.. Enumerable.Range(0, rank).Select(i => (long)i)];
+        Dim[] result = [.. shape];
+        if (node.Attribute.FirstOrDefault(a => a.Name == "keep_aspect_ratio_policy") is { } policy && policy.S.ToStringUtf8() != "stretch")
+        {
+            // The sizes are only a bound then: the kept axes shrink to keep the aspect ratio.
+            return [.. shape.Select((d, i) => axes.Contains(i) ? Dim.Unknown : d)];
+        }
+        if (node.OpType == "Resize" && _opset >= 11 && ConstantOf(node, 3) is { } sizes && sizes.Length == axes.Length)
+        {
+            for (int i = 0; i < axes.Length; i++)
+            {
+                result[axes[i]] = Dim.Of(sizes[i]);
+            }
+            return result;
+        }
+        int scalesInput = node.OpType == "Upsample" || _opset < 11 ? 1 : 2;
+        float[]? scales = scalesInput < node.Input.Count && node.Input[scalesInput].Length > 0 && Initializers.FindConstant(_model, node.Input[scalesInput]) is { } tensor
+            ? Initializers.ReadFloats(tensor)
+            : null;
+        if (scales is null || scales.Length != axes.Length)
+        {
+            return [.. shape.Select(_ => Dim.Unknown)];
+        }
+        for (int i = 0; i < axes.Length; i++)
+        {
+            Dim d = shape[axes[i]];
+            result[axes[i]] = scales[i] == 1f ? d : d.IsKnown ? Dim.Of((long)Math.Floor(d.Value * (double)scales[i])) : Dim.Unknown;
+        }
+        return result;
+    }
 
     private static long Attribute(NodeProto node, string name, long fallback) =>
         node.Attribute.FirstOrDefault(a => a.Name == name) is { } a ? a.I : fallback;
