@@ -11,8 +11,8 @@ namespace Kiln.Optimize.Quantization;
 /// biases as int32 with scale input scale × weight scale, and every activation a quantized op reads or writes passed
 /// through QuantizeLinear → DequantizeLinear with the scale and zero point of its calibrated range (uint8 asymmetric,
 /// or int8 symmetric). A Relu right after a quantized op is folded into that op's output quantization (uint8 with zero
-/// point 0 clamps at 0); pass-through ops (MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze) keep their
-/// input's scale so ONNX Runtime drops their Q/DQ pair. Float constants read by Add/Mul/Concat (a bias) are stored in
+/// point 0 clamps at 0); pass-through ops (MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Slice, Gather,
+/// Tile, Expand, DepthToSpace, SpaceToDepth, Resize) keep their input's scale so ONNX Runtime can drop their Q/DQ pair. Float constants read by Add/Mul/Concat (a bias) are stored in
 /// the activations' type over their own range. Each consumer gets its own DequantizeLinear. Needs opset 13
 /// (per-channel DequantizeLinear) and the ranges from <see cref="Calibrator"/>.
 /// </summary>
@@ -20,7 +20,15 @@ internal sealed class StaticInt8Quantizer : IQuantizer
 {
     private const int FloatType = (int)TensorProto.Types.DataType.Float;
 
-    private static readonly HashSet<string> SameScale = new(StringComparer.Ordinal) { "MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze" };
+    /// <summary>
+    /// Ops whose output holds values of their (first) input, or convex combinations of them (Resize), so it can keep the
+    /// input's scale: no new range to calibrate, and ONNX Runtime drops the Q/DQ pair around those it has integer kernels for.
+    /// </summary>
+    private static readonly HashSet<string> SameScale = new(StringComparer.Ordinal)
+    {
+        "MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Gather", "Tile", "Expand",
+        "DepthToSpace", "SpaceToDepth", "Resize",
+    };
 
     private static readonly HashSet<string> OwnScale = new(StringComparer.Ordinal) { "AveragePool", "GlobalAveragePool", "Sigmoid", "LeakyRelu" };
 
