@@ -192,30 +192,33 @@ public sealed class StaticQuantizationTests : IDisposable
     }
 
     [Fact]
-    public void SliceResizeGatherTile_KeepTheirInputsScale_AndStayCloseToFloat()
+    public void SliceResizeGatherTileSplit_KeepTheirInputsScale_AndStayCloseToFloat()
     {
         OnnxModel model = new GraphBuilder().Input("x", 1, 3, 8, 8).Output("y", 1, 4, 8, 16)
             .Initializer("W1", [6, 3, 3, 3], Random(6 * 27, 11, 0.3f)).Initializer("W2", [4, 4, 3, 3], Random(4 * 36, 12, 0.3f))
             .Int64Initializer("starts", [1], 1).Int64Initializer("ends", [1], 5).Int64Initializer("axes", [1], 1)
             .Initializer("scales", [4], 1f, 1f, 2f, 2f).Int64Initializer("pick", [2], 0, 3).Int64Initializer("reps", [4], 1, 2, 1, 1)
+            .Int64Initializer("halves", [2], 2, 2)
             .Node("Conv", ["x", "W1"], ["c1"], "conv1").Attribute("pads", [1L, 1L, 1L, 1L])
             .Node("Relu", ["c1"], ["r1"], "relu1")
             .Node("Slice", ["r1", "starts", "ends", "axes"], ["sl"], "slice")
             .Node("Resize", ["sl", "", "scales"], ["up"], "resize")
             .Node("Gather", ["up", "pick"], ["g"], "gather").Attribute("axis", 1L)
             .Node("Tile", ["g", "reps"], ["t"], "tile")
-            .Node("Conv", ["t", "W2"], ["c2"], "conv2").Attribute("pads", [1L, 1L, 1L, 1L]).Attribute("strides", [2L, 1L])
+            .Node("Split", ["t", "halves"], ["t1", "t2"], "split").Attribute("axis", 1L)
+            .Node("Concat", ["t2", "t1"], ["tt"], "concat").Attribute("axis", 1L)
+            .Node("Conv", ["tt", "W2"], ["c2"], "conv2").Attribute("pads", [1L, 1L, 1L, 1L]).Attribute("strides", [2L, 1L])
             .Node("Relu", ["c2"], ["y"], "relu2")
             .Build();
         var ranges = new Calibrator(CalibrationMethod.MinMax).Collect(model, StaticInt8Quantizer.TensorsToCalibrate(model), Samples(model, 8, 100));
         OnnxModel quantized = model.Clone();
-        new StaticInt8Quantizer { Ranges = ranges }.Apply(quantized).ShouldBe(["conv1", "relu1", "slice", "resize", "gather", "tile", "conv2", "relu2"], ignoreOrder: true);
+        new StaticInt8Quantizer { Ranges = ranges }.Apply(quantized).ShouldBe(["conv1", "relu1", "slice", "resize", "gather", "tile", "split", "concat", "conv2", "relu2"], ignoreOrder: true);
         // Every pass-through output is dequantized with conv1's (folded Relu's) scale: one scale, no new ranges.
         GraphProto graph = quantized.Proto.Graph;
         string ScaleOfDequantizeReading(string stem) =>
             graph.Node.First(n => n.OpType == "DequantizeLinear" && n.Input[0].StartsWith(stem + "_quantized", StringComparison.Ordinal)).Input[1];
         string scale = ScaleOfDequantizeReading("r1");
-        foreach (string value in (string[])["sl", "up", "g", "t"])
+        foreach (string value in (string[])["sl", "up", "g", "t", "t1", "t2"])
         {
             ScaleOfDequantizeReading(value).ShouldBe(scale, value);
         }

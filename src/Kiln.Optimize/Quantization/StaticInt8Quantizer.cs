@@ -12,7 +12,7 @@ namespace Kiln.Optimize.Quantization;
 /// through QuantizeLinear → DequantizeLinear with the scale and zero point of its calibrated range (uint8 asymmetric,
 /// or int8 symmetric). A Relu right after a quantized op is folded into that op's output quantization (uint8 with zero
 /// point 0 clamps at 0); pass-through ops (MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Slice, Gather,
-/// Tile, Expand, DepthToSpace, SpaceToDepth, Resize) keep their input's scale so ONNX Runtime can drop their Q/DQ pair. Float constants read by Add/Mul/Concat (a bias) are stored in
+/// Tile, Expand, DepthToSpace, SpaceToDepth, Resize, Split) keep their input's scale so ONNX Runtime can drop their Q/DQ pair. Float constants read by Add/Mul/Concat (a bias) are stored in
 /// the activations' type over their own range. Each consumer gets its own DequantizeLinear. Needs opset 13
 /// (per-channel DequantizeLinear) and the ranges from <see cref="Calibrator"/>.
 /// </summary>
@@ -27,7 +27,7 @@ internal sealed class StaticInt8Quantizer : IQuantizer
     private static readonly HashSet<string> SameScale = new(StringComparer.Ordinal)
     {
         "MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Gather", "Tile", "Expand",
-        "DepthToSpace", "SpaceToDepth", "Resize",
+        "DepthToSpace", "SpaceToDepth", "Resize", "Split",
     };
 
     private static readonly HashSet<string> OwnScale = new(StringComparer.Ordinal) { "AveragePool", "GlobalAveragePool", "Sigmoid", "LeakyRelu" };
@@ -116,12 +116,16 @@ internal sealed class StaticInt8Quantizer : IQuantizer
             if (SameScale.Contains(node.OpType))
             {
                 string x = node.Input[0];
-                if (node.Output.Count != 1 || !activations.Contains(x) || outputs.Contains(node.Output[0]))
+                // One output (Split: every part), none of them a graph output.
+                if ((node.Output.Count != 1 && node.OpType != "Split") || !activations.Contains(x) || node.Output.Any(o => o.Length == 0 || outputs.Contains(o)))
                 {
                     continue;
                 }
-                alias[node.Output[0]] = Root(x);
-                activations.Add(node.Output[0]);
+                foreach (string part in node.Output)
+                {
+                    alias[part] = Root(x);
+                    activations.Add(part);
+                }
                 quantized.Add(node.Name);
                 continue;
             }
