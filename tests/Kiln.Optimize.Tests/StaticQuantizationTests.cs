@@ -192,13 +192,14 @@ public sealed class StaticQuantizationTests : IDisposable
     }
 
     [Fact]
-    public void SliceResizeGatherTileSplit_KeepTheirInputsScale_AndStayCloseToFloat()
+    public void SliceResizeGatherTileSplitPad_KeepTheirInputsScale_AndStayCloseToFloat()
     {
         OnnxModel model = new GraphBuilder().Input("x", 1, 3, 8, 8).Output("y", 1, 4, 8, 16)
             .Initializer("W1", [6, 3, 3, 3], Random(6 * 27, 11, 0.3f)).Initializer("W2", [4, 4, 3, 3], Random(4 * 36, 12, 0.3f))
             .Int64Initializer("starts", [1], 1).Int64Initializer("ends", [1], 5).Int64Initializer("axes", [1], 1)
             .Initializer("scales", [4], 1f, 1f, 2f, 2f).Int64Initializer("pick", [2], 0, 3).Int64Initializer("reps", [4], 1, 2, 1, 1)
-            .Int64Initializer("halves", [2], 2, 2)
+            .Int64Initializer("halves", [2], 2, 2).Int64Initializer("pads", [8], 0, 0, 1, 1, 0, 0, 1, 1)
+            .Int64Initializer("nopads", [8], 0, 0, 0, 0, 0, 0, 0, 0).Initializer("seven", [], 7f)
             .Node("Conv", ["x", "W1"], ["c1"], "conv1").Attribute("pads", [1L, 1L, 1L, 1L])
             .Node("Relu", ["c1"], ["r1"], "relu1")
             .Node("Slice", ["r1", "starts", "ends", "axes"], ["sl"], "slice")
@@ -207,12 +208,14 @@ public sealed class StaticQuantizationTests : IDisposable
             .Node("Tile", ["g", "reps"], ["t"], "tile")
             .Node("Split", ["t", "halves"], ["t1", "t2"], "split").Attribute("axis", 1L)
             .Node("Concat", ["t2", "t1"], ["tt"], "concat").Attribute("axis", 1L)
-            .Node("Conv", ["tt", "W2"], ["c2"], "conv2").Attribute("pads", [1L, 1L, 1L, 1L]).Attribute("strides", [2L, 1L])
+            .Node("Pad", ["tt", "pads"], ["pd"], "pad")
+            .Node("Pad", ["pd", "nopads", "seven"], ["p7"], "pad7") // a pad value of 7 would need its own range: stays float
+            .Node("Conv", ["p7", "W2"], ["c2"], "conv2").Attribute("strides", [2L, 1L]).Attribute("pads", [0L, 0L, 0L, 0L])
             .Node("Relu", ["c2"], ["y"], "relu2")
             .Build();
         var ranges = new Calibrator(CalibrationMethod.MinMax).Collect(model, StaticInt8Quantizer.TensorsToCalibrate(model), Samples(model, 8, 100));
         OnnxModel quantized = model.Clone();
-        new StaticInt8Quantizer { Ranges = ranges }.Apply(quantized).ShouldBe(["conv1", "relu1", "slice", "resize", "gather", "tile", "split", "concat", "conv2", "relu2"], ignoreOrder: true);
+        new StaticInt8Quantizer { Ranges = ranges }.Apply(quantized).ShouldBe(["conv1", "relu1", "slice", "resize", "gather", "tile", "split", "concat", "pad", "conv2", "relu2"], ignoreOrder: true);
         // Every pass-through output is dequantized with conv1's (folded Relu's) scale: one scale, no new ranges.
         GraphProto graph = quantized.Proto.Graph;
         string ScaleOfDequantizeReading(string stem) =>

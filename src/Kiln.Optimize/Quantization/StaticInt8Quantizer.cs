@@ -27,7 +27,7 @@ internal sealed class StaticInt8Quantizer : IQuantizer
     private static readonly HashSet<string> SameScale = new(StringComparer.Ordinal)
     {
         "MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Gather", "Tile", "Expand",
-        "DepthToSpace", "SpaceToDepth", "Resize", "Split",
+        "DepthToSpace", "SpaceToDepth", "Resize", "Split", "Pad",
     };
 
     private static readonly HashSet<string> OwnScale = new(StringComparer.Ordinal) { "AveragePool", "GlobalAveragePool", "Sigmoid", "LeakyRelu" };
@@ -117,7 +117,8 @@ internal sealed class StaticInt8Quantizer : IQuantizer
             {
                 string x = node.Input[0];
                 // One output (Split: every part), none of them a graph output.
-                if ((node.Output.Count != 1 && node.OpType != "Split") || !activations.Contains(x) || node.Output.Any(o => o.Length == 0 || outputs.Contains(o)))
+                if ((node.Output.Count != 1 && node.OpType != "Split") || !activations.Contains(x) || node.Output.Any(o => o.Length == 0 || outputs.Contains(o))
+                    || (node.OpType == "Pad" && !PadsWithInputValuesOrZero(node, initializers)))
                 {
                     continue;
                 }
@@ -492,6 +493,21 @@ internal sealed class StaticInt8Quantizer : IQuantizer
 
     private static HashSet<string> Constants(OnnxModel model) =>
         new(model.Proto.Graph.Initializer.Select(i => i.Name).Where(n => Initializers.FindConstant(model.Proto, n) is not null), StringComparer.Ordinal);
+
+    /// <summary>
+    /// Whether a Pad adds only values its input has (edge, reflect, wrap) or zeros, which the activations' range always
+    /// holds exactly (it is widened to include 0): a constant pad of any other value would need its own range.
+    /// </summary>
+    private static bool PadsWithInputValuesOrZero(NodeProto node, Dictionary<string, TensorProto> initializers)
+    {
+        string mode = node.Attribute.FirstOrDefault(a => a.Name == "mode")?.S.ToStringUtf8() ?? "constant";
+        if (mode != "constant" || node.Input.Count < 3 || node.Input[2].Length == 0)
+        {
+            return true;
+        }
+        return initializers.TryGetValue(node.Input[2], out TensorProto? value) && value.DataType == FloatType
+            && FloatTensor.Read(value) is [0f];
+    }
 
     private static long Int(NodeProto node, string name) => node.Attribute.FirstOrDefault(a => a.Name == name)?.I ?? 0;
 
