@@ -60,6 +60,8 @@ internal sealed class GraphBuilder
 
     public GraphBuilder Attribute(string name, long[] values) => Attribute(new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Ints, Ints = { values } });
 
+    public GraphBuilder Attribute(string name, string value) => Attribute(new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.String, S = Google.Protobuf.ByteString.CopyFromUtf8(value) });
+
     public GraphBuilder Attribute(string name, TensorProto value) => Attribute(new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Tensor, T = value });
 
     public GraphBuilder Node(string op, string[] inputs, string[] outputs, string? name = null)

@@ -203,7 +203,7 @@ public sealed class StaticQuantizationTests : IDisposable
             .Node("Conv", ["x", "W1"], ["c1"], "conv1").Attribute("pads", [1L, 1L, 1L, 1L])
             .Node("Relu", ["c1"], ["r1"], "relu1")
             .Node("Slice", ["r1", "starts", "ends", "axes"], ["sl"], "slice")
-            .Node("Resize", ["sl", "", "scales"], ["up"], "resize")
+            .Node("Resize", ["sl", "", "scales"], ["up"], "resize").Attribute("mode", "linear")
             .Node("Gather", ["up", "pick"], ["g"], "gather").Attribute("axis", 1L)
             .Node("Tile", ["g", "reps"], ["t"], "tile")
             .Node("Split", ["t", "halves"], ["t1", "t2"], "split").Attribute("axis", 1L)
@@ -226,6 +226,23 @@ public sealed class StaticQuantizationTests : IDisposable
             ScaleOfDequantizeReading(value).ShouldBe(scale, value);
         }
         MeanCosine(model, quantized, Samples(model, 4, 1)).ShouldBeGreaterThan(0.99);
+    }
+
+    [Fact]
+    public void ACubicResize_KeepsItsOwnRange()
+    {
+        OnnxModel model = new GraphBuilder().Input("x", 1, 3, 8, 8).Output("y", 1, 3, 16, 16)
+            .Initializer("W", [3, 3, 3, 3], Random(81, 13, 0.3f)).Initializer("scales", [4], 1f, 1f, 2f, 2f)
+            .Node("Conv", ["x", "W"], ["c"], "conv").Attribute("pads", [1L, 1L, 1L, 1L])
+            .Node("Relu", ["c"], ["r"], "relu")
+            .Node("Resize", ["r", "", "scales"], ["up"], "resize").Attribute("mode", "cubic")
+            .Node("Conv", ["up", "W"], ["y"], "conv2").Attribute("pads", [1L, 1L, 1L, 1L])
+            .Build();
+        var ranges = new Calibrator(CalibrationMethod.MinMax).Collect(model, StaticInt8Quantizer.TensorsToCalibrate(model), Samples(model, 4, 100));
+        OnnxModel quantized = model.Clone();
+        // Cubic weights go negative: the output can leave the input's range, so the Resize is not passed through.
+        new StaticInt8Quantizer { Ranges = ranges }.Apply(quantized).ShouldBe(["conv", "relu", "conv2"], ignoreOrder: true);
+        MeanCosine(model, quantized, Samples(model, 2, 1)).ShouldBeGreaterThan(0.99);
     }
 
     [Fact]

@@ -21,8 +21,9 @@ internal sealed class StaticInt8Quantizer : IQuantizer
     private const int FloatType = (int)TensorProto.Types.DataType.Float;
 
     /// <summary>
-    /// Ops whose output holds values of their (first) input, or convex combinations of them (Resize), so it can keep the
-    /// input's scale: no new range to calibrate, and ONNX Runtime drops the Q/DQ pair around those it has integer kernels for.
+    /// Ops whose output holds values of their (first) input, or convex combinations of them (Resize, but not cubic, whose
+    /// weights go negative and overshoot), so it can keep the input's scale: no new range to calibrate, and ONNX Runtime
+    /// drops the Q/DQ pair around those it has integer kernels for.
     /// </summary>
     private static readonly HashSet<string> SameScale = new(StringComparer.Ordinal)
     {
@@ -118,7 +119,8 @@ internal sealed class StaticInt8Quantizer : IQuantizer
                 string x = node.Input[0];
                 // One output (Split: every part), none of them a graph output.
                 if ((node.Output.Count != 1 && node.OpType != "Split") || !activations.Contains(x) || node.Output.Any(o => o.Length == 0 || outputs.Contains(o))
-                    || (node.OpType == "Pad" && !PadsWithInputValuesOrZero(node, initializers)))
+                    || (node.OpType == "Pad" && !PadsWithInputValuesOrZero(node, initializers))
+                    || (node.OpType == "Resize" && node.Attribute.FirstOrDefault(a => a.Name == "mode")?.S.ToStringUtf8() == "cubic"))
                 {
                     continue;
                 }
