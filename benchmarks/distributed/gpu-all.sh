@@ -14,6 +14,7 @@ export NCCL_NVLS_ENABLE=0
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 run="$root/.device/run.sh"
+. "$here/lm-configs.sh"
 out=${OUT:-/tmp}
 logs=/tmp/kiln-gpu-all  # agent logs stay on the host; $OUT gets the results, the summary and the check outputs
 rm -rf "$logs"; mkdir -p "$logs"
@@ -56,13 +57,8 @@ done
 configs=("$@")
 [ ${#configs[@]} -gt 0 ] || configs=(large medium small)
 for config in "${configs[@]}"; do
-  case $config in
-    large) flags="--layers 12 --d-model 768 --heads 12 --seq 512 --batch 32 --steps 80 --warmup 10" ;;
-    medium) flags="--layers 12 --d-model 768 --heads 12 --seq 512 --batch 16 --steps 150 --warmup 15" ;;
-    small) flags="--layers 6 --d-model 512 --heads 8 --seq 256 --batch 32 --steps 400 --warmup 30" ;;
-    none) continue ;;
-    *) echo "unknown config $config" >&2; exit 2 ;;
-  esac
+  [ "$config" = none ] && continue
+  flags=$(lm_flags "$config") || exit 2
   tag="s/^{/{\"check\":\"lm\",\"config\":\"$config\",/"
   {
     "$run" Kiln.Distributed.Benchmarks lm $flags --optimizer fused 2> "$logs/lm-$config-kiln1.err" | sed "$tag"

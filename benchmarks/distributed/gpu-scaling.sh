@@ -4,7 +4,7 @@
 # started on both GPUs at once with no communication (what two processes on this host cost by themselves); Kiln DDP on 2 GPUs (overlap off, then on); PyTorch
 # on 1 GPU and PyTorch DDP on 2 GPUs. All use fused/foreach AdamW. Compare medians across rounds.
 #   usage: gpu-scaling.sh ROUNDS CONFIG...
-#   CONFIG: small (6 × 512, batch 32 × 256), medium (12 × 768, batch 16 × 512), large (12 × 768, batch 32 × 512)
+#   CONFIG: small, medium or large (lm-configs.sh)
 # JSON lines on stdout and in $OUT/results.jsonl; GPU power, SM use and clocks every second in $OUT/dmon.txt, with
 # the start of each run in $OUT/timeline.txt.
 set -uo pipefail
@@ -12,6 +12,7 @@ export NCCL_NVLS_ENABLE=0
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 run="$root/.device/run.sh"
+. "$here/lm-configs.sh"
 out=${OUT:-/tmp}
 bench=/tmp/kiln-app/Kiln.Distributed.Benchmarks
 rounds=$1; shift
@@ -24,11 +25,7 @@ mark() { echo "$(date +%T) $*" >> "$out/timeline.txt"; }
 tagged() { sed "s/^{/{$1/"; }
 for round in $(seq "$rounds"); do
   for config in "$@"; do
-    case $config in
-      small) flags="--layers 6 --d-model 512 --heads 8 --seq 256 --batch 32 --steps 400 --warmup 30" ;;
-      medium) flags="--layers 12 --d-model 768 --heads 12 --seq 512 --batch 16 --steps 150 --warmup 15" ;;
-      large) flags="--layers 12 --d-model 768 --heads 12 --seq 512 --batch 32 --steps 80 --warmup 10" ;;
-    esac
+    flags=$(lm_flags "$config") || exit 2
     tag="\"round\":$round,\"config\":\"$config\","
     {
       mark "$config kiln 1 gpu"

@@ -247,15 +247,8 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
             _nccl.CheckCuda(_nccl.EventDestroy(ready), "cudaEventDestroy");
             if (tensor.numel() > 0)
             {
-                _watchdog.Begin("all_reduce", tensor.numel(), tensor.dtype);
-                int result = _nccl.AllReduce(data, data, (nuint)tensor.numel(), datatype, NcclApi.Op(op), _comm.Value, _sideStream);
-                if (result != 0)
-                {
-                    WaitForExitIfAborting();
-                    _watchdog.Abandon();
-                    _nccl.Check(result, "ncclAllReduce", _comm.Value);
-                }
-                _watchdog.Queued(_sideStream);
+                IntPtr side = _sideStream;
+                Enqueue(() => _nccl.AllReduce(data, data, (nuint)tensor.numel(), datatype, NcclApi.Op(op), _comm.Value, side), "ncclAllReduce", "all_reduce", tensor, side);
             }
             SweepWorks();
             var work = new SideStreamWork(this, RecordEvent(_sideStream));
@@ -384,16 +377,22 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
         {
             // The calling thread's current device must be the communicator's.
             _nccl.CheckCuda(_nccl.SetDevice(Device), $"cudaSetDevice({Device})");
-            _watchdog.Begin(operation, count, tensor.dtype, peer);
-            int result = call();
-            if (result != 0)
-            {
-                WaitForExitIfAborting();
-                _watchdog.Abandon();
-                _nccl.Check(result, name, _comm.Value);
-            }
-            _watchdog.Queued(_stream);
+            Enqueue(call, name, operation, tensor, _stream, peer);
         }
+    }
+
+    /// <summary>Under the call lock: makes the NCCL call with the watchdog following it, from the call into <paramref name="stream"/>.</summary>
+    private void Enqueue(Func<int> call, string name, string operation, torch.Tensor tensor, IntPtr stream, int peer = -1)
+    {
+        _watchdog.Begin(operation, tensor.numel(), tensor.dtype, peer);
+        int result = call();
+        if (result != 0)
+        {
+            WaitForExitIfAborting();
+            _watchdog.Abandon();
+            _nccl.Check(result, name, _comm.Value);
+        }
+        _watchdog.Queued(stream);
     }
 
     /// <summary>
