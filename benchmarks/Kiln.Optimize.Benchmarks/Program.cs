@@ -16,7 +16,7 @@ using Microsoft.ML.Tokenizers;
 // --mode conv instead: float Conv against int8 ConvInteger on a synthetic ResNet-like stack (ConvBenchmark.cs).
 //   usage: Kiln.Optimize.Benchmarks [--mode int8|int4|fp16|conv] [--per-channel true|false] [--gather-per-row false] [--op-types MatMul,Gemm,Gather]
 //          [--block-size 32] [--symmetric true] [--accuracy-level 0] [--int4-op-types MatMul,Gemm,Gather] [--keep-fp32 Softmax] [--sentences 200] [--threads 1] [--rounds 3] [--text PATH,PATH]
-//          [--compare A.onnx,B.onnx,…]  (times the given MiniLM variants against each other)
+//          [--compare A.onnx,B.onnx,…]  (times the given MiniLM variants against each other; cosine of each to A)
 //          [--export DIR]  (writes the float and `kiln optimize --quantize int8` models and token ids for ort_minilm_compare.py)
 // `Kiln.Optimize.Benchmarks resnet …` measures ResNet-18 and static int8 instead (ResNetBenchmark.cs).
 if (args.Length > 0 && args[0] == "resnet")
@@ -95,20 +95,32 @@ try
         }
         InferenceSession[] sessions = [.. paths.Select(pth => Open(pth, threads))];
         var times = paths.Select(_ => new List<double>()).ToArray();
+        // Cosine of each model's mean-pooled embedding to the first model's, per sentence (first round).
+        var cosines = paths.Select(_ => new List<double>()).ToArray();
         for (int round = 0; round < rounds; round++)
         {
             for (int sIdx = 0; sIdx < ids.Length; sIdx++)
             {
+                var embeddings = new float[paths.Length][];
                 for (int j = 0; j < paths.Length; j++)
                 {
                     int m = (j + sIdx + round) % paths.Length;
-                    times[m].Add(Embed(sessions[m], ids[sIdx]).Milliseconds);
+                    (embeddings[m], double ms) = Embed(sessions[m], ids[sIdx]);
+                    times[m].Add(ms);
+                }
+                if (round == 0)
+                {
+                    for (int m = 0; m < paths.Length; m++)
+                    {
+                        cosines[m].Add(PairedRuns.Cosine(embeddings[0], embeddings[m]));
+                    }
                 }
             }
         }
         for (int m = 0; m < paths.Length; m++)
         {
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Path.GetFileName(paths[m])} p50 {PairedRuns.Percentile(times[m], 0.5):F3} ms"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{Path.GetFileName(paths[m])} p50 {PairedRuns.Percentile(times[m], 0.5):F3} ms, cosine to {Path.GetFileName(paths[0])} mean {cosines[m].Average():F5} min {cosines[m].Min():F5}"));
         }
         return;
     }

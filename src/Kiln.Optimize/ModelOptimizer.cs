@@ -95,12 +95,21 @@ public static class ModelOptimizer
         // with ORT 1.31.1 on CPU (docs/optimize.md).
         // --extra-passes adds them (after the default fusions, in the order named).
         IGraphPass[] extra = [.. options.ExtraPasses.Select(OptionalPass)];
-        IGraphPass[] fusions = [new GeluFusion(), new ConcatSplitElimination(), .. extra];
+        // Self-attention into com.microsoft.Attention: in float, and before dynamic int8 (which makes it QAttention). Not
+        // before fp16 (Attention stays float32 there, and its weights with it), static int8 or int4, which have no form
+        // of it and would leave Q, K and V unquantized.
+        IGraphPass[] attention = options.Quantize switch
+        {
+            QuantizeMode.None => [new AttentionFusion()],
+            QuantizeMode.DynamicInt8 when (options.OpTypes ?? DynamicInt8Quantizer.DefaultOpTypes).Contains("Attention") => [new AttentionFusion()],
+            _ => [],
+        };
+        IGraphPass[] fusions = [new GeluFusion(), .. attention, new ConcatSplitElimination(), .. extra];
         IGraphPass[] passes = options.Quantize is QuantizeMode.None or QuantizeMode.Float16
             ? [.. folding, new IdentityElimination(), .. fusions, new MatMulAddToGemm(), new ConvBatchNormFolding(), new DeadNodeElimination()]
             // Not gelu-fusion before quantizing: BiasGelu would take the bias Add that ORT otherwise folds into its fused
             // int8 MatMul; in the GPU host's onnxruntime 1.30 that model ran ~10 % behind quantize_dynamic's.
-            : [.. folding, new IdentityElimination(), new ConcatSplitElimination(), .. extra, new ConvBatchNormFolding(), new DeadNodeElimination()];
+            : [.. folding, new IdentityElimination(), .. attention, new ConcatSplitElimination(), .. extra, new ConvBatchNormFolding(), new DeadNodeElimination()];
         (OnnxModel optimized, List<PassOutcome> outcomes) = new PassPipeline(passes).Run(start, resultInputs, reference);
         var reported = new HashSet<string>(StringComparer.Ordinal);
         foreach (PassOutcome o in outcomes.Where(o => reported.Add(o.Pass) || o.Changes > 0 || !o.Kept))

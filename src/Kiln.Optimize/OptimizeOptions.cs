@@ -46,7 +46,8 @@ public sealed class OptimizeOptions
         MinimumCosine is { } cosine ? [.. Budgets, new AccuracyBudgetSpec(AccuracyMetric.Cosine, cosine)] : Budgets;
 
     /// <summary>
-    /// The op types to quantize. With int8: MatMul, Gemm, Gather, Conv; null: MatMul, Gemm and Gather. With int4: MatMul,
+    /// The op types to quantize. With int8: MatMul, Gemm, Gather, Conv, Attention (self-attention fused into one
+    /// QAttention); null: MatMul, Gemm, Gather and Attention. With int4: MatMul,
     /// Gemm, Gather (embedding tables as GatherBlockQuantized); null: MatMul and Gemm.
     /// </summary>
     public IReadOnlySet<string>? OpTypes { get; init; }

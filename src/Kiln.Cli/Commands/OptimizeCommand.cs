@@ -21,7 +21,7 @@ internal static class OptimizeCommand
         var blockSize = new Option<int>("--block-size") { Description = "int4: values per quantization block (a power of two, at least 16; 32 or 128 usual).", DefaultValueFactory = _ => 32 };
         var asymmetric = new Option<bool>("--asymmetric") { Description = "int4: asymmetric blocks (a 4-bit zero point per block; a little more accurate, a larger file) instead of symmetric ones." };
         var accuracyLevel = new Option<int>("--accuracy-level") { Description = "int4: MatMulNBits' accuracy_level (0: ORT's default, float compute; 4: its CPU kernel quantizes activations to int8).", DefaultValueFactory = _ => 0 };
-        var opTypes = new Option<string?>("--op-types") { Description = "int8: op types to quantize, comma-separated, from MatMul, Gemm, Gather, Conv (default MatMul,Gemm,Gather); int4: from MatMul, Gemm, Gather (default MatMul,Gemm)." };
+        var opTypes = new Option<string?>("--op-types") { Description = "int8: op types to quantize, comma-separated, from MatMul, Gemm, Gather, Conv, Attention (default MatMul,Gemm,Gather,Attention; Attention: self-attention fused and quantized as one QAttention); int4: from MatMul, Gemm, Gather (default MatMul,Gemm)." };
         var gatherPerRow = new Option<bool>("--gather-per-row") { Description = "int8: embedding tables with a scale per row instead of one per table (a little more accurate, a little slower)." };
         var extraPasses = new Option<string?>("--extra-passes") { Description = $"Optional graph passes to add, comma-separated: {string.Join(", ", ModelOptimizer.OptionalPassNames)} (off by default: slower on MiniLM on CPU)." };
         var keepFp32 = new Option<string?>("--keep-fp32") { Description = "fp16: op types to keep in float32 besides the built-in block list, comma-separated (e.g. Softmax)." };
@@ -105,14 +105,14 @@ internal static class OptimizeCommand
                 return 2;
             }
             string[] types = (parse.GetValue(opTypes) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-            if (types.FirstOrDefault(t => t is not ("MatMul" or "Gemm" or "Gather" or "Conv")) is { } unknownType)
+            if (types.FirstOrDefault(t => t is not ("MatMul" or "Gemm" or "Gather" or "Conv" or "Attention")) is { } unknownType)
             {
-                await stderr.WriteLineAsync($"kiln optimize: --op-types {unknownType}: expected MatMul, Gemm, Gather or Conv").ConfigureAwait(false);
+                await stderr.WriteLineAsync($"kiln optimize: --op-types {unknownType}: expected MatMul, Gemm, Gather, Conv or Attention").ConfigureAwait(false);
                 return 2;
             }
-            if (parse.GetValue(quantize) == "int4" && types.Contains("Conv"))
+            if (parse.GetValue(quantize) == "int4" && types.FirstOrDefault(t => t is "Conv" or "Attention") is { } notInt4)
             {
-                await stderr.WriteLineAsync("kiln optimize: --op-types Conv: int4 takes MatMul, Gemm and Gather").ConfigureAwait(false);
+                await stderr.WriteLineAsync($"kiln optimize: --op-types {notInt4}: int4 takes MatMul, Gemm and Gather").ConfigureAwait(false);
                 return 2;
             }
             string[] extra = (parse.GetValue(extraPasses) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);

@@ -48,6 +48,7 @@ internal sealed class DeadNodeElimination : IGraphPass
         return removed;
     }
 
-    private static IEnumerable<string> OuterReferences(NodeProto node) =>
+    /// <summary>The outer values that a node's subgraphs (If, Loop, Scan) read by name.</summary>
+    internal static IEnumerable<string> OuterReferences(NodeProto node) =>
         node.Attribute.SelectMany(a => a.G is null ? a.Graphs : a.Graphs.Append(a.G)).SelectMany(g => g.Node).SelectMany(n => n.Input.Concat(OuterReferences(n)));
 }

@@ -16,6 +16,9 @@ namespace Kiln.Optimize.Quantization;
 /// <item>Conv with a constant weight: DynamicQuantizeLinear, ConvInteger with a uint8 weight (zero point 128: ORT's
 /// CPU ConvInteger takes uint8 weights only), Cast, Mul by the scales (per output channel when per channel), Add of
 /// the bias.</item>
+/// <item>com.microsoft.Attention (made by the attention-fusion pass) with constant weights and bias and no past or
+/// attention bias: DynamicQuantizeLinear of its input and com.microsoft.QAttention with the weights as symmetric int8
+/// (per column when per channel), which computes Q, K and V in one integer GEMM.</item>
 /// <item>Gather (axis 0) from a constant 2-D float table (embeddings): the table as int8, gathered, then dequantized —
 /// by DequantizeLinear with one scale (per tensor), or per row: the rows' scales gathered alongside, Cast and Mul.</item>
 /// </list>
@@ -24,11 +27,11 @@ internal sealed class DynamicInt8Quantizer : IQuantizer
 {
     private const int FloatType = (int)TensorProto.Types.DataType.Float;
 
-    /// <summary>The op types quantized by default: MatMul, Gemm and Gather (Conv is opt-in: ConvInteger is slower than float Conv on ORT's CPU).</summary>
-    public static readonly IReadOnlySet<string> DefaultOpTypes = new HashSet<string>(["MatMul", "Gemm", "Gather"], StringComparer.Ordinal);
+    /// <summary>The op types quantized by default: MatMul, Gemm, Gather and Attention (Conv is opt-in: ConvInteger is slower than float Conv on ORT's CPU).</summary>
+    public static readonly IReadOnlySet<string> DefaultOpTypes = new HashSet<string>(["MatMul", "Gemm", "Gather", "Attention"], StringComparer.Ordinal);
 
     /// <summary>Every op type this quantizer can rewrite.</summary>
-    public static readonly IReadOnlySet<string> SupportedOpTypes = new HashSet<string>(["MatMul", "Gemm", "Gather", "Conv"], StringComparer.Ordinal);
+    public static readonly IReadOnlySet<string> SupportedOpTypes = new HashSet<string>(["MatMul", "Gemm", "Gather", "Conv", "Attention"], StringComparer.Ordinal);
 
     /// <inheritdoc/>
     public string Name => "int8";
@@ -68,14 +71,14 @@ internal sealed class DynamicInt8Quantizer : IQuantizer
         var rewritten = new List<NodeProto>(model.Proto.Graph.Node.Count);
         foreach (NodeProto node in model.Proto.Graph.Node)
         {
-            bool done = QuantizedGraph.IsDefaultDomain(node) && OpTypes.Contains(node.OpType) && !Exclude.Contains(node.Name) && node.OpType switch
+            bool done = OpTypes.Contains(node.OpType) && !Exclude.Contains(node.Name) && (QuantizedGraph.IsDefaultDomain(node) ? node.OpType switch
             {
                 "MatMul" => rewrite.MatMul(node, rewritten),
                 "Gemm" => rewrite.Gemm(node, rewritten),
                 "Conv" => rewrite.Conv(node, rewritten),
                 "Gather" => rewrite.Gather(node, rewritten),
                 _ => false,
-            };
+            } : node is { Domain: Passes.Patterns.MicrosoftDomain, OpType: "Attention" } && rewrite.Attention(node, rewritten));
             if (done)
             {
                 quantized.Add(node.Name);
@@ -147,6 +150,24 @@ internal sealed class DynamicInt8Quantizer : IQuantizer
                 output.Add(QuantizedGraph.Node("Add", _names.Next(node.Name + "_bias"), [product, c], [node.Output[0]]));
             }
             Replaced.Add(weight.Name);
+            return true;
+        }
+
+        public bool Attention(NodeProto node, List<NodeProto> output)
+        {
+            // Inputs: input, weights, bias, mask_index; past, attention_bias and the rest have no QAttention form here.
+            if (node.Input.Count is < 3 or > 4 || Constant(node.Input[0]) is not null || Constant(node.Input[1]) is not { Dims.Count: 2 } weight
+                || Initializers.ReadFloats(weight) is not { } values || Constant(node.Input[2]) is not { Dims.Count: 1 } bias || Initializers.ReadFloats(bias) is null
+                || node.Attribute.Any(a => a.Name is not ("num_heads" or "unidirectional" or "mask_filter_value" or "scale")))
+            {
+                return false;
+            }
+            var w = Weight(weight.Name, () => MatrixWeight(weight.Name, values, (int)weight.Dims[0], (int)weight.Dims[1], 1f));
+            (string xq, string xs, string xz) = Activation(node.Input[0], output);
+            string mask = node.Input.Count > 3 ? node.Input[3] : "";
+            NodeProto attention = QuantizedGraph.Node("QAttention", _names.Next(node.Name + "_quant"), [xq, w.Quantized, node.Input[2], xs, w.Scale, mask, xz], [node.Output[0]], Passes.Patterns.MicrosoftDomain);
+            attention.Attribute.AddRange(node.Attribute.Select(a => a.Clone()));
+            output.Add(attention);
             return true;
         }
 

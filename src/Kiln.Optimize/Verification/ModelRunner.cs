@@ -27,7 +27,8 @@ internal static class ModelRunner
             double[] values = type switch
             {
                 TensorElementType.Float or TensorElementType.Double => [.. Enumerable.Range(0, (int)count).Select(_ => (random.NextDouble() * 2) - 1)],
-                TensorElementType.Int64 or TensorElementType.Int32 => [.. Enumerable.Range(0, (int)count).Select(_ => (double)random.Next(0, 4))],
+                // Attention masks hold 0 and 1 (fused attention reads any value above 0 as 1); other integers 0 to 3.
+                TensorElementType.Int64 or TensorElementType.Int32 => [.. Enumerable.Range(0, (int)count).Select(_ => (double)random.Next(0, input.Name.Contains("mask", StringComparison.OrdinalIgnoreCase) ? 2 : 4))],
                 TensorElementType.Bool => [.. Enumerable.Range(0, (int)count).Select(_ => (double)random.Next(0, 2))],
                 _ => throw new OptimizeException($"{model.Source}: input '{input.Name}' has element type {type}; give inputs explicitly"),
             };
