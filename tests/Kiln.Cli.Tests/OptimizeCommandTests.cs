@@ -37,7 +37,7 @@ public sealed class OptimizeCommandTests : IDisposable
         resultFigures.GetProperty("p50_batch1_ms").GetDouble().ShouldBeGreaterThan(0);
         // Each pass once (its first round; later rounds only when they changed something).
         json.RootElement.GetProperty("steps").EnumerateArray().Select(s => s.GetProperty("step").GetString()).Distinct().ShouldBe(
-            ["constant-folding", "if-elimination", "identity-elimination", "gelu-fusion", "concat-split-elimination", "matmul-add-to-gemm", "conv-batchnorm-folding", "dead-node-elimination"]);
+            ["constant-folding", "if-elimination", "identity-elimination", "gelu-fusion", "attention-fusion", "concat-split-elimination", "matmul-add-to-gemm", "conv-batchnorm-folding", "dead-node-elimination"]);
     }
 
     [Fact]
@@ -50,7 +50,7 @@ public sealed class OptimizeCommandTests : IDisposable
         code.ShouldBe(0, error);
         using JsonDocument json = JsonDocument.Parse(await File.ReadAllTextAsync(report));
         json.RootElement.GetProperty("steps").EnumerateArray().Select(s => s.GetProperty("step").GetString()).Distinct().ShouldBe(
-            ["constant-folding", "if-elimination", "identity-elimination", "gelu-fusion", "concat-split-elimination", "sibling-matmul-merge", "skip-layernorm-fusion", "matmul-add-to-gemm", "conv-batchnorm-folding", "dead-node-elimination"]);
+            ["constant-folding", "if-elimination", "identity-elimination", "gelu-fusion", "attention-fusion", "concat-split-elimination", "sibling-matmul-merge", "skip-layernorm-fusion", "matmul-add-to-gemm", "conv-batchnorm-folding", "dead-node-elimination"]);
     }
 
     [Fact]
@@ -274,12 +274,14 @@ public sealed class OptimizeCommandTests : IDisposable
         error.ShouldContain("--accuracy-level 5");
     }
 
-    [Fact]
-    public async Task Int4WithConvInOpTypes_ExitsTwo()
+    [Theory]
+    [InlineData("Conv")]
+    [InlineData("Attention")]
+    public async Task Int4WithAnInt8OnlyOpType_ExitsTwo(string opType)
     {
-        (int code, _, string error) = await RunAsync("optimize", PreprocessOnnx, "-o", Path.Combine(_folder, "x.onnx"), "--quantize", "int4", "--op-types", "MatMul,Conv");
+        (int code, _, string error) = await RunAsync("optimize", PreprocessOnnx, "-o", Path.Combine(_folder, "x.onnx"), "--quantize", "int4", "--op-types", "MatMul," + opType);
         code.ShouldBe(2);
-        error.ShouldContain("int4 takes MatMul, Gemm and Gather");
+        error.ShouldContain($"--op-types {opType}: int4 takes MatMul, Gemm and Gather");
     }
 
     [Theory]
