@@ -232,6 +232,24 @@ public sealed class ShapeInferenceTests
     }
 
     [Fact]
+    public void MiniLm_AfterAttentionFusionAndInt8_InferredShapes_MatchOnnxRuntime_ThroughAttentionAndQAttention()
+    {
+        OnnxModel model = MiniLm.Load();
+        new Kiln.Optimize.Passes.ConstantFolding().Apply(model.Proto);
+        new Kiln.Optimize.Passes.AttentionFusion().Apply(model.Proto).ShouldBeGreaterThan(0);
+        OnnxModel int8 = model.Clone();
+        new Kiln.Optimize.Quantization.DynamicInt8Quantizer { PerChannel = true }.Apply(int8);
+        foreach ((OnnxModel m, string op) in (IEnumerable<(OnnxModel, string)>)[(model, "Attention"), (int8, "QAttention")])
+        {
+            m.Proto.Graph.Node.Count(n => n.OpType == op).ShouldBe(6);
+            (int compared, int fullyKnown) = AssertMatchesOnnxRuntime(m, MiniLm.Inputs(batch: 2, sequence: 7));
+            // Everything after the first attention depends on its output's shape.
+            compared.ShouldBe(m.Proto.Graph.Node.SelectMany(n => n.Output).Count(o => o.Length > 0));
+            fullyKnown.ShouldBe(compared, $"{compared - fullyKnown} values have an unknown dimension after {op}");
+        }
+    }
+
+    [Fact]
     public void MiniLm_AfterDynamicInt8_InferredShapes_MatchOnnxRuntime_ThroughTheQuantizedOps()
     {
         OnnxModel model = MiniLm.Load();

@@ -315,6 +315,9 @@ internal sealed class ShapeInference
                 return [new InferredType(elem0, top), new InferredType(Int64, top)];
             case "Resize" or "Upsample":
                 return [new InferredType(elem0, InferResize(node, shape0))];
+            case "Attention" or "QAttention":
+                // com.microsoft: [B, S, D] in, [B, S, V's hidden size] out, in the bias's type (float for QAttention).
+                return [new InferredType(op == "Attention" ? elem0 : ElemOf(node, 2), InferAttention(node, shape0))];
             case "DynamicQuantizeLinear":
                 return [new InferredType(Uint8, shape0), new InferredType(Float, []), new InferredType(Uint8, [])];
             case "MatMulInteger":
@@ -450,6 +453,21 @@ internal sealed class ShapeInference
         Dim[] dims = [.. shape.Skip((int)start).Take((int)Math.Max(0, end - start))];
         SetValue(node, dims);
         return new InferredType(Int64, [Dim.Of(dims.Length)]);
+    }
+
+    /// <summary>Attention's output: the input's batch and sequence, and V's hidden size (qkv_hidden_sizes, else a third of the bias or of the weights' columns).</summary>
+    private Dim[]? InferAttention(NodeProto node, Dim[]? input)
+    {
+        if (input is not [Dim batch, Dim sequence, _])
+        {
+            return null;
+        }
+        if (node.Attribute.FirstOrDefault(a => a.Name == "qkv_hidden_sizes") is { Ints.Count: 3 } sizes)
+        {
+            return [batch, sequence, Dim.Of(sizes.Ints[2])];
+        }
+        Dim columns = ShapeOf(node, 2) is [Dim bias] ? bias : ShapeOf(node, 1) is [_, Dim weight] ? weight : Dim.Unknown;
+        return [batch, sequence, columns.IsKnown && columns.Value % 3 == 0 ? Dim.Of(columns.Value / 3) : Dim.Unknown];
     }
 
     private static Dim[]? InferMatMul(Dim[]? a, Dim[]? b)
