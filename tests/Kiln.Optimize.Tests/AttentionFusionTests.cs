@@ -15,7 +15,7 @@ public sealed class AttentionFusionTests
     private static string[] Ops(OnnxModel model) => [.. model.Proto.Graph.Node.Select(n => n.OpType)];
 
     private sealed record Shape(bool Mask = true, bool Biased = true, string ScaleOp = "Div", float ScaleValue = 2.828427f, float Filter = -10000f,
-        long SoftmaxAxis = -1, bool ProbabilitiesOut = false);
+        long SoftmaxAxis = -1, bool ProbabilitiesOut = false, bool Sdpa = false);
 
     /// <summary>Self-attention as BERT exporters write it: Q, K, V projections, head split, Q·Kᵀ scaled, additive mask, Softmax, ·V, heads merged.</summary>
     private static OnnxModel Attention(Shape s)
@@ -40,12 +40,44 @@ public sealed class AttentionFusionTests
             {
                 b.Node("MatMul", ["x", $"w{name}"], [name]);
             }
-            b.Node("Reshape", [name, "split_shape"], [$"{name}4"]).Node("Transpose", [$"{name}4"], [$"{name}t"])
-                .Attribute("perm", name == "k" ? [0L, 2, 3, 1] : [0L, 2, 1, 3]);
+            b.Node("Reshape", [name, "split_shape"], [$"{name}4"]);
+            if (!s.Sdpa)
+            {
+                b.Node("Transpose", [$"{name}4"], [$"{name}t"]).Attribute("perm", name == "k" ? [0L, 2, 3, 1] : [0L, 2, 1, 3]);
+                continue;
+            }
+            // As torch exports scaled_dot_product_attention: K transposed twice, Q and K each scaled by √scale.
+            b.Node("Transpose", [$"{name}4"], [name == "v" ? "vt" : $"{name}h"]).Attribute("perm", [0L, 2, 1, 3]);
+            if (name == "k")
+            {
+                b.Node("Transpose", ["kh"], ["khT"]).Attribute("perm", [0L, 1, 3, 2]).Node("Mul", ["khT", "root_scale"], ["kt"]);
+            }
+            else if (name == "q")
+            {
+                b.Node("Mul", ["root_scale", "qh"], ["qt"]);
+            }
         }
-        b.Node("MatMul", ["qt", "kt"], ["scores"]).Node(s.ScaleOp, ["scores", "scale"], ["scaled"]);
         string logits = "scaled";
-        if (s.Mask)
+        if (s.Sdpa)
+        {
+            b.Initializer("root_scale", [], MathF.Sqrt(s.ScaleValue)).Node("MatMul", ["qt", "kt"], ["scaled"]);
+        }
+        else
+        {
+            b.Node("MatMul", ["qt", "kt"], ["scores"]).Node(s.ScaleOp, ["scores", "scale"], ["scaled"]);
+        }
+        if (s.Mask && s.Sdpa)
+        {
+            b.Int64Input("mask", Batch, Sequence).Int64Initializer("axis1", [1], 1).Int64Initializer("axis2", [1], 2)
+                .Int64Initializer("square", [4], Batch, 1, Sequence, Sequence).Initializer("one", [], 1f).Initializer("filter", [], s.Filter)
+                .Node("Unsqueeze", ["mask", "axis1"], ["m1"]).Node("Unsqueeze", ["m1", "axis2"], ["m2"]).Node("Expand", ["m2", "square"], ["m4"])
+                .Node("Cast", ["m4"], ["mf"]).Attribute("to", 1L)
+                .Node("Sub", ["one", "mf"], ["inverse"]).Node("Cast", ["inverse"], ["masked_out"]).Attribute("to", 9L)
+                .Node("Where", ["masked_out", "filter", "inverse"], ["additive"])
+                .Node("Add", ["scaled", "additive"], ["masked"]);
+            logits = "masked";
+        }
+        else if (s.Mask)
         {
             b.Int64Input("mask", Batch, Sequence).Int64Initializer("axis1", [1], 1).Int64Initializer("axis2", [1], 2)
                 .Initializer("one", [], 1f).Initializer("filter", [], s.Filter)
@@ -111,6 +143,21 @@ public sealed class AttentionFusionTests
         var attention = result.Proto.Graph.Node.Single(n => n.OpType == "Attention");
         attention.Attribute.Single(a => a.Name == "scale").F.ShouldBe(0.5f);
         attention.Attribute.Single(a => a.Name == "mask_filter_value").F.ShouldBe(float.MinValue);
+    }
+
+    [Fact]
+    public void TheScaledDotProductAttentionExport_QAndKScaled_KTransposedTwice_WhereMask_IsFusedToo()
+    {
+        OnnxModel model = Attention(new Shape(ScaleValue: 0.25f, Filter: float.MinValue, Sdpa: true));
+        (OnnxModel result, PassOutcome outcome) = Fuse(model, Inputs());
+        outcome.Kept.ShouldBeTrue(outcome.Reason);
+        Ops(result).ShouldBe(["Cast", "Attention"]);
+        var attention = result.Proto.Graph.Node[1];
+        // √0.25 on Q times √0.25 on K.
+        attention.Attribute.Single(a => a.Name == "scale").F.ShouldBe(0.25f, 1e-6f);
+        attention.Attribute.Single(a => a.Name == "mask_filter_value").F.ShouldBe(float.MinValue);
+        Dictionary<string, TensorValue> other = Inputs(padded: 3, seed: 5);
+        ModelRunner.MaxAbsDifference(ModelRunner.Run(model, other), ModelRunner.Run(result, other)).ShouldBeLessThan(1e-5);
     }
 
     [Fact]

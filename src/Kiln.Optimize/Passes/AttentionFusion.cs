@@ -7,14 +7,16 @@ namespace Kiln.Optimize.Passes;
 /// <summary>
 /// Fuses BERT-style multi-head self-attention into one com.microsoft.Attention node. The pattern:
 /// Q, K and V are MatMul(X, W) (+ b) with constant float32 weights [D, N·H] on the same X [B, S, D]; each is reshaped
-/// to [B, S, N, H] and transposed (Q and V to [B, N, S, H], K to [B, N, H, S]); Softmax over the last axis of
-/// Q·Kᵀ, divided or multiplied by a constant (or not scaled), plus an optional additive mask; times V; transposed back
+/// to [B, S, N, H] and transposed (Q and V to [B, N, S, H], K to [B, N, H, S] in one Transpose or two); Softmax over
+/// the last axis of Q·Kᵀ, divided or multiplied by a constant (or not scaled; or Q and K each multiplied by a
+/// constant, as exports of scaled_dot_product_attention do), plus an optional additive mask; times V; transposed back
 /// and reshaped to [B, S, N·H]. The weights and biases are concatenated ([D, 3·N·H], [3·N·H]); a scale other than
 /// 1/√H becomes the <c>scale</c> attribute.
 /// <para>
 /// The additive mask must be (1 − M[:, None, None, :]) × f, M a [B, S] tensor (the Cast to float and the Unsqueezes
-/// as exporters write them). It becomes Attention's raw mask (M as int32) with <c>mask_filter_value</c> f. That is
-/// exact when M holds 0 and 1, as attention masks do: ONNX Runtime attends to every position above 0.
+/// as exporters write them), or its Where form with M expanded to [B, 1, S, S]. It becomes Attention's raw mask (M as
+/// int32) with <c>mask_filter_value</c> f. That is exact when M holds 0 and 1, as attention masks do: ONNX Runtime
+/// attends to every position above 0.
 /// </para>
 /// Batch and sequence sizes come from shape inference: X's first two dimensions must be known to reach both reshapes.
 /// </summary>
@@ -85,10 +87,9 @@ internal sealed class AttentionFusion : IGraphPass
         {
             core.Add(scaleNode);
         }
-        // Q·Kᵀ: Transpose(0, 2, 1, 3) of the reshaped Q, Transpose(0, 2, 3, 1) of the reshaped K.
-        if (Head(index, qk.Input[0], qk, [0, 2, 1, 3], core) is not { } q || Head(index, qk.Input[1], qk, [0, 2, 3, 1], core) is not { } k
+        if (Head(model, index, qk.Input[0], qk, HeadRole.Query, core) is not { } q || Head(model, index, qk.Input[1], qk, HeadRole.Key, core) is not { } k
             || Sole(index, softmax.Output[0], "MatMul") is not { } context || context.Input[0] != softmax.Output[0]
-            || Head(index, context.Input[1], context, [0, 2, 1, 3], core) is not { } v
+            || Head(model, index, context.Input[1], context, HeadRole.Value, core) is not { } v
             || Sole(index, context.Output[0], "Transpose") is not { } back || !Permutation(back, [0, 2, 1, 3])
             // The Shape nodes that computed the merged shape may read the transposed context too; they die with the rest.
             || index.GraphOutputs.Contains(back.Output[0])
@@ -137,7 +138,7 @@ internal sealed class AttentionFusion : IGraphPass
                 core.Add(p.Add);
             }
         }
-        return new Match(x, width.Value, heads.Value, headSize.Value, qp, kp, vp, scale, mask, maskFilter, core, merge);
+        return new Match(x, width.Value, heads.Value, headSize.Value, qp, kp, vp, scale * q.Factor * k.Factor, mask, maskFilter, core, merge);
     }
 
     /// <summary>Q·Kᵀ, alone or divided or multiplied by a constant scalar: the MatMul, the scaling node and the scale.</summary>
@@ -168,19 +169,57 @@ internal sealed class AttentionFusion : IGraphPass
         !index.GraphOutputs.Contains(value) && Readers(index, value) is [NodeProto only] && ReferenceEquals(only, reader);
 
     /// <summary>
-    /// One head-split input of a MatMul: Transpose(<paramref name="perm"/>) of Reshape(value, …), each read only by the
-    /// next; adds both to <paramref name="core"/> and returns the projected value and the reshaped one.
+    /// One head-split input of a MatMul: Reshape(value, …) to [B, S, N, H], then Transpose(0, 2, 1, 3) — for the keys
+    /// Transpose(0, 2, 3, 1), or Transpose(0, 2, 1, 3) followed by Transpose(0, 1, 3, 2) — then, for queries and keys,
+    /// optionally a Mul by a constant scalar (exporters of scaled_dot_product_attention scale each by √scale). Each is
+    /// read only by the next. Adds them to <paramref name="core"/>; returns the projected value, the reshaped one and the factor.
     /// </summary>
-    private static (string Value, string Reshaped)? Head(GraphIndex index, string input, NodeProto reader, long[] perm, List<NodeProto> core)
+    private static (string Value, string Reshaped, double Factor)? Head(ModelProto model, GraphIndex index, string input, NodeProto reader, HeadRole role, List<NodeProto> core)
     {
-        if (Producer(index, input) is not { } transpose || !Is(transpose, "Transpose") || !Permutation(transpose, perm) || !ReadOnlyBy(index, input, reader)
-            || Producer(index, transpose.Input[0]) is not { } reshape || !Is(reshape, "Reshape") || !ReadOnlyBy(index, transpose.Input[0], transpose))
+        double factor = 1;
+        if (role != HeadRole.Value && Producer(index, input) is { } mul && Is(mul, "Mul") && mul.Input.Count == 2)
+        {
+            int side = Scalar(model, index, mul.Input[1]) is not null ? 0 : Scalar(model, index, mul.Input[0]) is not null ? 1 : -1;
+            if (side < 0 || !ReadOnlyBy(index, input, reader))
+            {
+                return null;
+            }
+            factor = Scalar(model, index, mul.Input[1 - side])!.Value;
+            core.Add(mul);
+            (reader, input) = (mul, mul.Input[side]);
+        }
+        if (Producer(index, input) is not { } transpose || !Is(transpose, "Transpose") || !ReadOnlyBy(index, input, reader))
         {
             return null;
         }
         core.Add(transpose);
+        if (role == HeadRole.Key && Permutation(transpose, [0, 1, 3, 2]))
+        {
+            string split = transpose.Input[0];
+            if (Producer(index, split) is not { } inner || !Is(inner, "Transpose") || !Permutation(inner, [0, 2, 1, 3]) || !ReadOnlyBy(index, split, transpose))
+            {
+                return null;
+            }
+            core.Add(inner);
+            transpose = inner;
+        }
+        else if (!Permutation(transpose, role == HeadRole.Key ? [0, 2, 3, 1] : [0, 2, 1, 3]))
+        {
+            return null;
+        }
+        if (Producer(index, transpose.Input[0]) is not { } reshape || !Is(reshape, "Reshape") || !ReadOnlyBy(index, transpose.Input[0], transpose))
+        {
+            return null;
+        }
         core.Add(reshape);
-        return (reshape.Input[0], reshape.Output[0]);
+        return (reshape.Input[0], reshape.Output[0], factor);
+    }
+
+    private enum HeadRole
+    {
+        Query,
+        Key,
+        Value,
     }
 
     private static bool Permutation(NodeProto transpose, long[] perm) => IntsAttributeOf(transpose, "perm") is { } p && p.SequenceEqual(perm);
@@ -216,36 +255,57 @@ internal sealed class AttentionFusion : IGraphPass
         return bias.Length == weight.Dims[1] ? new Projection(matMul, add, w, bias) : null;
     }
 
-    /// <summary>(1 − Cast(Unsqueeze…(M))) × f, with M [B, S] and the mask [B, 1, 1, S]: M and f; nulls otherwise.</summary>
+    /// <summary>
+    /// The additive mask (1 − Cast(Unsqueeze…(M))) × f, or Where(Cast(1 − …, bool), f, 1 − …) as exports of
+    /// scaled_dot_product_attention write it (there M is also expanded to [B, 1, S, S]), with M [B, S] and f a negative
+    /// constant: M and f; nulls otherwise.
+    /// </summary>
     private static (string? Mask, double? Filter) AdditiveMask(ModelProto model, GraphIndex index, Dictionary<string, InferredType> types, string value)
     {
-        if (Producer(index, value) is not { } mul || !Is(mul, "Mul") || mul.Input.Count != 2)
+        NodeProto? InvertedMask(string name) =>
+            Producer(index, name) is { } sub && Is(sub, "Sub") && sub.Input.Count == 2 && Near(Scalar(model, index, sub.Input[0]), 1, 0) ? sub : null;
+        (NodeProto? inverted, double? filter) = (null, null);
+        if (Producer(index, value) is { } mul && Is(mul, "Mul") && mul.Input.Count == 2)
+        {
+            foreach (int side in (int[])[0, 1])
+            {
+                if (Scalar(model, index, mul.Input[1 - side]) is { } f && f < 0 && InvertedMask(mul.Input[side]) is { } sub)
+                {
+                    (inverted, filter) = (sub, f);
+                    break;
+                }
+            }
+        }
+        else if (Producer(index, value) is { } where && Is(where, "Where") && where.Input.Count == 3
+            && Scalar(model, index, where.Input[1]) is { } f && f < 0 && InvertedMask(where.Input[2]) is { } sub
+            && Producer(index, where.Input[0]) is { } toBool && Is(toBool, "Cast") && toBool.Input[0] == where.Input[2]
+            && IntAttributeOf(toBool, "to") == (long)TensorProto.Types.DataType.Bool)
+        {
+            (inverted, filter) = (sub, f);
+        }
+        if (inverted is null)
         {
             return (null, null);
         }
-        foreach (int side in (int[])[0, 1])
+        string current = inverted.Input[1];
+        // [B, 1, 1, S], or [B, 1, S, S] expanded from it.
+        if (types.GetValueOrDefault(current)?.Shape is not [_, { Number: 1 }, Dim rows, Dim keys] || !(rows.Number == 1 || rows.SameAs(keys)))
         {
-            if (Scalar(model, index, mul.Input[1 - side]) is not { } filter || filter >= 0
-                || Producer(index, mul.Input[side]) is not { } sub || !Is(sub, "Sub") || sub.Input.Count != 2 || !Near(Scalar(model, index, sub.Input[0]), 1, 0))
-            {
-                continue;
-            }
-            string current = sub.Input[1];
-            if (types.GetValueOrDefault(current)?.Shape is not [_, { Number: 1 }, { Number: 1 }, _])
-            {
-                return (null, null);
-            }
-            if (Producer(index, current) is { } cast && Is(cast, "Cast"))
-            {
-                current = cast.Input[0];
-            }
-            while (Producer(index, current) is { } unsqueeze && Is(unsqueeze, "Unsqueeze"))
-            {
-                current = unsqueeze.Input[0];
-            }
-            return types.GetValueOrDefault(current)?.Shape is { Length: 2 } ? (current, filter) : (null, null);
+            return (null, null);
         }
-        return (null, null);
+        if (Producer(index, current) is { } cast && Is(cast, "Cast"))
+        {
+            current = cast.Input[0];
+        }
+        if (Producer(index, current) is { } expand && Is(expand, "Expand"))
+        {
+            current = expand.Input[0];
+        }
+        while (Producer(index, current) is { } unsqueeze && Is(unsqueeze, "Unsqueeze"))
+        {
+            current = unsqueeze.Input[0];
+        }
+        return types.GetValueOrDefault(current)?.Shape is { Length: 2 } ? (current, filter) : (null, null);
     }
 
     /// <summary>
