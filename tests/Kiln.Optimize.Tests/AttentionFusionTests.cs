@@ -135,6 +135,19 @@ public sealed class AttentionFusionTests
     }
 
     [Fact]
+    public void AnInt32Mask_IsReadAsItIs()
+    {
+        OnnxModel model = Attention(new Shape());
+        model.Proto.Graph.Input.Single(i => i.Name == "mask").Type.TensorType.ElemType = (int)Kiln.Optimize.Onnx.Proto.TensorProto.Types.DataType.Int32;
+        Dictionary<string, TensorValue> inputs = Inputs();
+        inputs["mask"] = inputs["mask"] with { Type = TensorElementType.Int32 };
+        (OnnxModel result, PassOutcome outcome) = Fuse(model, inputs);
+        outcome.Kept.ShouldBeTrue(outcome.Reason);
+        Ops(result).ShouldBe(["Attention"]);
+        result.Proto.Graph.Node[0].Input[3].ShouldBe("mask");
+    }
+
+    [Fact]
     public void AScaleOtherThanOneOverRootH_AndAnotherMaskValue_BecomeAttributes()
     {
         OnnxModel model = Attention(new Shape(ScaleOp: "Mul", ScaleValue: 0.5f, Filter: float.MinValue));

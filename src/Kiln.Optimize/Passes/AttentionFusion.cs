@@ -15,7 +15,7 @@ namespace Kiln.Optimize.Passes;
 /// <para>
 /// The additive mask must be (1 − M[:, None, None, :]) × f, M a [B, S] tensor (the Cast to float and the Unsqueezes
 /// as exporters write them), or its Where form with M expanded to [B, 1, S, S]. It becomes Attention's raw mask (M as
-/// int32) with <c>mask_filter_value</c> f. That is exact when M holds 0 and 1, as attention masks do: ONNX Runtime
+/// int32, cast once unless it is) with <c>mask_filter_value</c> f. That is exact when M holds 0 and 1, as attention masks do: ONNX Runtime
 /// attends to every position above 0.
 /// </para>
 /// Batch and sequence sizes come from shape inference: X's first two dimensions must be known to reach both reshapes.
@@ -30,7 +30,7 @@ internal sealed class AttentionFusion : IGraphPass
 
     private sealed record Match(
         string X, long InputWidth, long Heads, long HeadSize, Projection Q, Projection K, Projection V,
-        double Scale, string? Mask, double MaskFilter, List<NodeProto> Core, NodeProto Last);
+        double Scale, string? Mask, bool MaskIsInt32, double MaskFilter, List<NodeProto> Core, NodeProto Last);
 
     public int Apply(ModelProto model)
     {
@@ -138,7 +138,8 @@ internal sealed class AttentionFusion : IGraphPass
                 core.Add(p.Add);
             }
         }
-        return new Match(x, width.Value, heads.Value, headSize.Value, qp, kp, vp, scale * q.Factor * k.Factor, mask, maskFilter, core, merge);
+        bool maskIsInt32 = mask is not null && types.GetValueOrDefault(mask)?.ElemType == (int)TensorProto.Types.DataType.Int32;
+        return new Match(x, width.Value, heads.Value, headSize.Value, qp, kp, vp, scale * q.Factor * k.Factor, mask, maskIsInt32, maskFilter, core, merge);
     }
 
     /// <summary>Q·Kᵀ, alone or divided or multiplied by a constant scalar: the MatMul, the scaling node and the scale.</summary>
@@ -380,6 +381,10 @@ internal sealed class AttentionFusion : IGraphPass
         }
         if (match.Mask is { } mask)
         {
+            if (match.MaskIsInt32)
+            {
+                maskCasts[mask] = mask;
+            }
             if (!maskCasts.TryGetValue(mask, out string? maskIndex))
             {
                 maskIndex = scope.Next(mask + "_int32");
