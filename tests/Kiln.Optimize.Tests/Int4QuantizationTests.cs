@@ -117,9 +117,11 @@ public sealed class Int4QuantizationTests
         .Node("Gather", ["table", "ids"], ["y"], "embed").Node("MatMul", ["x", "W"], ["z"], "fc").Build();
 
     [Theory]
-    [InlineData(10, 64, 32)]
-    [InlineData(7, 256, 128)]
-    public void Gather_BecomesGatherBlockQuantized_EqualToTheDequantizedTable(int rows, int width, int blockSize)
+    [InlineData(10, 64, 32, true)]
+    [InlineData(7, 256, 128, true)]
+    [InlineData(10, 64, 32, false)]
+    [InlineData(7, 96, 32, false)] // three blocks a row: the last zero-point byte holds one
+    public void Gather_BecomesGatherBlockQuantized_EqualToTheDequantizedTable(int rows, int width, int blockSize, bool symmetric)
     {
         OnnxModel model = Embedding(rows, width);
         var inputs = new Dictionary<string, TensorValue>
@@ -130,7 +132,7 @@ public sealed class Int4QuantizationTests
         OnnxModel quantized = model.Clone();
         new Int4WeightQuantizer { BlockSize = blockSize }.Apply(quantized).ShouldBe(["fc"]); // tables only when asked
         quantized = model.Clone();
-        new Int4WeightQuantizer { BlockSize = blockSize, OpTypes = Int4WeightQuantizer.SupportedOpTypes }.Apply(quantized).ShouldBe(["embed", "fc"]);
+        new Int4WeightQuantizer { BlockSize = blockSize, Symmetric = symmetric, OpTypes = Int4WeightQuantizer.SupportedOpTypes }.Apply(quantized).ShouldBe(["embed", "fc"]);
 
         GraphProto graph = quantized.Proto.Graph;
         NodeProto gather = graph.Node.Single(n => n.OpType == "GatherBlockQuantized");
@@ -142,12 +144,34 @@ public sealed class Int4QuantizationTests
         float[] scales = Graph.Initializers.ReadFloats(graph.Initializer.Single(i => i.Name == gather.Input[2]))!;
         scales.Length.ShouldBe(rows * (width / blockSize));
         byte[] packed = codes.RawData.ToByteArray();
-        double Dequantized(int row, int column)
+        int blocks = width / blockSize;
+        byte[]? zeroPoints = null;
+        if (symmetric)
+        {
+            gather.Input.Count.ShouldBe(3);
+        }
+        else
+        {
+            TensorProto zp = graph.Initializer.Single(i => i.Name == gather.Input[3]);
+            zp.Dims.ShouldBe([rows, (blocks + 1) / 2]);
+            zeroPoints = zp.RawData.ToByteArray();
+        }
+        int Code(int row, int column)
         {
             byte pair = packed[(row * (width / 2)) + (column / 2)];
-            int code = column % 2 == 0 ? pair & 0xF : pair >> 4;
-            return (code - 8) * (double)scales[(row * (width / blockSize)) + (column / blockSize)];
+            return column % 2 == 0 ? pair & 0xF : pair >> 4;
         }
+        int ZeroPoint(int row, int block)
+        {
+            if (zeroPoints is null)
+            {
+                return 8;
+            }
+            byte pair = zeroPoints[(row * ((blocks + 1) / 2)) + (block / 2)];
+            return block % 2 == 0 ? pair & 0xF : pair >> 4;
+        }
+        double Dequantized(int row, int column) =>
+            (Code(row, column) - ZeroPoint(row, column / blockSize)) * (double)scales[(row * blocks) + (column / blockSize)];
 
         double[] actual = ModelRunner.Run(quantized, inputs)["y"].Values;
         double[] table = Random(rows * width, 7, 0.5f).Select(v => (double)v).ToArray();
@@ -160,9 +184,11 @@ public sealed class Int4QuantizationTests
             {
                 double y = actual[(i * width) + c];
                 worstAgainstReference = Math.Max(worstAgainstReference, Math.Abs(y - Dequantized(row, c)));
-                // Half a step, or a whole one where the code is clipped at 7 (the block's extreme maps to −8 exactly).
-                double step = Math.Abs(scales[(row * (width / blockSize)) + (c / blockSize)]);
-                bool clipped = Math.Abs(Math.Abs(y / step) - 7) < 1e-3 && Math.Sign(table[(row * width) + c]) == Math.Sign(y);
+                // Half a step, or a whole one where the code is clipped: at 15 (symmetric: the block's extreme maps to −8
+                // exactly, so +8 rounds to 7), or asymmetric at 0 or 15 once the zero point was rounded.
+                double step = Math.Abs(scales[(row * blocks) + (c / blockSize)]);
+                int code = Code(row, c);
+                bool clipped = code == 15 || (!symmetric && code == 0);
                 worstAgainstFloat = Math.Max(worstAgainstFloat, Math.Abs(y - table[(row * width) + c]) - (clipped ? step : step / 2));
             }
         }
@@ -195,11 +221,11 @@ public sealed class Int4QuantizationTests
     }
 
     [Fact]
-    public void Gather_StaysFloat_WhenAsymmetric_OrTheWidthIsNotAMultipleOfTheBlock()
+    public void Gather_StaysFloat_WhenTheWidthIsNotAMultipleOfTheBlock()
     {
         var all = Int4WeightQuantizer.SupportedOpTypes;
         new Int4WeightQuantizer { BlockSize = 32, OpTypes = all }.Apply(Embedding(5, 48)).ShouldBe(["fc"]);
-        new Int4WeightQuantizer { BlockSize = 32, OpTypes = all, Symmetric = false }.Apply(Embedding(5, 64)).ShouldBe(["fc"]);
+        new Int4WeightQuantizer { BlockSize = 32, OpTypes = all, Symmetric = false }.Apply(Embedding(5, 48)).ShouldBe(["fc"]);
         Should.Throw<OptimizeException>(() => new Int4WeightQuantizer { OpTypes = new HashSet<string> { "Conv" } }.Apply(Embedding(5, 64))).Message.ShouldContain("Conv");
     }
 

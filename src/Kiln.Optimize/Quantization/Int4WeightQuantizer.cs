@@ -44,7 +44,7 @@ internal sealed class Int4WeightQuantizer : IQuantizer
 
     /// <summary>
     /// Which op types to rewrite, from <see cref="SupportedOpTypes"/>. A Gather of a 2-D float table along axis 0 becomes
-    /// <c>com.microsoft.GatherBlockQuantized</c> (symmetric only; the table's width a multiple of <see cref="BlockSize"/>).
+    /// <c>com.microsoft.GatherBlockQuantized</c> (the table's width a multiple of <see cref="BlockSize"/>).
     /// </summary>
     public IReadOnlySet<string> OpTypes { get; init; } = DefaultOpTypes;
 
@@ -99,25 +99,32 @@ internal sealed class Int4WeightQuantizer : IQuantizer
         }
 
         // An embedding table [rows, width] in GatherBlockQuantized's layout: uint8 [rows, width / 2], two codes a byte
-        // (the first in the low nibble) with zero point 8, and float scales [rows, width / block]. It is the MatMulNBits
-        // packing of the transposed table: its K runs along a row.
-        (string Codes, string Scales) PackTable(TensorProto table, float[] values)
+        // (the first in the low nibble), float scales [rows, width / block] and, when asymmetric, uint8 zero points
+        // [rows, ⌈blocks / 2⌉] packed the same way (symmetric: none, ORT's default 8). It is the MatMulNBits packing of
+        // the transposed table: its K runs along a row.
+        (string Codes, string Scales, string? ZeroPoints) PackTable(TensorProto table, float[] values)
         {
             string key = table.Name + "|rows";
             if (packed.TryGetValue(key, out var w))
             {
-                return (w.B, w.Scales);
+                return (w.B, w.Scales, w.ZeroPoints);
             }
-            int rows = (int)table.Dims[0], width = (int)table.Dims[1];
-            Int4Blocks blocks = Quantize(Transpose(values, rows, width), width, rows, BlockSize, symmetric: true);
-            w = (names.Next(table.Name + "_int4"), names.Next(table.Name + "_int4_scales"), null, width, rows);
+            int rows = (int)table.Dims[0], width = (int)table.Dims[1], blockCount = width / BlockSize;
+            Int4Blocks blocks = Quantize(Transpose(values, rows, width), width, rows, BlockSize, Symmetric);
+            w = (names.Next(table.Name + "_int4"), names.Next(table.Name + "_int4_scales"), Symmetric ? null : names.Next(table.Name + "_int4_zero_points"), width, rows);
             packed[key] = w;
             replaced.Add(table.Name);
             var codes = new TensorProto { Name = w.B, DataType = (int)TensorProto.Types.DataType.Uint8, RawData = ByteString.CopyFrom(blocks.Codes) };
             codes.Dims.AddRange([rows, width / 2]);
             Initializers.Add(proto, codes);
-            Initializers.Add(proto, Initializers.FloatTensor(w.Scales, [rows, width / BlockSize], blocks.Scales));
-            return (w.B, w.Scales);
+            Initializers.Add(proto, Initializers.FloatTensor(w.Scales, [rows, blockCount], blocks.Scales));
+            if (w.ZeroPoints is not null)
+            {
+                var zp = new TensorProto { Name = w.ZeroPoints, DataType = (int)TensorProto.Types.DataType.Uint8, RawData = ByteString.CopyFrom(blocks.ZeroPoints!) };
+                zp.Dims.AddRange([rows, (blockCount + 1) / 2]);
+                Initializers.Add(proto, zp);
+            }
+            return (w.B, w.Scales, w.ZeroPoints);
         }
 
         NodeProto NBits(string name, string a, (string B, string Scales, string? ZeroPoints, long K, long N) w, string output)
@@ -133,9 +140,9 @@ internal sealed class Int4WeightQuantizer : IQuantizer
             if (node.OpType == "Gather" && OpTypes.Contains("Gather") && QuantizedGraph.IsDefaultDomain(node) && !Exclude.Contains(node.Name)
                 && GatherTable(proto, node) is { } table)
             {
-                (string codes, string scales) = PackTable(table.Tensor, table.Values);
+                (string codes, string scales, string? zeroPoints) = PackTable(table.Tensor, table.Values);
                 rewritten.Add(QuantizedGraph.Node("GatherBlockQuantized", names.Next(node.Name + "_int4"),
-                        [codes, node.Input[1], scales], [node.Output[0]], QuantizedGraph.MicrosoftDomain)
+                        zeroPoints is null ? [codes, node.Input[1], scales] : [codes, node.Input[1], scales, zeroPoints], [node.Output[0]], QuantizedGraph.MicrosoftDomain)
                     .With("gather_axis", 0).With("quantize_axis", 1).With("block_size", BlockSize).With("bits", 4));
                 quantized.Add(node.Name);
                 continue;
@@ -195,11 +202,11 @@ internal sealed class Int4WeightQuantizer : IQuantizer
 
     /// <summary>
     /// The table of a Gather that GatherBlockQuantized can take: a 2-D float initializer gathered along axis 0, its width a
-    /// multiple of the block size, and symmetric blocks (this quantizer writes no zero points for tables).
+    /// multiple of the block size.
     /// </summary>
     private (TensorProto Tensor, float[] Values)? GatherTable(ModelProto proto, NodeProto node)
     {
-        if (!Symmetric || node.Input.Count != 2 || QuantizedGraph.IntAttribute(node, "axis", 0) != 0
+        if (node.Input.Count != 2 || QuantizedGraph.IntAttribute(node, "axis", 0) != 0
             || Initializers.FindConstant(proto, node.Input[0]) is not { Dims.Count: 2 } table || table.Dims[1] % BlockSize != 0
             || Initializers.ReadFloats(table) is not { } values)
         {
