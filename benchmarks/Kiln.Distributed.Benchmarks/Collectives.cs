@@ -54,6 +54,26 @@ internal static class Collectives
                 group.ReduceScatter(wide[group.Rank].to(device), scattered);
                 failures += Check(group, $"reduce_scatter {dtype} {size}", scattered, wideSum.narrow(0, group.Rank * (padded / n), padded / n));
 
+                // The asynchronous forms, all four in flight at once (on nccl: on the side stream), waited for in
+                // reverse order; the checks read the results on the default stream after the waits.
+                Tensor asyncSum = data[group.Rank].to(device), asyncBroadcast = data[group.Rank].to(device);
+                Tensor asyncGathered = empty(size * n, dtype: dtype, device: device), asyncScattered = empty(padded / n, dtype: dtype, device: device);
+                ICollectiveWork[] works =
+                [
+                    group.AllReduceAsync(asyncSum),
+                    group.BroadcastAsync(asyncBroadcast, n - 1),
+                    group.AllGatherAsync(data[group.Rank].to(device), asyncGathered),
+                    group.ReduceScatterAsync(wide[group.Rank].to(device), asyncScattered),
+                ];
+                foreach (ICollectiveWork work in works.Reverse())
+                {
+                    work.Wait();
+                }
+                failures += Check(group, $"all_reduce async {dtype} {size}", asyncSum, sum);
+                failures += Check(group, $"broadcast async {dtype} {size}", asyncBroadcast, data[n - 1]);
+                failures += Check(group, $"all_gather async {dtype} {size}", asyncGathered, cat(data, 0));
+                failures += Check(group, $"reduce_scatter async {dtype} {size}", asyncScattered, wideSum.narrow(0, group.Rank * (padded / n), padded / n));
+
                 // A ring: even ranks send first, odd ranks receive first (NCCL point-to-point blocks until matched).
                 Tensor received = empty(size, dtype: dtype, device: device);
                 int next = (group.Rank + 1) % n, previous = (group.Rank + n - 1) % n;

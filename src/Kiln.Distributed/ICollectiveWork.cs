@@ -1,8 +1,8 @@
 namespace Kiln.Distributed;
 
 /// <summary>
-/// A collective started by <see cref="IProcessGroup.AllReduceAsync"/>, as torch.distributed's <c>Work</c> from
-/// <c>async_op=True</c>: the tensor must stay alive and untouched until <see cref="Wait"/> returns.
+/// A collective started by one of <see cref="IProcessGroup"/>'s <c>…Async</c> methods, as torch.distributed's
+/// <c>Work</c> from <c>async_op=True</c>: its tensors must stay alive and untouched until <see cref="Wait"/> returns.
 /// </summary>
 public interface ICollectiveWork
 {

@@ -39,6 +39,12 @@ public interface IProcessGroup : IDisposable
     /// <param name="root">The rank whose values are sent.</param>
     public void Broadcast(torch.Tensor tensor, int root);
 
+    /// <summary>Starts <see cref="Broadcast"/> and returns before it completes, as <see cref="AllReduceAsync"/> does.</summary>
+    /// <param name="tensor">A contiguous tensor, alive and untouched until the work is waited for.</param>
+    /// <param name="root">The rank whose values are sent.</param>
+    /// <returns>The work.</returns>
+    public ICollectiveWork BroadcastAsync(torch.Tensor tensor, int root);
+
     /// <summary>
     /// Gathers every rank's <paramref name="input"/> into <paramref name="output"/> of every rank, rank 0's first:
     /// <paramref name="output"/> holds <see cref="WorldSize"/> times as many elements as <paramref name="input"/>.
@@ -46,6 +52,12 @@ public interface IProcessGroup : IDisposable
     /// <param name="input">This rank's contribution, contiguous.</param>
     /// <param name="output">A contiguous tensor of the same dtype with WorldSize × input.numel() elements.</param>
     public void AllGather(torch.Tensor input, torch.Tensor output);
+
+    /// <summary>Starts <see cref="AllGather"/> and returns before it completes, as <see cref="AllReduceAsync"/> does.</summary>
+    /// <param name="input">This rank's contribution, contiguous; alive and untouched until the work is waited for.</param>
+    /// <param name="output">As for <see cref="AllGather"/>; read it only after the work is waited for.</param>
+    /// <returns>The work.</returns>
+    public ICollectiveWork AllGatherAsync(torch.Tensor input, torch.Tensor output);
 
     /// <summary>
     /// Reduces <paramref name="input"/> over ranks and leaves block r of the result (input.numel() / WorldSize elements)
@@ -55,6 +67,16 @@ public interface IProcessGroup : IDisposable
     /// <param name="output">A contiguous tensor of the same dtype with input.numel() / WorldSize elements.</param>
     /// <param name="op">How values are combined.</param>
     public void ReduceScatter(torch.Tensor input, torch.Tensor output, ReduceOp op = ReduceOp.Sum);
+
+    /// <summary>
+    /// Starts <see cref="ReduceScatter"/> and returns before it completes, as <see cref="AllReduceAsync"/> does (on mpi a
+    /// float16 or bfloat16 reduce-scatter runs through float32 copies and is complete on return).
+    /// </summary>
+    /// <param name="input">As for <see cref="ReduceScatter"/>; alive and untouched until the work is waited for.</param>
+    /// <param name="output">As for <see cref="ReduceScatter"/>; read it only after the work is waited for.</param>
+    /// <param name="op">How values are combined.</param>
+    /// <returns>The work.</returns>
+    public ICollectiveWork ReduceScatterAsync(torch.Tensor input, torch.Tensor output, ReduceOp op = ReduceOp.Sum);
 
     /// <summary>Blocks until every rank has called it.</summary>
     public void Barrier();

@@ -79,6 +79,42 @@ internal static class Scenarios
                     ?? Compare(Read(average), Reduce(size, count, ReduceOp.Average, salt: 2), dtype)
                     ?? Compare(Read(broadcast), Data(0, count, salt: 3), dtype);
             }
+            case "collectives-async":
+            {
+                // A broadcast, an all-gather, an averaging reduce-scatter and an all-reduce in flight at once, waited for
+                // in reverse order; the inputs stay untouched.
+                int total = count * size;
+                using torch.Tensor broadcast = Tensor(Data(rank, count, salt: 3), dtype);
+                using torch.Tensor gatherInput = Tensor(Data(rank, count, salt: 5), dtype);
+                using torch.Tensor gathered = torch.full(total, Sentinel, dtype: dtype);
+                using torch.Tensor scatterInput = Tensor(Data(rank, total, salt: 7), dtype);
+                using torch.Tensor scattered = torch.full(count, Sentinel, dtype: dtype);
+                using torch.Tensor sum = Tensor(Data(rank, count), dtype);
+                bool floating = dtype is torch.ScalarType.Float32 or torch.ScalarType.Float64 or torch.ScalarType.Float16 or torch.ScalarType.BFloat16;
+                ReduceOp scatterOp = floating && !Integer ? ReduceOp.Average : ReduceOp.Sum;
+                ICollectiveWork[] works =
+                [
+                    group.BroadcastAsync(broadcast, size - 1),
+                    group.AllGatherAsync(gatherInput, gathered),
+                    group.ReduceScatterAsync(scatterInput, scattered, scatterOp),
+                    group.AllReduceAsync(sum),
+                ];
+                foreach (ICollectiveWork work in works.Reverse())
+                {
+                    work.Wait();
+                }
+                if (works.Any(w => !w.IsCompleted))
+                {
+                    return "a waited-for work does not report completion";
+                }
+                double[] reduced = Reduce(size, total, scatterOp, salt: 7);
+                return Compare(Read(broadcast), Data(size - 1, count, salt: 3), dtype)
+                    ?? Compare(Read(gathered), [.. Enumerable.Range(0, size).SelectMany(r => Data(r, count, salt: 5))], dtype)
+                    ?? Compare(Read(scattered), reduced[(rank * count)..((rank + 1) * count)], dtype)
+                    ?? Compare(Read(sum), Reduce(size, count, ReduceOp.Sum, salt: 0), dtype)
+                    ?? Compare(Read(gatherInput), Data(rank, count, salt: 5), dtype)
+                    ?? Compare(Read(scatterInput), Data(rank, total, salt: 7), dtype);
+            }
             case "broadcast":
             {
                 int root = size - 1;

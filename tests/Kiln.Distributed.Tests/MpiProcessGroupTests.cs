@@ -21,7 +21,7 @@ public sealed class MpiProcessGroupTests
     [InlineData(3, "float64")]
     [InlineData(3, "float32")]
     public Task AllReduce_sum_avg_min_max_match_the_reference(int ranks, string dtype) =>
-        RunScenariosAsync(ranks, "allreduce-sum,allreduce-avg,allreduce-min,allreduce-max,allreduce-async", dtype);
+        RunScenariosAsync(ranks, "allreduce-sum,allreduce-avg,allreduce-min,allreduce-max,allreduce-async,collectives-async", dtype);
 
     [Theory]
     [InlineData(2, "float64")]
@@ -39,13 +39,13 @@ public sealed class MpiProcessGroupTests
     [InlineData(2, "int64")]
     [InlineData(3, "int32")]
     public Task Integer_AllReduce_Broadcast_and_AllGather_match_the_reference(int ranks, string dtype) =>
-        RunScenariosAsync(ranks, "allreduce-sum,allreduce-min,allreduce-max,broadcast,allgather", dtype, "1,7,100003");
+        RunScenariosAsync(ranks, "allreduce-sum,allreduce-min,allreduce-max,broadcast,allgather,collectives-async", dtype, "1,7,100003");
 
     [Theory]
     [InlineData(2, "float16")]
     [InlineData(3, "bfloat16")]
     public Task Half_types_move_as_bits_and_reduce_through_float32(int ranks, string dtype) =>
-        RunScenariosAsync(ranks, "allreduce-sum,allreduce-avg,allreduce-max,allreduce-async,broadcast,allgather,reducescatter,sendrecv", dtype, "1,7,100003");
+        RunScenariosAsync(ranks, "allreduce-sum,allreduce-avg,allreduce-max,allreduce-async,collectives-async,broadcast,allgather,reducescatter,sendrecv", dtype, "1,7,100003");
 
     [Fact]
     public async Task Without_mpirun_the_worker_is_a_world_of_one()

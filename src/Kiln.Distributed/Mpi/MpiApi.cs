@@ -33,6 +33,9 @@ internal sealed unsafe class MpiApi
         Wait = (delegate* unmanaged<IntPtr*, IntPtr, int>)Require(library, "MPI_Wait");
         Test = (delegate* unmanaged<IntPtr*, int*, IntPtr, int>)Require(library, "MPI_Test");
         Bcast = (delegate* unmanaged<IntPtr, int, IntPtr, int, IntPtr, int>)Require(library, "MPI_Bcast");
+        Ibcast = (delegate* unmanaged<IntPtr, int, IntPtr, int, IntPtr, IntPtr*, int>)Require(library, "MPI_Ibcast");
+        Iallgather = (delegate* unmanaged<IntPtr, int, IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr*, int>)Require(library, "MPI_Iallgather");
+        IreduceScatterBlock = (delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, IntPtr*, int>)Require(library, "MPI_Ireduce_scatter_block");
         Allgather = (delegate* unmanaged<IntPtr, int, IntPtr, IntPtr, int, IntPtr, IntPtr, int>)Require(library, "MPI_Allgather");
         ReduceScatterBlock = (delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, int>)Require(library, "MPI_Reduce_scatter_block");
         Barrier = (delegate* unmanaged<IntPtr, int>)Require(library, "MPI_Barrier");
@@ -71,6 +74,9 @@ internal sealed unsafe class MpiApi
     public delegate* unmanaged<IntPtr*, int*, IntPtr, int> Test { get; }
 
     public delegate* unmanaged<IntPtr, int, IntPtr, int, IntPtr, int> Bcast { get; }
+    public delegate* unmanaged<IntPtr, int, IntPtr, int, IntPtr, IntPtr*, int> Ibcast { get; }
+    public delegate* unmanaged<IntPtr, int, IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr*, int> Iallgather { get; }
+    public delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, IntPtr*, int> IreduceScatterBlock { get; }
     public delegate* unmanaged<IntPtr, int, IntPtr, IntPtr, int, IntPtr, IntPtr, int> Allgather { get; }
     public delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, int> ReduceScatterBlock { get; }
     public delegate* unmanaged<IntPtr, int> Barrier { get; }

@@ -185,11 +185,95 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
                 _mpi.Check(_mpi.Iallreduce(MpiApi.InPlace, (IntPtr)data, count, _mpi.Datatype(tensor.dtype), _mpi.Op(op), _mpi.CommWorld, &request), "MPI_Iallreduce");
             }
         }
-        return new MpiWork(this, request, tensor, op == ReduceOp.Average && WorldSize > 1);
+        return new MpiWork(this, request, "all_reduce", tensor, op == ReduceOp.Average && WorldSize > 1 ? tensor : null);
     }
 
-    /// <summary>An MPI_Iallreduce in flight; Wait blocks in MPI_Wait under the watchdog, then averages if asked.</summary>
-    private sealed class MpiWork(MpiProcessGroup group, IntPtr request, torch.Tensor tensor, bool average) : ICollectiveWork
+    /// <inheritdoc />
+    public ICollectiveWork BroadcastAsync(torch.Tensor tensor, int root)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        CheckRank(root, nameof(root));
+        IntPtr datatype = CheckTensor(tensor, nameof(tensor));
+        int count = Count(tensor);
+        if (count == 0)
+        {
+            return CompletedCollectiveWork.Instance;
+        }
+        IntPtr request = IntPtr.Zero;
+        using (Call("broadcast", count, tensor.dtype))
+        {
+            fixed (byte* data = tensor.bytes)
+            {
+                _mpi.Check(_mpi.Ibcast((IntPtr)data, count, datatype, root, _mpi.CommWorld, &request), "MPI_Ibcast");
+            }
+        }
+        return new MpiWork(this, request, "broadcast", tensor, divide: null);
+    }
+
+    /// <inheritdoc />
+    public ICollectiveWork AllGatherAsync(torch.Tensor input, torch.Tensor output)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(output);
+        IntPtr datatype = CheckTensor(input, nameof(input));
+        _ = CheckTensor(output, nameof(output));
+        CollectiveArguments.SameDtype(input, output);
+        int count = Count(input);
+        CollectiveArguments.AllGatherOutput(count, output, WorldSize);
+        if (count == 0)
+        {
+            return CompletedCollectiveWork.Instance;
+        }
+        IntPtr request = IntPtr.Zero;
+        using (Call("all_gather", count, input.dtype))
+        {
+            fixed (byte* send = input.bytes)
+            fixed (byte* receive = output.bytes)
+            {
+                _mpi.Check(_mpi.Iallgather((IntPtr)send, count, datatype, (IntPtr)receive, count, datatype, _mpi.CommWorld, &request), "MPI_Iallgather");
+            }
+        }
+        return new MpiWork(this, request, "all_gather", input, divide: null);
+    }
+
+    /// <inheritdoc />
+    public ICollectiveWork ReduceScatterAsync(torch.Tensor input, torch.Tensor output, ReduceOp op = ReduceOp.Sum)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(output);
+        _ = CheckTensor(input, nameof(input));
+        _ = CheckTensor(output, nameof(output));
+        CollectiveArguments.SameDtype(input, output);
+        CollectiveArguments.ReduceScatterBlock(input, output, WorldSize);
+        int count = Count(output);
+        if (MpiApi.IsHalf(input.dtype) || count == 0)
+        {
+            // As AllReduceAsync: a 16-bit float reduces through float32 copies, done at once.
+            ReduceScatter(input, output, op);
+            return CompletedCollectiveWork.Instance;
+        }
+        if (op == ReduceOp.Average && !output.is_floating_point())
+        {
+            throw new NotSupportedException($"ReduceOp.Average needs a floating-point tensor, not {output.dtype}.");
+        }
+        IntPtr request = IntPtr.Zero;
+        using (Call("reduce_scatter", input.numel(), input.dtype))
+        {
+            fixed (byte* send = input.bytes)
+            fixed (byte* receive = output.bytes)
+            {
+                _mpi.Check(_mpi.IreduceScatterBlock((IntPtr)send, (IntPtr)receive, count, _mpi.Datatype(input.dtype), _mpi.Op(op), _mpi.CommWorld, &request), "MPI_Ireduce_scatter_block");
+            }
+        }
+        return new MpiWork(this, request, "reduce_scatter", input, op == ReduceOp.Average && WorldSize > 1 ? output : null);
+    }
+
+    /// <summary>
+    /// A nonblocking MPI collective in flight; Wait blocks in MPI_Wait under the watchdog (named by
+    /// <paramref name="operation"/> and <paramref name="tensor"/>), then divides <paramref name="divide"/> by the world
+    /// size when the collective averages.
+    /// </summary>
+    private sealed class MpiWork(MpiProcessGroup group, IntPtr request, string operation, torch.Tensor tensor, torch.Tensor? divide) : ICollectiveWork
     {
         private IntPtr _request = request;
         private bool _done;
@@ -223,7 +307,7 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
             {
                 return;
             }
-            using (group.Call("all_reduce", tensor.numel(), tensor.dtype))
+            using (group.Call(operation, tensor.numel(), tensor.dtype))
             {
                 if (_done)
                 {
@@ -239,10 +323,7 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
         private void Finish()
         {
             _done = true;
-            if (average)
-            {
-                tensor.div_(group.WorldSize);
-            }
+            divide?.div_(group.WorldSize);
         }
     }
 

@@ -12,8 +12,9 @@ namespace Kiln.Distributed.Nccl;
 /// run in place on the device memory of contiguous CUDA tensors and are queued on CUDA's legacy default stream — the
 /// stream libtorch's own kernels use — so they are ordered with the surrounding tensor work without a host wait;
 /// reading a result on the host (e.g. <c>.cpu()</c>) waits for it. <see cref="Barrier"/> waits on the host.
-/// <see cref="AllReduceAsync"/> (DDP's gradient buckets) runs on a second, non-blocking stream instead, ordered by CUDA
-/// events, so that the reduction overlaps the backward kernels still running on the default stream. A watchdog
+/// The asynchronous collectives (<see cref="AllReduceAsync"/> for DDP's gradient buckets, and the others) run on a
+/// second, non-blocking stream instead, ordered by CUDA events, so that the reduction overlaps the backward kernels
+/// still running on the default stream. A watchdog
 /// (<see cref="NcclWatchdog"/>) ends the job when a queued collective does not complete within
 /// <see cref="ProcessGroupOptions.Timeout"/>.
 /// </summary>
@@ -32,7 +33,7 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
     private readonly NcclWatchdog _watchdog;
     private IntPtr _sideStream;
 
-    /// <summary>The works of <see cref="AllReduceAsync"/> not yet seen complete, whose CUDA events are still alive.</summary>
+    /// <summary>The asynchronous works not yet seen complete, whose CUDA events are still alive.</summary>
     private readonly Queue<SideStreamWork> _works = new();
 
     /// <summary>Set once the watchdog has begun ending the job; calls failing after that wait for the exit.</summary>
@@ -231,8 +232,58 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
         {
             throw new NotSupportedException($"ReduceOp.Average needs a floating-point tensor, not {tensor.dtype}.");
         }
-        ObjectDisposedException.ThrowIf(_comm.IsClosed, this);
         IntPtr data = DataPointer(tensor);
+        return OnSideStream(side => _nccl.AllReduce(data, data, (nuint)tensor.numel(), datatype, NcclApi.Op(op), _comm.Value, side), "ncclAllReduce", "all_reduce", tensor);
+    }
+
+    /// <inheritdoc />
+    public ICollectiveWork BroadcastAsync(torch.Tensor tensor, int root)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        CheckRank(root, nameof(root));
+        int datatype = CheckTensor(tensor, nameof(tensor));
+        IntPtr data = DataPointer(tensor);
+        return OnSideStream(side => _nccl.Broadcast(data, data, (nuint)tensor.numel(), datatype, root, _comm.Value, side), "ncclBroadcast", "broadcast", tensor);
+    }
+
+    /// <inheritdoc />
+    public ICollectiveWork AllGatherAsync(torch.Tensor input, torch.Tensor output)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(output);
+        int datatype = CheckTensor(input, nameof(input));
+        _ = CheckTensor(output, nameof(output));
+        CollectiveArguments.SameDtype(input, output);
+        long count = input.numel();
+        CollectiveArguments.AllGatherOutput(count, output, WorldSize);
+        IntPtr send = DataPointer(input), receive = DataPointer(output);
+        return OnSideStream(side => _nccl.AllGather(send, receive, (nuint)count, datatype, _comm.Value, side), "ncclAllGather", "all_gather", input);
+    }
+
+    /// <inheritdoc />
+    public ICollectiveWork ReduceScatterAsync(torch.Tensor input, torch.Tensor output, ReduceOp op = ReduceOp.Sum)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(output);
+        int datatype = CheckTensor(input, nameof(input));
+        _ = CheckTensor(output, nameof(output));
+        CollectiveArguments.SameDtype(input, output);
+        if (op == ReduceOp.Average && !input.is_floating_point())
+        {
+            throw new NotSupportedException($"ReduceOp.Average needs a floating-point tensor, not {input.dtype}.");
+        }
+        long block = CollectiveArguments.ReduceScatterBlock(input, output, WorldSize);
+        IntPtr send = DataPointer(input), receive = DataPointer(output);
+        return OnSideStream(side => _nccl.ReduceScatter(send, receive, (nuint)block, datatype, NcclApi.Op(op), _comm.Value, side), "ncclReduceScatter", "reduce_scatter", output);
+    }
+
+    /// <summary>
+    /// Queues <paramref name="call"/> (given the side stream) on the side stream after everything already queued on
+    /// the default stream, under the watchdog, and returns its work; nothing is queued for an empty tensor.
+    /// </summary>
+    private SideStreamWork OnSideStream(Func<IntPtr, int> call, string name, string operation, torch.Tensor described)
+    {
+        ObjectDisposedException.ThrowIf(_comm.IsClosed, this);
         lock (_callLock)
         {
             _nccl.CheckCuda(_nccl.SetDevice(Device), $"cudaSetDevice({Device})");
@@ -245,10 +296,10 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
             IntPtr ready = RecordEvent(_stream);
             _nccl.CheckCuda(_nccl.StreamWaitEvent(_sideStream, ready, 0), "cudaStreamWaitEvent");
             _nccl.CheckCuda(_nccl.EventDestroy(ready), "cudaEventDestroy");
-            if (tensor.numel() > 0)
+            if (described.numel() > 0)
             {
                 IntPtr side = _sideStream;
-                Enqueue(() => _nccl.AllReduce(data, data, (nuint)tensor.numel(), datatype, NcclApi.Op(op), _comm.Value, side), "ncclAllReduce", "all_reduce", tensor, side);
+                Enqueue(() => call(side), name, operation, described, side);
             }
             SweepWorks();
             var work = new SideStreamWork(this, RecordEvent(_sideStream));
@@ -292,7 +343,7 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
 
     /// <summary>
     /// An all-reduce queued on the side stream; waiting orders the default stream after it. Its event lives until the
-    /// group sees it complete (<see cref="SweepWorks"/>, at each <see cref="AllReduceAsync"/>) or is disposed.
+    /// group sees it complete (<see cref="SweepWorks"/>, at each asynchronous call) or is disposed.
     /// </summary>
     private sealed class SideStreamWork(NcclProcessGroup group, IntPtr done) : ICollectiveWork
     {
