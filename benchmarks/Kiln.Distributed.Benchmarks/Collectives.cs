@@ -90,6 +90,7 @@ internal static class Collectives
                 failures += Check(group, $"send/recv {dtype} {size}", received, data[previous]);
             }
         }
+        failures += SubGroups(group, device);
         group.Barrier();
         Console.WriteLine($"OK rank {group.Rank}/{group.WorldSize} barrier");
         try
@@ -102,6 +103,39 @@ internal static class Collectives
         {
             Console.WriteLine($"OK rank {group.Rank}/{group.WorldSize} wrong device refused: {e.Message}");
         }
+        return failures;
+    }
+
+    /// <summary>
+    /// ncclCommSplit: the last rank alone (the others get no group), then every rank named in reverse order (group
+    /// ranks follow the parent's), with a blocking and an asynchronous all-reduce in each.
+    /// </summary>
+    private static int SubGroups(IProcessGroup group, Device device)
+    {
+        int failures = 0, n = group.WorldSize;
+        using var scope = NewDisposeScope();
+        Tensor mine = Data(group.Rank, 1000, ScalarType.Float32);
+        using (IProcessGroup? alone = group.NewGroup([n - 1]))
+        {
+            if ((alone is not null) != (group.Rank == n - 1))
+            {
+                Console.WriteLine($"FAIL rank {group.Rank}/{n} new_group([{n - 1}]) membership");
+                failures++;
+            }
+            else if (alone is not null)
+            {
+                Tensor t = mine.to(device);
+                alone.AllReduce(t);
+                failures += Check(group, $"new_group([{n - 1}]) all_reduce (rank {alone.Rank} of {alone.WorldSize})", t, mine);
+            }
+        }
+        using IProcessGroup all = group.NewGroup([.. Enumerable.Range(0, n).Reverse()])!;
+        Tensor sum = Enumerable.Range(0, n).Select(r => Data(r, 1000, ScalarType.Float32)).Aggregate((a, b) => a + b);
+        Tensor blocking = mine.to(device), queued = mine.to(device);
+        all.AllReduce(blocking);
+        all.AllReduceAsync(queued).Wait();
+        failures += Check(group, $"new_group(all) all_reduce (rank {all.Rank} of {all.WorldSize})", blocking, sum);
+        failures += Check(group, "new_group(all) all_reduce async", queued, sum);
         return failures;
     }
 

@@ -13,6 +13,29 @@ internal static class CollectiveArguments
         }
     }
 
+    /// <summary>A sub-group's members: at least one, each a rank of the parent, none twice; returned sorted.</summary>
+    public static int[] GroupRanks(IReadOnlyList<int> ranks, int worldSize)
+    {
+        ArgumentNullException.ThrowIfNull(ranks);
+        if (ranks.Count == 0)
+        {
+            throw new ArgumentException("a group needs at least one rank", nameof(ranks));
+        }
+        foreach (int rank in ranks)
+        {
+            Rank(rank, worldSize, nameof(ranks));
+        }
+        int[] sorted = [.. ranks.Order()];
+        for (int i = 1; i < sorted.Length; i++)
+        {
+            if (sorted[i] == sorted[i - 1])
+            {
+                throw new ArgumentException($"rank {sorted[i]} is named twice", nameof(ranks));
+            }
+        }
+        return sorted;
+    }
+
     public static void SameDtype(torch.Tensor input, torch.Tensor output)
     {
         if (input.dtype != output.dtype)

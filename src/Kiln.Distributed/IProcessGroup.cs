@@ -81,6 +81,19 @@ public interface IProcessGroup : IDisposable
     /// <summary>Blocks until every rank has called it.</summary>
     public void Barrier();
 
+    /// <summary>
+    /// Makes a group of some of this group's ranks, as torch.distributed's <c>new_group(ranks)</c>: every rank of this
+    /// group must call it, in the same order relative to its other collectives and with the same ranks. Inside the new
+    /// group ranks are numbered 0 to ranks.Count − 1 in the order of their rank here, and a collective's root or peer
+    /// is such a group rank. The new group has its own communicator (and, on nccl, its own watchdog and side stream)
+    /// and must be disposed before this one.
+    /// </summary>
+    /// <param name="ranks">Ranks of this group, at least one, none twice, in any order.</param>
+    /// <returns>The new group on its members; null on the other ranks.</returns>
+    /// <exception cref="ArgumentException">An empty list or a rank named twice.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A rank outside this group.</exception>
+    public IProcessGroup? NewGroup(IReadOnlyList<int> ranks);
+
     /// <summary>Sends <paramref name="tensor"/> to rank <paramref name="destination"/>, which must call <see cref="Recv"/>.</summary>
     /// <param name="tensor">A contiguous tensor.</param>
     /// <param name="destination">The receiving rank.</param>

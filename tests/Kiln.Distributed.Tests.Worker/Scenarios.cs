@@ -115,6 +115,53 @@ internal static class Scenarios
                     ?? Compare(Read(gatherInput), Data(rank, count, salt: 5), dtype)
                     ?? Compare(Read(scatterInput), Data(rank, total, salt: 7), dtype);
             }
+            case "subgroups":
+            {
+                // The first and the last rank (named in reverse order), then the world again; bad rank lists are refused
+                // on every rank before any MPI call.
+                foreach (int[] bad in (int[][])[[], [0, 0], [size]])
+                {
+                    try
+                    {
+                        group.NewGroup(bad)?.Dispose();
+                        return $"NewGroup([{string.Join(", ", bad)}]) was accepted";
+                    }
+                    catch (ArgumentException)
+                    {
+                    }
+                }
+                int[] chosen = size > 1 ? [size - 1, 0] : [0];
+                bool member = rank == 0 || rank == size - 1;
+                using (IProcessGroup? sub = group.NewGroup(chosen))
+                {
+                    if ((sub is not null) != member)
+                    {
+                        return member ? "a member got no group" : "a rank outside the group got one";
+                    }
+                    if (sub is not null)
+                    {
+                        int expectedRank = rank == 0 ? 0 : 1;
+                        if (sub.Rank != expectedRank || sub.WorldSize != chosen.Length)
+                        {
+                            return $"group rank {sub.Rank} of {sub.WorldSize}, expected {expectedRank} of {chosen.Length}";
+                        }
+                        using torch.Tensor tensor = Tensor(Data(rank, count, salt: 11), dtype);
+                        sub.AllReduce(tensor);
+                        double[] first = Data(0, count, salt: 11), last = Data(size - 1, count, salt: 11);
+                        double[] expected = size > 1 ? [.. first.Zip(last, (a, b) => a + b)] : first;
+                        using torch.Tensor broadcast = Tensor(Data(rank, count, salt: 13), dtype);
+                        sub.Broadcast(broadcast, chosen.Length - 1);
+                        string? error = Compare(Read(tensor), expected, dtype) ?? Compare(Read(broadcast), Data(size - 1, count, salt: 13), dtype);
+                        if (error is not null)
+                        {
+                            return error;
+                        }
+                    }
+                }
+                using torch.Tensor world = Tensor(Data(rank, count), dtype);
+                group.AllReduce(world);
+                return Compare(Read(world), Reduce(size, count, ReduceOp.Sum, salt: 0), dtype);
+            }
             case "broadcast":
             {
                 int root = size - 1;

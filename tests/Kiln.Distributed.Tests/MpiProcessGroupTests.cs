@@ -32,8 +32,8 @@ public sealed class MpiProcessGroupTests
     [Theory]
     [InlineData(2, "float32")]
     [InlineData(3, "float64")]
-    public Task ReduceScatter_and_Send_Recv_ring_match_the_reference(int ranks, string dtype) =>
-        RunScenariosAsync(ranks, "reducescatter,sendrecv", dtype);
+    public Task ReduceScatter_Send_Recv_ring_and_subgroups_match_the_reference(int ranks, string dtype) =>
+        RunScenariosAsync(ranks, "reducescatter,sendrecv,subgroups", dtype);
 
     [Theory]
     [InlineData(2, "int64")]
@@ -50,9 +50,9 @@ public sealed class MpiProcessGroupTests
     [Fact]
     public async Task Without_mpirun_the_worker_is_a_world_of_one()
     {
-        MpiRun.Result result = await MpiRun.RunAsync(0, ["allreduce-sum,allreduce-avg,broadcast,allgather,reducescatter,barrier", "float32", "1,7"]);
+        MpiRun.Result result = await MpiRun.RunAsync(0, ["allreduce-sum,allreduce-avg,broadcast,allgather,reducescatter,barrier,subgroups", "float32", "1,7"]);
         result.ExitCode.ShouldBe(0, result.ToString());
-        result.OkLines.ShouldBe(12, result.ToString());
+        result.OkLines.ShouldBe(14, result.ToString());
         result.Stdout.ShouldContain("OK rank 0/1 ");
     }
 

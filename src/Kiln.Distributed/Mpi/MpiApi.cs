@@ -17,6 +17,9 @@ internal sealed unsafe class MpiApi
     /// <summary>MPI_THREAD_SERIALIZED: any thread may call MPI, one at a time.</summary>
     public const int ThreadSerialized = 2;
 
+    /// <summary>Open MPI's MPI_UNDEFINED.</summary>
+    public const int Undefined = -32766;
+
     private readonly NativeLibraryHandle _library;
 
     public MpiApi(NativeLibraryHandle library)
@@ -39,12 +42,15 @@ internal sealed unsafe class MpiApi
         Allgather = (delegate* unmanaged<IntPtr, int, IntPtr, IntPtr, int, IntPtr, IntPtr, int>)Require(library, "MPI_Allgather");
         ReduceScatterBlock = (delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, int>)Require(library, "MPI_Reduce_scatter_block");
         Barrier = (delegate* unmanaged<IntPtr, int>)Require(library, "MPI_Barrier");
+        CommSplit = (delegate* unmanaged<IntPtr, int, int, IntPtr*, int>)Require(library, "MPI_Comm_split");
+        CommFree = (delegate* unmanaged<IntPtr*, int>)Require(library, "MPI_Comm_free");
         Send = (delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, int>)Require(library, "MPI_Send");
         Recv = (delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, IntPtr, int>)Require(library, "MPI_Recv");
         ErrorString = (delegate* unmanaged<int, byte*, int*, int>)Require(library, "MPI_Error_string");
         Abort = (delegate* unmanaged<IntPtr, int, int>)Require(library, "MPI_Abort");
 
         CommWorld = Require(library, "ompi_mpi_comm_world");
+        CommNull = Require(library, "ompi_mpi_comm_null");
         Float = Require(library, "ompi_mpi_float");
         Double = Require(library, "ompi_mpi_double");
         Int32 = Require(library, "ompi_mpi_int32_t");
@@ -80,12 +86,19 @@ internal sealed unsafe class MpiApi
     public delegate* unmanaged<IntPtr, int, IntPtr, IntPtr, int, IntPtr, IntPtr, int> Allgather { get; }
     public delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, int> ReduceScatterBlock { get; }
     public delegate* unmanaged<IntPtr, int> Barrier { get; }
+
+    /// <summary>MPI_Comm_split(comm, color, key, newcomm): <see cref="Undefined"/> as the color leaves a rank out (MPI_COMM_NULL).</summary>
+    public delegate* unmanaged<IntPtr, int, int, IntPtr*, int> CommSplit { get; }
+    public delegate* unmanaged<IntPtr*, int> CommFree { get; }
     public delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, int> Send { get; }
     public delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, IntPtr, int> Recv { get; }
     public delegate* unmanaged<int, byte*, int*, int> ErrorString { get; }
     public delegate* unmanaged<IntPtr, int, int> Abort { get; }
 
     public IntPtr CommWorld { get; }
+
+    /// <summary>MPI_COMM_NULL: what MPI_Comm_split gives a rank left out.</summary>
+    public IntPtr CommNull { get; }
     public IntPtr Float { get; }
     public IntPtr Double { get; }
     public IntPtr Int32 { get; }

@@ -7,7 +7,7 @@ using TorchSharp;
 namespace Kiln.Distributed.Mpi;
 
 /// <summary>
-/// The world of an Open MPI job as an <see cref="IProcessGroup"/>. Collectives run in place on the memory of contiguous
+/// The world of an Open MPI job, or a sub-group of it (<see cref="NewGroup"/>), as an <see cref="IProcessGroup"/>. Collectives run in place on the memory of contiguous
 /// CPU tensors (no copies); calls are serialised with a lock (MPI_THREAD_SERIALIZED). float16 and bfloat16 move as
 /// 16-bit integers and reduce through a float32 copy (MPI has no 16-bit floats). A watchdog aborts the job when a call
 /// runs longer than <see cref="ProcessGroupOptions.Timeout"/>.
@@ -22,13 +22,22 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
 
     private readonly MpiApi _mpi;
     private readonly bool _ownsInitialization;
-    private readonly Lock _callLock = new();
+
+    /// <summary>The world's communicator, or a sub-group's own (freed on Dispose).</summary>
+    private readonly IntPtr _comm;
+    private readonly bool _isSubGroup;
+
+    /// <summary>One lock for the world and all its sub-groups: MPI_THREAD_SERIALIZED allows one MPI call at a time per process.</summary>
+    private readonly Lock _callLock;
     private readonly CollectiveWatchdog _watchdog;
     private bool _disposed;
 
-    private MpiProcessGroup(MpiApi mpi, int rank, int worldSize, bool ownsInitialization, ProcessGroupOptions options)
+    private MpiProcessGroup(MpiApi mpi, IntPtr comm, int rank, int worldSize, bool ownsInitialization, ProcessGroupOptions options, Lock? callLock = null)
     {
         _mpi = mpi;
+        _comm = comm;
+        _isSubGroup = callLock is not null;
+        _callLock = callLock ?? new Lock();
         Options = options;
         Rank = rank;
         WorldSize = worldSize;
@@ -88,7 +97,7 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
                 mpi.Check(mpi.CommSize(mpi.CommWorld, &size), "MPI_Comm_size");
                 CheckLauncherEnvironment(rank, size);
                 s_created = true;
-                return new MpiProcessGroup(mpi, rank, size, owns, options);
+                return new MpiProcessGroup(mpi, mpi.CommWorld, rank, size, owns, options);
             }
             catch
             {
@@ -150,7 +159,7 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
             {
                 fixed (byte* data = tensor.bytes)
                 {
-                    _mpi.Check(_mpi.Allreduce(MpiApi.InPlace, (IntPtr)data, count, datatype, mpiOp, _mpi.CommWorld), "MPI_Allreduce");
+                    _mpi.Check(_mpi.Allreduce(MpiApi.InPlace, (IntPtr)data, count, datatype, mpiOp, _comm), "MPI_Allreduce");
                 }
             }
         }
@@ -182,7 +191,7 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
             fixed (byte* data = tensor.bytes)
             {
                 // The storage is native memory that does not move; the caller keeps the tensor alive until Wait.
-                _mpi.Check(_mpi.Iallreduce(MpiApi.InPlace, (IntPtr)data, count, _mpi.Datatype(tensor.dtype), _mpi.Op(op), _mpi.CommWorld, &request), "MPI_Iallreduce");
+                _mpi.Check(_mpi.Iallreduce(MpiApi.InPlace, (IntPtr)data, count, _mpi.Datatype(tensor.dtype), _mpi.Op(op), _comm, &request), "MPI_Iallreduce");
             }
         }
         return new MpiWork(this, request, "all_reduce", tensor, op == ReduceOp.Average && WorldSize > 1 ? tensor : null);
@@ -204,7 +213,7 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
         {
             fixed (byte* data = tensor.bytes)
             {
-                _mpi.Check(_mpi.Ibcast((IntPtr)data, count, datatype, root, _mpi.CommWorld, &request), "MPI_Ibcast");
+                _mpi.Check(_mpi.Ibcast((IntPtr)data, count, datatype, root, _comm, &request), "MPI_Ibcast");
             }
         }
         return new MpiWork(this, request, "broadcast", tensor, divide: null);
@@ -230,7 +239,7 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
             fixed (byte* send = input.bytes)
             fixed (byte* receive = output.bytes)
             {
-                _mpi.Check(_mpi.Iallgather((IntPtr)send, count, datatype, (IntPtr)receive, count, datatype, _mpi.CommWorld, &request), "MPI_Iallgather");
+                _mpi.Check(_mpi.Iallgather((IntPtr)send, count, datatype, (IntPtr)receive, count, datatype, _comm, &request), "MPI_Iallgather");
             }
         }
         return new MpiWork(this, request, "all_gather", input, divide: null);
@@ -262,7 +271,7 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
             fixed (byte* send = input.bytes)
             fixed (byte* receive = output.bytes)
             {
-                _mpi.Check(_mpi.IreduceScatterBlock((IntPtr)send, (IntPtr)receive, count, _mpi.Datatype(input.dtype), _mpi.Op(op), _mpi.CommWorld, &request), "MPI_Ireduce_scatter_block");
+                _mpi.Check(_mpi.IreduceScatterBlock((IntPtr)send, (IntPtr)receive, count, _mpi.Datatype(input.dtype), _mpi.Op(op), _comm, &request), "MPI_Ireduce_scatter_block");
             }
         }
         return new MpiWork(this, request, "reduce_scatter", input, op == ReduceOp.Average && WorldSize > 1 ? output : null);
@@ -342,7 +351,7 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
         {
             fixed (byte* data = tensor.bytes)
             {
-                _mpi.Check(_mpi.Bcast((IntPtr)data, count, datatype, root, _mpi.CommWorld), "MPI_Bcast");
+                _mpi.Check(_mpi.Bcast((IntPtr)data, count, datatype, root, _comm), "MPI_Bcast");
             }
         }
     }
@@ -366,7 +375,7 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
             fixed (byte* send = input.bytes)
             fixed (byte* receive = output.bytes)
             {
-                _mpi.Check(_mpi.Allgather((IntPtr)send, count, datatype, (IntPtr)receive, count, datatype, _mpi.CommWorld), "MPI_Allgather");
+                _mpi.Check(_mpi.Allgather((IntPtr)send, count, datatype, (IntPtr)receive, count, datatype, _comm), "MPI_Allgather");
             }
         }
     }
@@ -403,7 +412,7 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
                 fixed (byte* send = input.bytes)
                 fixed (byte* receive = output.bytes)
                 {
-                    _mpi.Check(_mpi.ReduceScatterBlock((IntPtr)send, (IntPtr)receive, count, datatype, mpiOp, _mpi.CommWorld), "MPI_Reduce_scatter_block");
+                    _mpi.Check(_mpi.ReduceScatterBlock((IntPtr)send, (IntPtr)receive, count, datatype, mpiOp, _comm), "MPI_Reduce_scatter_block");
                 }
             }
         }
@@ -419,7 +428,7 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
         ThrowIfDisposed();
         using (Call("barrier", -1, default))
         {
-            _mpi.Check(_mpi.Barrier(_mpi.CommWorld), "MPI_Barrier");
+            _mpi.Check(_mpi.Barrier(_comm), "MPI_Barrier");
         }
     }
 
@@ -434,7 +443,7 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
         {
             fixed (byte* data = tensor.bytes)
             {
-                _mpi.Check(_mpi.Send((IntPtr)data, count, datatype, destination, tag, _mpi.CommWorld), "MPI_Send");
+                _mpi.Check(_mpi.Send((IntPtr)data, count, datatype, destination, tag, _comm), "MPI_Send");
             }
         }
     }
@@ -451,7 +460,7 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
             fixed (byte* data = tensor.bytes)
             {
                 // Open MPI's MPI_STATUS_IGNORE is a null pointer.
-                _mpi.Check(_mpi.Recv((IntPtr)data, count, datatype, source, tag, _mpi.CommWorld, IntPtr.Zero), "MPI_Recv");
+                _mpi.Check(_mpi.Recv((IntPtr)data, count, datatype, source, tag, _comm, IntPtr.Zero), "MPI_Recv");
             }
         }
     }
@@ -475,7 +484,32 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
     [LoggerMessage(EventId = 1600, Level = LogLevel.Critical, Message = "{Description}")]
     private static partial void LogCollectiveTimedOut(ILogger logger, string description);
 
-    /// <summary>Finalises MPI when this group initialised it; the library stays loaded (MPI cannot start again).</summary>
+    /// <inheritdoc />
+    public IProcessGroup? NewGroup(IReadOnlyList<int> ranks)
+    {
+        int[] members = CollectiveArguments.GroupRanks(ranks, WorldSize);
+        ThrowIfDisposed();
+        bool member = Array.IndexOf(members, Rank) >= 0;
+        IntPtr comm = IntPtr.Zero;
+        using (Call("new_group", -1, default))
+        {
+            // The key orders the new ranks as here.
+            _mpi.Check(_mpi.CommSplit(_comm, member ? 0 : MpiApi.Undefined, Rank, &comm), "MPI_Comm_split");
+        }
+        if (!member || comm == _mpi.CommNull)
+        {
+            return null;
+        }
+        int rank = 0, size = 0;
+        _mpi.Check(_mpi.CommRank(comm, &rank), "MPI_Comm_rank");
+        _mpi.Check(_mpi.CommSize(comm, &size), "MPI_Comm_size");
+        return new MpiProcessGroup(_mpi, comm, rank, size, ownsInitialization: false, Options, _callLock);
+    }
+
+    /// <summary>
+    /// A sub-group frees its communicator (unless MPI was already finalised); the world finalises MPI when it
+    /// initialised it. The library stays loaded (MPI cannot start again).
+    /// </summary>
     public void Dispose()
     {
         lock (_callLock)
@@ -486,7 +520,17 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
             }
             _disposed = true;
             _watchdog.Dispose();
-            if (_ownsInitialization)
+            if (_isSubGroup)
+            {
+                int finalized = 0;
+                _mpi.Check(_mpi.Finalized(&finalized), "MPI_Finalized");
+                if (finalized == 0)
+                {
+                    IntPtr comm = _comm;
+                    _mpi.Check(_mpi.CommFree(&comm), "MPI_Comm_free");
+                }
+            }
+            else if (_ownsInitialization)
             {
                 _mpi.Check(_mpi.Finalize(), "MPI_Finalize");
             }

@@ -28,6 +28,7 @@ internal sealed unsafe class NcclApi
         CommInitRank = (delegate* unmanaged<IntPtr*, int, NcclUniqueId, int, int>)Require(nccl, "ncclCommInitRank");
         CommDestroy = (delegate* unmanaged<IntPtr, int>)Require(nccl, "ncclCommDestroy");
         CommAbort = (delegate* unmanaged<IntPtr, int>)Require(nccl, "ncclCommAbort");
+        CommSplit = (delegate* unmanaged<IntPtr, int, int, IntPtr*, IntPtr, int>)Require(nccl, "ncclCommSplit");
         CommGetAsyncError = (delegate* unmanaged<IntPtr, int*, int>)Require(nccl, "ncclCommGetAsyncError");
         GetErrorString = (delegate* unmanaged<int, IntPtr>)Require(nccl, "ncclGetErrorString");
         GetLastError = (delegate* unmanaged<IntPtr, IntPtr>)Require(nccl, "ncclGetLastError");
@@ -60,6 +61,13 @@ internal sealed unsafe class NcclApi
     public delegate* unmanaged<IntPtr*, int, NcclUniqueId, int, int> CommInitRank { get; }
     public delegate* unmanaged<IntPtr, int> CommDestroy { get; }
     public delegate* unmanaged<IntPtr, int> CommAbort { get; }
+
+    /// <summary>ncclCommSplit(comm, color, key, newcomm, config): <see cref="SplitNoColor"/> leaves a rank out (newcomm NULL).</summary>
+    public delegate* unmanaged<IntPtr, int, int, IntPtr*, IntPtr, int> CommSplit { get; }
+
+    /// <summary>NCCL_SPLIT_NOCOLOR.</summary>
+    public const int SplitNoColor = -1;
+
     public delegate* unmanaged<IntPtr, int*, int> CommGetAsyncError { get; }
     public delegate* unmanaged<int, IntPtr> GetErrorString { get; }
     public delegate* unmanaged<IntPtr, IntPtr> GetLastError { get; }

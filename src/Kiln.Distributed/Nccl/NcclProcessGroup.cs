@@ -198,6 +198,29 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
     }
 
     /// <inheritdoc />
+    public IProcessGroup? NewGroup(IReadOnlyList<int> ranks)
+    {
+        int[] members = CollectiveArguments.GroupRanks(ranks, WorldSize);
+        ObjectDisposedException.ThrowIf(_comm.IsClosed, this);
+        int index = Array.IndexOf(members, Rank);
+        IntPtr comm = IntPtr.Zero;
+        lock (_callLock)
+        {
+            _nccl.CheckCuda(_nccl.SetDevice(Device), $"cudaSetDevice({Device})");
+            // Blocking on the host like the first collective: the watchdog follows the call itself.
+            _watchdog.Begin("new_group", -1, default);
+            int result = _nccl.CommSplit(_comm.Value, index >= 0 ? 0 : NcclApi.SplitNoColor, Rank, &comm, IntPtr.Zero);
+            _watchdog.Abandon();
+            if (result != 0)
+            {
+                WaitForExitIfAborting();
+                _nccl.Check(result, "ncclCommSplit", _comm.Value);
+            }
+        }
+        return index < 0 || comm == IntPtr.Zero ? null : new NcclProcessGroup(_nccl, new NcclCommHandle(_nccl, comm), index, members.Length, Device, Options);
+    }
+
+    /// <inheritdoc />
     public void Send(torch.Tensor tensor, int destination, int tag = 0)
     {
         ArgumentNullException.ThrowIfNull(tensor);
