@@ -33,6 +33,7 @@ internal static class DdpScenarios
         "ddp-deterministic-adamw" => Deterministic(group, scenario, bucketCapBytes, adamW: true, ScalarType.Float64),
         "ddp-deterministic-nonfinite" => DeterministicNonFinite(group, bucketCapBytes),
         "ddp-deterministic-sgd-float32" => Deterministic(group, scenario, bucketCapBytes, adamW: false, ScalarType.Float32),
+        "ddp-subgroup" => SubGroup(group, bucketCapBytes),
         _ => throw new ArgumentException($"unknown scenario {scenario}"),
     };
 
@@ -96,6 +97,17 @@ internal static class DdpScenarios
 
     private static optim.Optimizer Optimizer(nn.Module model, bool adamW) =>
         adamW ? optim.AdamW(model.parameters(), lr: 0.01) : optim.SGD(model.parameters(), 0.1);
+
+    /// <summary>DDP (AdamW) over the sub-group of the first and the last rank; the ranks between stay out of it.</summary>
+    private static string? SubGroup(IProcessGroup world, int bucketCapBytes)
+    {
+        using IProcessGroup? pair = world.NewGroup([0, world.WorldSize - 1]);
+        if (pair is null)
+        {
+            return world.Rank == 0 || world.Rank == world.WorldSize - 1 ? "a member got no group" : null;
+        }
+        return pair.WorldSize != 2 ? $"a group of {pair.WorldSize}, expected 2" : Train(pair, bucketCapBytes, adamW: true, microBatches: 1, Steps);
+    }
 
     private static string? Train(IProcessGroup group, int bucketCapBytes, bool adamW, int microBatches, int steps)
     {

@@ -22,6 +22,10 @@ public sealed class DdpTests
     public Task Sgd_and_AdamW_20_steps_match_the_single_process_run(int ranks) =>
         RunScenariosAsync(ranks, "ddp-sgd,ddp-adamw,ddp-fused");
 
+    [Fact]
+    public Task Over_a_subgroup_of_the_first_and_last_of_three_ranks_AdamW_matches_the_single_process_run() =>
+        RunScenariosAsync(3, "ddp-subgroup");
+
     [Theory]
     [InlineData(2)]
     [InlineData(3)]
