@@ -7,8 +7,9 @@ using TorchSharp;
 namespace Kiln.Distributed.Mpi;
 
 /// <summary>
-/// The world of an Open MPI job, or a sub-group of it (<see cref="NewGroup"/>), as an <see cref="IProcessGroup"/>. Collectives run in place on the memory of contiguous
-/// CPU tensors (no copies); calls are serialised with a lock (MPI_THREAD_SERIALIZED). float16 and bfloat16 move as
+/// The world of an Open MPI job, or a sub-group of it (<see cref="NewGroup"/>), as an <see cref="IProcessGroup"/>.
+/// Collectives run in place on the memory of contiguous CPU tensors (no copies); calls are serialised with a lock
+/// (MPI_THREAD_SERIALIZED). float16 and bfloat16 move as
 /// 16-bit integers and reduce through a float32 copy (MPI has no 16-bit floats). A watchdog aborts the job when a call
 /// runs longer than <see cref="ProcessGroupOptions.Timeout"/>.
 /// </summary>
