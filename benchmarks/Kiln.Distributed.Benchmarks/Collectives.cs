@@ -74,6 +74,16 @@ internal static class Collectives
                 failures += Check(group, $"all_gather async {dtype} {size}", asyncGathered, cat(data, 0));
                 failures += Check(group, $"reduce_scatter async {dtype} {size}", asyncScattered, wideSum.narrow(0, group.Rank * (padded / n), padded / n));
 
+                // all_to_all: block i of this rank's output is block `rank` of rank i's input; blocking, then async.
+                long block = padded / n;
+                Tensor exchanged = cat([.. wide.Select(w => w.narrow(0, group.Rank * block, block))], 0);
+                Tensor toAll = empty(padded, dtype: dtype, device: device), toAllAsync = empty(padded, dtype: dtype, device: device);
+                Tensor mineWide = wide[group.Rank].to(device);
+                group.AllToAll(mineWide, toAll);
+                group.AllToAllAsync(mineWide, toAllAsync).Wait();
+                failures += Check(group, $"all_to_all {dtype} {size}", toAll, exchanged);
+                failures += Check(group, $"all_to_all async {dtype} {size}", toAllAsync, exchanged);
+
                 // A ring: even ranks send first, odd ranks receive first (NCCL point-to-point blocks until matched).
                 Tensor received = empty(size, dtype: dtype, device: device);
                 int next = (group.Rank + 1) % n, previous = (group.Rank + n - 1) % n;

@@ -53,6 +53,21 @@ internal static class CollectiveArguments
         }
     }
 
+    /// <summary>all_to_all's input and output hold the same number of elements, a multiple of the world size; returns one block's length.</summary>
+    public static long AllToAllBlock(torch.Tensor input, torch.Tensor output, int worldSize)
+    {
+        long total = input.numel();
+        if (total % worldSize != 0)
+        {
+            throw new ArgumentException($"input has {total} elements, which do not split evenly over {worldSize} ranks.", nameof(input));
+        }
+        if (output.numel() != total)
+        {
+            throw new ArgumentException($"output has {output.numel()} elements; all_to_all needs as many as input ({total}).", nameof(output));
+        }
+        return total / worldSize;
+    }
+
     /// <summary>reduce_scatter's input splits evenly over the ranks and output holds one block; returns the block's length.</summary>
     public static long ReduceScatterBlock(torch.Tensor input, torch.Tensor output, int worldSize)
     {

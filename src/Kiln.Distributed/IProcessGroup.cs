@@ -78,6 +78,21 @@ public interface IProcessGroup : IDisposable
     /// <returns>The work.</returns>
     public ICollectiveWork ReduceScatterAsync(torch.Tensor input, torch.Tensor output, ReduceOp op = ReduceOp.Sum);
 
+    /// <summary>
+    /// Exchanges equal blocks between all ranks, as torch.distributed's <c>all_to_all_single</c> without split sizes:
+    /// block j of <paramref name="input"/> (input.numel() / WorldSize elements) goes to rank j, and block i of
+    /// <paramref name="output"/> comes from rank i.
+    /// </summary>
+    /// <param name="input">A contiguous tensor whose element count is a multiple of <see cref="WorldSize"/>.</param>
+    /// <param name="output">A contiguous tensor of the same dtype and element count; not the input.</param>
+    public void AllToAll(torch.Tensor input, torch.Tensor output);
+
+    /// <summary>Starts <see cref="AllToAll"/> and returns before it completes, as <see cref="AllReduceAsync"/> does.</summary>
+    /// <param name="input">As for <see cref="AllToAll"/>; alive and untouched until the work is waited for.</param>
+    /// <param name="output">As for <see cref="AllToAll"/>; read it only after the work is waited for.</param>
+    /// <returns>The work.</returns>
+    public ICollectiveWork AllToAllAsync(torch.Tensor input, torch.Tensor output);
+
     /// <summary>Blocks until every rank has called it.</summary>
     public void Barrier();
 

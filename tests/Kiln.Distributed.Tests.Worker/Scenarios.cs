@@ -162,6 +162,29 @@ internal static class Scenarios
                 group.AllReduce(world);
                 return Compare(Read(world), Reduce(size, count, ReduceOp.Sum, salt: 0), dtype);
             }
+            case "alltoall":
+            {
+                // Block j of every rank's input goes to rank j: block i of this rank's output is block `rank` of rank i's
+                // input. Blocking, then asynchronous; in place is refused.
+                int total = count * size;
+                double[] expected = [.. Enumerable.Range(0, size).SelectMany(r => Data(r, total, salt: 15)[(rank * count)..((rank + 1) * count)])];
+                using torch.Tensor input = Tensor(Data(rank, total, salt: 15), dtype);
+                using torch.Tensor output = torch.full(total, Sentinel, dtype: dtype);
+                using torch.Tensor queued = torch.full(total, Sentinel, dtype: dtype);
+                group.AllToAll(input, output);
+                ICollectiveWork work = group.AllToAllAsync(input, queued);
+                work.Wait();
+                try
+                {
+                    group.AllToAll(input, input);
+                    return "an in-place all_to_all was accepted";
+                }
+                catch (ArgumentException)
+                {
+                }
+                return Compare(Read(output), expected, dtype) ?? Compare(Read(queued), expected, dtype)
+                    ?? Compare(Read(input), Data(rank, total, salt: 15), dtype);
+            }
             case "broadcast":
             {
                 int root = size - 1;

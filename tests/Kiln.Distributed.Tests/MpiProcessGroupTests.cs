@@ -32,27 +32,27 @@ public sealed class MpiProcessGroupTests
     [Theory]
     [InlineData(2, "float32")]
     [InlineData(3, "float64")]
-    public Task ReduceScatter_Send_Recv_ring_and_subgroups_match_the_reference(int ranks, string dtype) =>
-        RunScenariosAsync(ranks, "reducescatter,sendrecv,subgroups", dtype);
+    public Task ReduceScatter_Send_Recv_ring_subgroups_and_AllToAll_match_the_reference(int ranks, string dtype) =>
+        RunScenariosAsync(ranks, "reducescatter,sendrecv,subgroups,alltoall", dtype);
 
     [Theory]
     [InlineData(2, "int64")]
     [InlineData(3, "int32")]
     public Task Integer_AllReduce_Broadcast_and_AllGather_match_the_reference(int ranks, string dtype) =>
-        RunScenariosAsync(ranks, "allreduce-sum,allreduce-min,allreduce-max,broadcast,allgather,collectives-async", dtype, "1,7,100003");
+        RunScenariosAsync(ranks, "allreduce-sum,allreduce-min,allreduce-max,broadcast,allgather,collectives-async,alltoall", dtype, "1,7,100003");
 
     [Theory]
     [InlineData(2, "float16")]
     [InlineData(3, "bfloat16")]
     public Task Half_types_move_as_bits_and_reduce_through_float32(int ranks, string dtype) =>
-        RunScenariosAsync(ranks, "allreduce-sum,allreduce-avg,allreduce-max,allreduce-async,collectives-async,broadcast,allgather,reducescatter,sendrecv", dtype, "1,7,100003");
+        RunScenariosAsync(ranks, "allreduce-sum,allreduce-avg,allreduce-max,allreduce-async,collectives-async,broadcast,allgather,reducescatter,sendrecv,alltoall", dtype, "1,7,100003");
 
     [Fact]
     public async Task Without_mpirun_the_worker_is_a_world_of_one()
     {
-        MpiRun.Result result = await MpiRun.RunAsync(0, ["allreduce-sum,allreduce-avg,broadcast,allgather,reducescatter,barrier,subgroups", "float32", "1,7"]);
+        MpiRun.Result result = await MpiRun.RunAsync(0, ["allreduce-sum,allreduce-avg,broadcast,allgather,reducescatter,barrier,subgroups,alltoall", "float32", "1,7"]);
         result.ExitCode.ShouldBe(0, result.ToString());
-        result.OkLines.ShouldBe(14, result.ToString());
+        result.OkLines.ShouldBe(16, result.ToString());
         result.Stdout.ShouldContain("OK rank 0/1 ");
     }
 

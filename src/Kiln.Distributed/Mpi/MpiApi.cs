@@ -42,6 +42,8 @@ internal sealed unsafe class MpiApi
         Allgather = (delegate* unmanaged<IntPtr, int, IntPtr, IntPtr, int, IntPtr, IntPtr, int>)Require(library, "MPI_Allgather");
         ReduceScatterBlock = (delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, int>)Require(library, "MPI_Reduce_scatter_block");
         Barrier = (delegate* unmanaged<IntPtr, int>)Require(library, "MPI_Barrier");
+        Alltoall = (delegate* unmanaged<IntPtr, int, IntPtr, IntPtr, int, IntPtr, IntPtr, int>)Require(library, "MPI_Alltoall");
+        Ialltoall = (delegate* unmanaged<IntPtr, int, IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr*, int>)Require(library, "MPI_Ialltoall");
         CommSplit = (delegate* unmanaged<IntPtr, int, int, IntPtr*, int>)Require(library, "MPI_Comm_split");
         CommFree = (delegate* unmanaged<IntPtr*, int>)Require(library, "MPI_Comm_free");
         Send = (delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, int>)Require(library, "MPI_Send");
@@ -86,6 +88,8 @@ internal sealed unsafe class MpiApi
     public delegate* unmanaged<IntPtr, int, IntPtr, IntPtr, int, IntPtr, IntPtr, int> Allgather { get; }
     public delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, int> ReduceScatterBlock { get; }
     public delegate* unmanaged<IntPtr, int> Barrier { get; }
+    public delegate* unmanaged<IntPtr, int, IntPtr, IntPtr, int, IntPtr, IntPtr, int> Alltoall { get; }
+    public delegate* unmanaged<IntPtr, int, IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr*, int> Ialltoall { get; }
 
     /// <summary>MPI_Comm_split(comm, color, key, newcomm): <see cref="Undefined"/> as the color leaves a rank out (MPI_COMM_NULL).</summary>
     public delegate* unmanaged<IntPtr, int, int, IntPtr*, int> CommSplit { get; }

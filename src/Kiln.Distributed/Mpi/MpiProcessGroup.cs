@@ -424,6 +424,65 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
     }
 
     /// <inheritdoc />
+    public void AllToAll(torch.Tensor input, torch.Tensor output)
+    {
+        (IntPtr datatype, int block) = CheckAllToAll(input, output);
+        if (block == 0)
+        {
+            return;
+        }
+        using (Call("all_to_all", input.numel(), input.dtype))
+        {
+            fixed (byte* send = input.bytes)
+            fixed (byte* receive = output.bytes)
+            {
+                _mpi.Check(_mpi.Alltoall((IntPtr)send, block, datatype, (IntPtr)receive, block, datatype, _comm), "MPI_Alltoall");
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public ICollectiveWork AllToAllAsync(torch.Tensor input, torch.Tensor output)
+    {
+        (IntPtr datatype, int block) = CheckAllToAll(input, output);
+        if (block == 0)
+        {
+            return CompletedCollectiveWork.Instance;
+        }
+        IntPtr request = IntPtr.Zero;
+        using (Call("all_to_all", input.numel(), input.dtype))
+        {
+            fixed (byte* send = input.bytes)
+            fixed (byte* receive = output.bytes)
+            {
+                _mpi.Check(_mpi.Ialltoall((IntPtr)send, block, datatype, (IntPtr)receive, block, datatype, _comm, &request), "MPI_Ialltoall");
+            }
+        }
+        return new MpiWork(this, request, "all_to_all", input, divide: null);
+    }
+
+    /// <summary>all_to_all's checks: the moving datatype and one block's element count.</summary>
+    private (IntPtr Datatype, int Block) CheckAllToAll(torch.Tensor input, torch.Tensor output)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(output);
+        IntPtr datatype = CheckTensor(input, nameof(input));
+        _ = CheckTensor(output, nameof(output));
+        CollectiveArguments.SameDtype(input, output);
+        _ = Count(input);
+        int block = (int)CollectiveArguments.AllToAllBlock(input, output, WorldSize);
+        fixed (byte* send = input.bytes)
+        fixed (byte* receive = output.bytes)
+        {
+            if (block > 0 && send == receive)
+            {
+                throw new ArgumentException("all_to_all cannot run in place: give an output tensor other than the input.", nameof(output));
+            }
+        }
+        return (datatype, block);
+    }
+
+    /// <inheritdoc />
     public void Barrier()
     {
         ThrowIfDisposed();

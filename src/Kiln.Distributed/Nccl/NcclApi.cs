@@ -37,6 +37,8 @@ internal sealed unsafe class NcclApi
         AllGather = (delegate* unmanaged<IntPtr, IntPtr, nuint, int, IntPtr, IntPtr, int>)Require(nccl, "ncclAllGather");
         ReduceScatter = (delegate* unmanaged<IntPtr, IntPtr, nuint, int, int, IntPtr, IntPtr, int>)Require(nccl, "ncclReduceScatter");
         Send = (delegate* unmanaged<IntPtr, nuint, int, int, IntPtr, IntPtr, int>)Require(nccl, "ncclSend");
+        GroupStart = (delegate* unmanaged<int>)Require(nccl, "ncclGroupStart");
+        GroupEnd = (delegate* unmanaged<int>)Require(nccl, "ncclGroupEnd");
         Recv = (delegate* unmanaged<IntPtr, nuint, int, int, IntPtr, IntPtr, int>)Require(nccl, "ncclRecv");
 
         SetDevice = (delegate* unmanaged<int, int>)Require(cudart, "cudaSetDevice");
@@ -76,6 +78,11 @@ internal sealed unsafe class NcclApi
     public delegate* unmanaged<IntPtr, IntPtr, nuint, int, IntPtr, IntPtr, int> AllGather { get; }
     public delegate* unmanaged<IntPtr, IntPtr, nuint, int, int, IntPtr, IntPtr, int> ReduceScatter { get; }
     public delegate* unmanaged<IntPtr, nuint, int, int, IntPtr, IntPtr, int> Send { get; }
+
+    /// <summary>ncclGroupStart/ncclGroupEnd: the point-to-point calls between them run as one operation.</summary>
+    public delegate* unmanaged<int> GroupStart { get; }
+    public delegate* unmanaged<int> GroupEnd { get; }
+
     public delegate* unmanaged<IntPtr, nuint, int, int, IntPtr, IntPtr, int> Recv { get; }
     public delegate* unmanaged<int, int> SetDevice { get; }
     public delegate* unmanaged<IntPtr, int> StreamSynchronize { get; }

@@ -182,6 +182,51 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
     }
 
     /// <inheritdoc />
+    public void AllToAll(torch.Tensor input, torch.Tensor output)
+    {
+        Func<IntPtr, int> exchange = AllToAllCalls(input, output);
+        Call(() => exchange(_stream), "ncclSend/ncclRecv", "all_to_all", input);
+    }
+
+    /// <inheritdoc />
+    public ICollectiveWork AllToAllAsync(torch.Tensor input, torch.Tensor output) =>
+        OnSideStream(AllToAllCalls(input, output), "ncclSend/ncclRecv", "all_to_all", input);
+
+    /// <summary>
+    /// all_to_all's checks, then NCCL's form of it: one send and one receive of a block per peer, grouped
+    /// (ncclGroupStart/End) so that they run as one operation on the given stream.
+    /// </summary>
+    private Func<IntPtr, int> AllToAllCalls(torch.Tensor input, torch.Tensor output)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(output);
+        int datatype = CheckTensor(input, nameof(input));
+        _ = CheckTensor(output, nameof(output));
+        CollectiveArguments.SameDtype(input, output);
+        long block = CollectiveArguments.AllToAllBlock(input, output, WorldSize);
+        IntPtr send = DataPointer(input), receive = DataPointer(output);
+        if (block > 0 && send == receive)
+        {
+            throw new ArgumentException("all_to_all cannot run in place: give an output tensor other than the input.", nameof(output));
+        }
+        long stride = block * input.element_size();
+        return stream =>
+        {
+            int result = _nccl.GroupStart();
+            for (int peer = 0; peer < WorldSize && result == 0; peer++)
+            {
+                result = _nccl.Send(send + (nint)(peer * stride), (nuint)block, datatype, peer, _comm.Value, stream);
+                if (result == 0)
+                {
+                    result = _nccl.Recv(receive + (nint)(peer * stride), (nuint)block, datatype, peer, _comm.Value, stream);
+                }
+            }
+            int end = _nccl.GroupEnd();
+            return result != 0 ? result : end;
+        };
+    }
+
+    /// <inheritdoc />
     public void Barrier()
     {
         using torch.Tensor token = torch.ones(1, dtype: torch.ScalarType.Int32, device: new torch.Device(DeviceType.CUDA, Device));
