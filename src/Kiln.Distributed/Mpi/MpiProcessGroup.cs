@@ -223,13 +223,7 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
     /// <inheritdoc />
     public ICollectiveWork AllGatherAsync(torch.Tensor input, torch.Tensor output)
     {
-        ArgumentNullException.ThrowIfNull(input);
-        ArgumentNullException.ThrowIfNull(output);
-        IntPtr datatype = CheckTensor(input, nameof(input));
-        _ = CheckTensor(output, nameof(output));
-        CollectiveArguments.SameDtype(input, output);
-        int count = Count(input);
-        CollectiveArguments.AllGatherOutput(count, output, WorldSize);
+        (IntPtr datatype, int count) = CheckAllGather(input, output);
         if (count == 0)
         {
             return CompletedCollectiveWork.Instance;
@@ -249,11 +243,7 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
     /// <inheritdoc />
     public ICollectiveWork ReduceScatterAsync(torch.Tensor input, torch.Tensor output, ReduceOp op = ReduceOp.Sum)
     {
-        ArgumentNullException.ThrowIfNull(input);
-        ArgumentNullException.ThrowIfNull(output);
-        _ = CheckTensor(input, nameof(input));
-        _ = CheckTensor(output, nameof(output));
-        CollectiveArguments.SameDtype(input, output);
+        CheckPair(input, output);
         CollectiveArguments.ReduceScatterBlock(input, output, WorldSize);
         int count = Count(output);
         if (MpiApi.IsHalf(input.dtype) || count == 0)
@@ -360,13 +350,7 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
     /// <inheritdoc />
     public void AllGather(torch.Tensor input, torch.Tensor output)
     {
-        ArgumentNullException.ThrowIfNull(input);
-        ArgumentNullException.ThrowIfNull(output);
-        IntPtr datatype = CheckTensor(input, nameof(input));
-        _ = CheckTensor(output, nameof(output));
-        CollectiveArguments.SameDtype(input, output);
-        int count = Count(input);
-        CollectiveArguments.AllGatherOutput(count, output, WorldSize);
+        (IntPtr datatype, int count) = CheckAllGather(input, output);
         if (count == 0)
         {
             return;
@@ -384,11 +368,7 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
     /// <inheritdoc />
     public void ReduceScatter(torch.Tensor input, torch.Tensor output, ReduceOp op = ReduceOp.Sum)
     {
-        ArgumentNullException.ThrowIfNull(input);
-        ArgumentNullException.ThrowIfNull(output);
-        _ = CheckTensor(input, nameof(input));
-        _ = CheckTensor(output, nameof(output));
-        CollectiveArguments.SameDtype(input, output);
+        CheckPair(input, output);
         if (MpiApi.IsHalf(input.dtype))
         {
             using torch.Tensor input32 = input.to_type(torch.ScalarType.Float32);
@@ -461,14 +441,19 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
         return new MpiWork(this, request, "all_to_all", input, divide: null);
     }
 
+    /// <summary>all_gather's checks: the moving datatype and the input's element count.</summary>
+    private (IntPtr Datatype, int Count) CheckAllGather(torch.Tensor input, torch.Tensor output)
+    {
+        IntPtr datatype = CheckPair(input, output);
+        int count = Count(input);
+        CollectiveArguments.AllGatherOutput(count, output, WorldSize);
+        return (datatype, count);
+    }
+
     /// <summary>all_to_all's checks: the moving datatype and one block's element count.</summary>
     private (IntPtr Datatype, int Block) CheckAllToAll(torch.Tensor input, torch.Tensor output)
     {
-        ArgumentNullException.ThrowIfNull(input);
-        ArgumentNullException.ThrowIfNull(output);
-        IntPtr datatype = CheckTensor(input, nameof(input));
-        _ = CheckTensor(output, nameof(output));
-        CollectiveArguments.SameDtype(input, output);
+        IntPtr datatype = CheckPair(input, output);
         _ = Count(input);
         int block = (int)CollectiveArguments.AllToAllBlock(input, output, WorldSize);
         fixed (byte* send = input.bytes)
@@ -595,6 +580,17 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
                 _mpi.Check(_mpi.Finalize(), "MPI_Finalize");
             }
         }
+    }
+
+    /// <summary>An input and an output tensor of one dtype, both usable here: the input's moving datatype.</summary>
+    private IntPtr CheckPair(torch.Tensor input, torch.Tensor output)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(output);
+        IntPtr datatype = CheckTensor(input, nameof(input));
+        _ = CheckTensor(output, nameof(output));
+        CollectiveArguments.SameDtype(input, output);
+        return datatype;
     }
 
     private IntPtr CheckTensor(torch.Tensor tensor, string name)

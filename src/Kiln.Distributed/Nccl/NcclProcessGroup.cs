@@ -130,6 +130,36 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
     /// <inheritdoc />
     public void AllReduce(torch.Tensor tensor, ReduceOp op = ReduceOp.Sum)
     {
+        Func<IntPtr, int> call = AllReduceCall(tensor, op);
+        Call(() => call(_stream), "ncclAllReduce", "all_reduce", tensor);
+    }
+
+    /// <inheritdoc />
+    public void Broadcast(torch.Tensor tensor, int root)
+    {
+        Func<IntPtr, int> call = BroadcastCall(tensor, root);
+        Call(() => call(_stream), "ncclBroadcast", "broadcast", tensor);
+    }
+
+    /// <inheritdoc />
+    public void AllGather(torch.Tensor input, torch.Tensor output)
+    {
+        Func<IntPtr, int> call = AllGatherCall(input, output);
+        Call(() => call(_stream), "ncclAllGather", "all_gather", input);
+    }
+
+    /// <inheritdoc />
+    public void ReduceScatter(torch.Tensor input, torch.Tensor output, ReduceOp op = ReduceOp.Sum)
+    {
+        Func<IntPtr, int> call = ReduceScatterCall(input, output, op);
+        Call(() => call(_stream), "ncclReduceScatter", "reduce_scatter", output);
+    }
+
+    // Each collective's argument checks, then the NCCL call on a given stream: the default stream for the blocking
+    // forms, the side stream for the asynchronous ones.
+
+    private Func<IntPtr, int> AllReduceCall(torch.Tensor tensor, ReduceOp op)
+    {
         ArgumentNullException.ThrowIfNull(tensor);
         int datatype = CheckTensor(tensor, nameof(tensor));
         if (op == ReduceOp.Average && !tensor.is_floating_point())
@@ -137,21 +167,19 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
             throw new NotSupportedException($"ReduceOp.Average needs a floating-point tensor, not {tensor.dtype}.");
         }
         IntPtr data = DataPointer(tensor);
-        Call(() => _nccl.AllReduce(data, data, (nuint)tensor.numel(), datatype, NcclApi.Op(op), _comm.Value, _stream), "ncclAllReduce", "all_reduce", tensor);
+        return stream => _nccl.AllReduce(data, data, (nuint)tensor.numel(), datatype, NcclApi.Op(op), _comm.Value, stream);
     }
 
-    /// <inheritdoc />
-    public void Broadcast(torch.Tensor tensor, int root)
+    private Func<IntPtr, int> BroadcastCall(torch.Tensor tensor, int root)
     {
         ArgumentNullException.ThrowIfNull(tensor);
         CheckRank(root, nameof(root));
         int datatype = CheckTensor(tensor, nameof(tensor));
         IntPtr data = DataPointer(tensor);
-        Call(() => _nccl.Broadcast(data, data, (nuint)tensor.numel(), datatype, root, _comm.Value, _stream), "ncclBroadcast", "broadcast", tensor);
+        return stream => _nccl.Broadcast(data, data, (nuint)tensor.numel(), datatype, root, _comm.Value, stream);
     }
 
-    /// <inheritdoc />
-    public void AllGather(torch.Tensor input, torch.Tensor output)
+    private Func<IntPtr, int> AllGatherCall(torch.Tensor input, torch.Tensor output)
     {
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(output);
@@ -161,11 +189,10 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
         long count = input.numel();
         CollectiveArguments.AllGatherOutput(count, output, WorldSize);
         IntPtr send = DataPointer(input), receive = DataPointer(output);
-        Call(() => _nccl.AllGather(send, receive, (nuint)count, datatype, _comm.Value, _stream), "ncclAllGather", "all_gather", input);
+        return stream => _nccl.AllGather(send, receive, (nuint)count, datatype, _comm.Value, stream);
     }
 
-    /// <inheritdoc />
-    public void ReduceScatter(torch.Tensor input, torch.Tensor output, ReduceOp op = ReduceOp.Sum)
+    private Func<IntPtr, int> ReduceScatterCall(torch.Tensor input, torch.Tensor output, ReduceOp op)
     {
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(output);
@@ -178,25 +205,25 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
         }
         long block = CollectiveArguments.ReduceScatterBlock(input, output, WorldSize);
         IntPtr send = DataPointer(input), receive = DataPointer(output);
-        Call(() => _nccl.ReduceScatter(send, receive, (nuint)block, datatype, NcclApi.Op(op), _comm.Value, _stream), "ncclReduceScatter", "reduce_scatter", output);
+        return stream => _nccl.ReduceScatter(send, receive, (nuint)block, datatype, NcclApi.Op(op), _comm.Value, stream);
     }
 
     /// <inheritdoc />
     public void AllToAll(torch.Tensor input, torch.Tensor output)
     {
-        Func<IntPtr, int> exchange = AllToAllCalls(input, output);
+        Func<IntPtr, int> exchange = AllToAllCall(input, output);
         Call(() => exchange(_stream), "ncclSend/ncclRecv", "all_to_all", input);
     }
 
     /// <inheritdoc />
     public ICollectiveWork AllToAllAsync(torch.Tensor input, torch.Tensor output) =>
-        OnSideStream(AllToAllCalls(input, output), "ncclSend/ncclRecv", "all_to_all", input);
+        OnSideStream(AllToAllCall(input, output), "ncclSend/ncclRecv", "all_to_all", input);
 
     /// <summary>
     /// all_to_all's checks, then NCCL's form of it: one send and one receive of a block per peer, grouped
     /// (ncclGroupStart/End) so that they run as one operation on the given stream.
     /// </summary>
-    private Func<IntPtr, int> AllToAllCalls(torch.Tensor input, torch.Tensor output)
+    private Func<IntPtr, int> AllToAllCall(torch.Tensor input, torch.Tensor output)
     {
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(output);
@@ -292,58 +319,20 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
     /// returns at once; <see cref="ICollectiveWork.Wait"/> makes later default-stream work wait for it (no host wait).
     /// The tensor must stay alive until then.
     /// </summary>
-    public ICollectiveWork AllReduceAsync(torch.Tensor tensor, ReduceOp op = ReduceOp.Sum)
-    {
-        ArgumentNullException.ThrowIfNull(tensor);
-        int datatype = CheckTensor(tensor, nameof(tensor));
-        if (op == ReduceOp.Average && !tensor.is_floating_point())
-        {
-            throw new NotSupportedException($"ReduceOp.Average needs a floating-point tensor, not {tensor.dtype}.");
-        }
-        IntPtr data = DataPointer(tensor);
-        return OnSideStream(side => _nccl.AllReduce(data, data, (nuint)tensor.numel(), datatype, NcclApi.Op(op), _comm.Value, side), "ncclAllReduce", "all_reduce", tensor);
-    }
+    public ICollectiveWork AllReduceAsync(torch.Tensor tensor, ReduceOp op = ReduceOp.Sum) =>
+        OnSideStream(AllReduceCall(tensor, op), "ncclAllReduce", "all_reduce", tensor);
 
     /// <inheritdoc />
-    public ICollectiveWork BroadcastAsync(torch.Tensor tensor, int root)
-    {
-        ArgumentNullException.ThrowIfNull(tensor);
-        CheckRank(root, nameof(root));
-        int datatype = CheckTensor(tensor, nameof(tensor));
-        IntPtr data = DataPointer(tensor);
-        return OnSideStream(side => _nccl.Broadcast(data, data, (nuint)tensor.numel(), datatype, root, _comm.Value, side), "ncclBroadcast", "broadcast", tensor);
-    }
+    public ICollectiveWork BroadcastAsync(torch.Tensor tensor, int root) =>
+        OnSideStream(BroadcastCall(tensor, root), "ncclBroadcast", "broadcast", tensor);
 
     /// <inheritdoc />
-    public ICollectiveWork AllGatherAsync(torch.Tensor input, torch.Tensor output)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        ArgumentNullException.ThrowIfNull(output);
-        int datatype = CheckTensor(input, nameof(input));
-        _ = CheckTensor(output, nameof(output));
-        CollectiveArguments.SameDtype(input, output);
-        long count = input.numel();
-        CollectiveArguments.AllGatherOutput(count, output, WorldSize);
-        IntPtr send = DataPointer(input), receive = DataPointer(output);
-        return OnSideStream(side => _nccl.AllGather(send, receive, (nuint)count, datatype, _comm.Value, side), "ncclAllGather", "all_gather", input);
-    }
+    public ICollectiveWork AllGatherAsync(torch.Tensor input, torch.Tensor output) =>
+        OnSideStream(AllGatherCall(input, output), "ncclAllGather", "all_gather", input);
 
     /// <inheritdoc />
-    public ICollectiveWork ReduceScatterAsync(torch.Tensor input, torch.Tensor output, ReduceOp op = ReduceOp.Sum)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        ArgumentNullException.ThrowIfNull(output);
-        int datatype = CheckTensor(input, nameof(input));
-        _ = CheckTensor(output, nameof(output));
-        CollectiveArguments.SameDtype(input, output);
-        if (op == ReduceOp.Average && !input.is_floating_point())
-        {
-            throw new NotSupportedException($"ReduceOp.Average needs a floating-point tensor, not {input.dtype}.");
-        }
-        long block = CollectiveArguments.ReduceScatterBlock(input, output, WorldSize);
-        IntPtr send = DataPointer(input), receive = DataPointer(output);
-        return OnSideStream(side => _nccl.ReduceScatter(send, receive, (nuint)block, datatype, NcclApi.Op(op), _comm.Value, side), "ncclReduceScatter", "reduce_scatter", output);
-    }
+    public ICollectiveWork ReduceScatterAsync(torch.Tensor input, torch.Tensor output, ReduceOp op = ReduceOp.Sum) =>
+        OnSideStream(ReduceScatterCall(input, output, op), "ncclReduceScatter", "reduce_scatter", output);
 
     /// <summary>
     /// Queues <paramref name="call"/> (given the side stream) on the side stream after everything already queued on
