@@ -201,10 +201,7 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
     /// <inheritdoc />
     public ICollectiveWork BroadcastAsync(torch.Tensor tensor, int root)
     {
-        ArgumentNullException.ThrowIfNull(tensor);
-        CheckRank(root, nameof(root));
-        IntPtr datatype = CheckTensor(tensor, nameof(tensor));
-        int count = Count(tensor);
+        (IntPtr datatype, int count) = CheckBroadcast(tensor, root);
         if (count == 0)
         {
             return CompletedCollectiveWork.Instance;
@@ -330,10 +327,7 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
     /// <inheritdoc />
     public void Broadcast(torch.Tensor tensor, int root)
     {
-        ArgumentNullException.ThrowIfNull(tensor);
-        CheckRank(root, nameof(root));
-        IntPtr datatype = CheckTensor(tensor, nameof(tensor));
-        int count = Count(tensor);
+        (IntPtr datatype, int count) = CheckBroadcast(tensor, root);
         if (count == 0)
         {
             return;
@@ -439,6 +433,14 @@ internal sealed unsafe partial class MpiProcessGroup : IProcessGroup
             }
         }
         return new MpiWork(this, request, "all_to_all", input, divide: null);
+    }
+
+    /// <summary>broadcast's checks: the moving datatype and the element count.</summary>
+    private (IntPtr Datatype, int Count) CheckBroadcast(torch.Tensor tensor, int root)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        CheckRank(root, nameof(root));
+        return (CheckTensor(tensor, nameof(tensor)), Count(tensor));
     }
 
     /// <summary>all_gather's checks: the moving datatype and the input's element count.</summary>

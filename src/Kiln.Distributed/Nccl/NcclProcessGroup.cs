@@ -181,11 +181,7 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
 
     private Func<IntPtr, int> AllGatherCall(torch.Tensor input, torch.Tensor output)
     {
-        ArgumentNullException.ThrowIfNull(input);
-        ArgumentNullException.ThrowIfNull(output);
-        int datatype = CheckTensor(input, nameof(input));
-        _ = CheckTensor(output, nameof(output));
-        CollectiveArguments.SameDtype(input, output);
+        int datatype = CheckPair(input, output);
         long count = input.numel();
         CollectiveArguments.AllGatherOutput(count, output, WorldSize);
         IntPtr send = DataPointer(input), receive = DataPointer(output);
@@ -194,11 +190,7 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
 
     private Func<IntPtr, int> ReduceScatterCall(torch.Tensor input, torch.Tensor output, ReduceOp op)
     {
-        ArgumentNullException.ThrowIfNull(input);
-        ArgumentNullException.ThrowIfNull(output);
-        int datatype = CheckTensor(input, nameof(input));
-        _ = CheckTensor(output, nameof(output));
-        CollectiveArguments.SameDtype(input, output);
+        int datatype = CheckPair(input, output);
         if (op == ReduceOp.Average && !input.is_floating_point())
         {
             throw new NotSupportedException($"ReduceOp.Average needs a floating-point tensor, not {input.dtype}.");
@@ -225,11 +217,7 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
     /// </summary>
     private Func<IntPtr, int> AllToAllCall(torch.Tensor input, torch.Tensor output)
     {
-        ArgumentNullException.ThrowIfNull(input);
-        ArgumentNullException.ThrowIfNull(output);
-        int datatype = CheckTensor(input, nameof(input));
-        _ = CheckTensor(output, nameof(output));
-        CollectiveArguments.SameDtype(input, output);
+        int datatype = CheckPair(input, output);
         long block = CollectiveArguments.AllToAllBlock(input, output, WorldSize);
         IntPtr send = DataPointer(input), receive = DataPointer(output);
         if (block > 0 && send == receive)
@@ -601,6 +589,17 @@ internal sealed unsafe partial class NcclProcessGroup : IProcessGroup
     }
 
     private IntPtr DataPointer(torch.Tensor tensor) => tensor.numel() == 0 ? IntPtr.Zero : _nccl.TensorData(tensor.Handle);
+
+    /// <summary>An input and an output tensor of one dtype, both on this rank's device: the NCCL datatype.</summary>
+    private int CheckPair(torch.Tensor input, torch.Tensor output)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(output);
+        int datatype = CheckTensor(input, nameof(input));
+        _ = CheckTensor(output, nameof(output));
+        CollectiveArguments.SameDtype(input, output);
+        return datatype;
+    }
 
     private int CheckTensor(torch.Tensor tensor, string parameter)
     {
